@@ -1,0 +1,200 @@
+"""``core-ingest``: run the ingest service and manage its database and enrolled agents.
+
+A thin layer: each command opens the database, calls the library and prints JSON. Library
+errors become one-line messages (exit 1); invalid configuration exits 78.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import psycopg
+
+from core_ingest import agents as agent_registry
+from core_ingest.config import CoreConfig, load_config
+from core_ingest.errors import ConfigError, CoreError
+from core_ingest.migrations import MIGRATIONS, STORAGE_CHOICES, applied_versions, migrate
+from core_ingest.service import serve
+from core_ingest.status import database_status
+
+EXIT_CONFIG = 78
+
+
+def _print(data: Any) -> None:  # noqa: ANN401 - any JSON-serializable value
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def database_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--config`` and ``--dsn``, shared by every command that opens the database."""
+    command = click.option(
+        "--dsn",
+        envvar="CORE_INGEST_DSN",
+        help="PostgreSQL connection string; overrides database.dsn. Env: CORE_INGEST_DSN.",
+    )(command)
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        envvar="CORE_INGEST_CONFIG",
+        help="Core configuration file (TOML). Env: CORE_INGEST_CONFIG.",
+    )(command)
+
+
+def _config(config_path: Path | None, **overrides: str | None) -> CoreConfig:
+    try:
+        return load_config(config_path, **overrides)
+    except ConfigError as exc:
+        click.echo(f"Error: invalid configuration: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+@contextlib.contextmanager
+def _database(config: CoreConfig) -> Iterator[psycopg.Connection]:
+    """An autocommit connection; connection and library errors become one-line messages."""
+    try:
+        with psycopg.connect(config.dsn, autocommit=True, connect_timeout=10) as conn:
+            yield conn
+    except psycopg.OperationalError as exc:
+        raise click.ClickException(f"cannot reach the database: {exc}".strip()) from None
+    except CoreError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+def main(*, verbose: bool) -> None:
+    """Central ingest: verifies signed batches from edge agents and stores them exactly once."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@main.command("serve")
+@database_options
+@click.option("--listen", envvar="CORE_INGEST_LISTEN", help="host:port to serve gRPC on.")
+def serve_command(config_path: Path | None, dsn: str | None, listen: str | None) -> None:
+    """Serve the gRPC ingest service until interrupted (schema must be migrated).
+
+    Example: core-ingest serve --dsn postgresql://ingest@db/meters --listen 0.0.0.0:50051
+    """
+    config = _config(config_path, dsn=dsn, listen=listen)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(dsn=config.dsn, listen=config.listen))
+
+
+@main.command("migrate")
+@database_options
+@click.option(
+    "--storage",
+    type=click.Choice(STORAGE_CHOICES),
+    help="Storage for a new schema (default auto: TimescaleDB when preloaded).",
+)
+@click.option("--list", "list_only", is_flag=True, help="List applied and pending; change nothing.")
+@click.option("--stop-before", type=int, help="Apply only migrations below this version.")
+def migrate_command(
+    config_path: Path | None,
+    dsn: str | None,
+    storage: str | None,
+    *,
+    list_only: bool,
+    stop_before: int | None,
+) -> None:
+    """Create or upgrade the database schema; safe to run again.
+
+    Example: core-ingest migrate --dsn postgresql://ingest@db/meters --list
+    """
+    config = _config(config_path, dsn=dsn, storage=storage)
+    with _database(config) as conn:
+        if list_only:
+            applied = applied_versions(conn)
+            _print(
+                [
+                    {"version": m.version, "name": m.name, "applied_at": applied.get(m.version)}
+                    for m in MIGRATIONS
+                ]
+            )
+            return
+        done = migrate(conn, storage=config.storage, stop_before=stop_before)
+        _print({"applied": [m.name for m in done], **database_status(conn)})
+
+
+@main.command("status")
+@database_options
+def status_command(config_path: Path | None, dsn: str | None) -> None:
+    """Show server and TimescaleDB versions, storage in use, schema version and row counts.
+
+    Example: core-ingest status --dsn postgresql://ingest@db/meters
+    """
+    with _database(_config(config_path, dsn=dsn)) as conn:
+        _print(database_status(conn))
+
+
+@main.group("agents")
+def agents_group() -> None:
+    """Enroll, list and revoke the edge agents allowed to send batches."""
+
+
+@agents_group.command("add")
+@database_options
+@click.option("--agent-id", required=True, help="The agent's id, as in its [agent] id.")
+@click.option(
+    "--public-key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    required=True,
+    help="The agent's public key (PEM), written by `edge-agent keygen` as KEY.pub.",
+)
+def agents_add(
+    config_path: Path | None, dsn: str | None, agent_id: str, public_key_file: Path
+) -> None:
+    """Enroll an agent's public key (re-enrolling replaces its key and lifts a revocation).
+
+    Example: core-ingest agents add --agent-id sub-north-001 --public-key-file agent.key.pub
+    """
+    with _database(_config(config_path, dsn=dsn)) as conn:
+        key = agent_registry.public_key_from_pem(public_key_file.read_bytes())
+        agent_registry.enroll(conn, agent_id, key)
+        _print({"enrolled": agent_id, "public_key": key.hex()})
+
+
+@agents_group.command("list")
+@database_options
+def agents_list(config_path: Path | None, dsn: str | None) -> None:
+    """List enrolled agents with their key fingerprints and revocation times.
+
+    Example: core-ingest agents list --dsn postgresql://ingest@db/meters
+    """
+    with _database(_config(config_path, dsn=dsn)) as conn:
+        _print(
+            [
+                {
+                    "agent_id": a.agent_id,
+                    "public_key": a.fingerprint,
+                    "enrolled_at": a.enrolled_at,
+                    "revoked_at": a.revoked_at,
+                }
+                for a in agent_registry.list_agents(conn)
+            ]
+        )
+
+
+@agents_group.command("revoke")
+@database_options
+@click.option("--agent-id", required=True, help="The agent to refuse from now on.")
+def agents_revoke(config_path: Path | None, dsn: str | None, agent_id: str) -> None:
+    """Revoke an agent: its later batches are refused with REVOKED_AGENT.
+
+    Example: core-ingest agents revoke --agent-id sub-north-001
+    """
+    with _database(_config(config_path, dsn=dsn)) as conn:
+        agent_registry.revoke(conn, agent_id)
+        _print({"revoked": agent_id})

@@ -1,0 +1,73 @@
+"""The core's TOML configuration, merged with environment and flags, validated once.
+
+Layers, later wins: the file (``--config``), then ``CORE_INGEST_DSN`` / ``CORE_INGEST_LISTEN``,
+then command-line flags. Every error names the key at fault.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core_ingest.errors import ConfigError
+from core_ingest.migrations import STORAGE_CHOICES
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    """The validated configuration of one core ingest process."""
+
+    dsn: str
+    listen: str
+    storage: str
+
+
+def _read(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError("file", f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("file", f"{path} is not valid TOML: {exc}") from None
+
+
+def _string(
+    data: dict[str, Any], table: str, key: str, override: str | None, default: str | None
+) -> str:
+    section = data.get(table, {})
+    if not isinstance(section, dict):
+        raise ConfigError(table, "must be a table")
+    value = override if override is not None else section.get(key, default)
+    if value is None:
+        raise ConfigError(f"{table}.{key}", "is required (or pass the matching flag)")
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{table}.{key}", f"must be a non-empty string, got {value!r}")
+    return value
+
+
+def load_config(
+    path: Path | None,
+    *,
+    dsn: str | None = None,
+    listen: str | None = None,
+    storage: str | None = None,
+) -> CoreConfig:
+    """Merge the file with overrides (None means "not given") and validate."""
+    data = _read(path)
+    config = CoreConfig(
+        dsn=_string(data, "database", "dsn", dsn, None),
+        listen=_string(data, "server", "listen", listen, DEFAULT_LISTEN),
+        storage=_string(data, "database", "storage", storage, "auto"),
+    )
+    if config.storage not in STORAGE_CHOICES:
+        raise ConfigError("database.storage", f"must be one of {STORAGE_CHOICES}")
+    host, _, port = config.listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65_536:  # noqa: PLR2004
+        raise ConfigError("server.listen", f"must be host:port, got {config.listen!r}")
+    return config

@@ -1,0 +1,121 @@
+"""A throwaway PostgreSQL cluster on a loopback port, for the demo and the integration tests.
+
+It runs the installed server binaries (``initdb``, ``pg_ctl``) in a fresh directory; as root it
+runs them as the ``postgres`` user, since PostgreSQL refuses to run as root. TimescaleDB is
+preloaded when its extension is installed, unless the caller opts out.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+PG_ROOT = Path("/usr/lib/postgresql")
+SERVER_USER = "postgres"
+
+
+def server_bindir() -> Path:
+    """The newest installed PostgreSQL server's bin directory (override: ``PG_BINDIR``)."""
+    if override := os.environ.get("PG_BINDIR"):
+        return Path(override)
+    candidates = sorted(PG_ROOT.glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name))
+    if not candidates:
+        raise RuntimeError(f"no PostgreSQL server found under {PG_ROOT}; install postgresql-15")
+    return candidates[-1].parent
+
+
+def timescaledb_installed(bindir: Path) -> bool:
+    """Whether the TimescaleDB extension is installed for this server."""
+    sharedir = subprocess.run(  # noqa: S603 - the installed server's own binaries, no shell
+        [str(bindir / "pg_config"), "--sharedir"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    return (Path(sharedir) / "extension" / "timescaledb.control").exists()
+
+
+class PostgresCluster:
+    """``start()`` creates and starts the cluster; ``stop()`` stops it and deletes its files."""
+
+    def __init__(self, *, port: int, timescaledb: bool = True) -> None:
+        """Args: port: loopback TCP port; timescaledb: preload it when it is installed."""
+        self.port = port
+        self.bindir = server_bindir()
+        self.timescaledb = timescaledb and timescaledb_installed(self.bindir)
+        self.directory = Path(tempfile.mkdtemp(prefix="meterpipe-pg-"))
+        self._as_root = os.geteuid() == 0
+
+    def _run(self, *args: str) -> None:
+        command = [str(self.bindir / args[0]), *args[1:]]
+        if self._as_root:
+            command = ["runuser", "-u", SERVER_USER, "--", *command]
+        subprocess.run(command, check=True, capture_output=True, text=True)  # noqa: S603
+
+    def start(self) -> None:
+        """initdb, write a loopback-only configuration, and start the server; waits until ready."""
+        if self._as_root:
+            shutil.chown(self.directory, SERVER_USER, SERVER_USER)
+        data = self.directory / "data"
+        self._run(
+            "initdb",
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        )
+        settings = {
+            "listen_addresses": "'127.0.0.1'",
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.directory}'",
+            "max_connections": "200",
+            "shared_buffers": "256MB",
+            # A throwaway cluster: durability traded for speed. Never use these in production.
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+        }
+        if self.timescaledb:
+            settings["shared_preload_libraries"] = "'timescaledb'"
+            settings["timescaledb.telemetry_level"] = "off"
+        with (data / "postgresql.conf").open("a") as conf:
+            conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(data),
+            "-l",
+            str(self.directory / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        """Connection string for a database of this cluster."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def create_database(self, name: str) -> str:
+        """Create an empty database and return its DSN."""
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
+        return self.dsn(name)
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown) and remove its files."""
+        data = self.directory / "data"
+        if (data / "postmaster.pid").exists():
+            self._run("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the OS picks it; another process could take it first)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

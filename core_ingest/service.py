@@ -1,0 +1,151 @@
+"""The gRPC ingest service: receive → verify → store → acknowledge, one Ack per batch.
+
+Each stream (one per connected agent) gets its own database connection and handles its batches
+in order. The core is stateless: exactly-once lives in the database transaction, so any number
+of core processes can serve the same database. While the database is down every batch is
+answered REJECTED / STORAGE_UNAVAILABLE and the agent keeps it and retries later.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+import psycopg
+
+from core_ingest import __version__
+from core_ingest.errors import StorageUnavailable
+from core_ingest.store import BatchStore, Partitions
+from proto import (
+    PAYLOAD_SCHEMA_VERSION,
+    EnvelopeError,
+    OpenedBatch,
+    load_public_key,
+    open_batch,
+    pb,
+    pb_grpc,
+    read_header,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _rejection(header: pb.BatchHeader | None, error: EnvelopeError) -> pb.Ack:
+    return pb.Ack(
+        agent_id=header.agent_id if header else "",
+        sequence=header.sequence if header else 0,
+        status=pb.ACK_STATUS_REJECTED,
+        reason=error.reason,
+        detail=error.detail,
+    )
+
+
+class IngestService(pb_grpc.IngestServicer):
+    """Implements ``meterpipe.v1.Ingest``."""
+
+    def __init__(self, *, dsn: str) -> None:
+        """Args: dsn: the PostgreSQL connection string (schema already migrated)."""
+        self.dsn = dsn
+        self._partitions = Partitions()
+        self.outcomes: collections.Counter[str] = collections.Counter()
+
+    async def StreamBatches(  # noqa: N802 - name fixed by the generated servicer
+        self, request_iterator: AsyncIterator[pb.SignedBatch], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Ack]:
+        """Answer every batch of the stream with one Ack, in arrival order."""
+        store: BatchStore | None = None
+        peer = context.peer()
+        try:
+            async for batch in request_iterator:
+                if store is None or store.broken:
+                    store = await self._reconnect(store)
+                ack = await self.handle(batch, store)
+                self.outcomes[pb.AckStatus.Name(ack.status)] += 1
+                yield ack
+        finally:
+            if store is not None:
+                await store.close()
+            log.debug("stream from %s ended", peer)
+
+    async def _reconnect(self, old: BatchStore | None) -> BatchStore | None:
+        if old is not None:
+            await old.close()
+        try:
+            return await BatchStore.connect(self.dsn, partitions=self._partitions)
+        except StorageUnavailable as exc:
+            log.warning("storage unavailable: %s", exc)
+            return None
+
+    async def handle(self, batch: pb.SignedBatch, store: BatchStore | None) -> pb.Ack:
+        """Verify and store one batch; every outcome, refusals included, becomes an Ack."""
+        received_at = dt.datetime.now(dt.UTC)
+        header = None
+        try:
+            header = read_header(batch)
+            opened = await self._verify(batch, header, store)
+            status = await store.write(opened, received_at=received_at)
+        except EnvelopeError as exc:
+            log.warning("refused batch: %s", exc.detail)
+            return _rejection(header, exc)
+        except (StorageUnavailable, psycopg.OperationalError) as exc:
+            log.warning("storage unavailable while storing a batch: %s", exc)
+            return _rejection(header, EnvelopeError(pb.REJECT_REASON_STORAGE_UNAVAILABLE, str(exc)))
+        return pb.Ack(
+            agent_id=header.agent_id,
+            sequence=header.sequence,
+            status=status,
+            meter_readings=len(opened.payload.meter_readings.interval_end),
+        )
+
+    @staticmethod
+    async def _verify(
+        batch: pb.SignedBatch, header: pb.BatchHeader, store: BatchStore | None
+    ) -> OpenedBatch:
+        """Check the sender is enrolled and unrevoked, then the envelope against its key."""
+        if store is None:
+            raise StorageUnavailable("database unreachable")
+        key = await store.agent_key(header.agent_id)
+        if key is None:
+            raise EnvelopeError(
+                pb.REJECT_REASON_UNKNOWN_AGENT, f"agent {header.agent_id!r} is not enrolled"
+            )
+        if key.revoked:
+            raise EnvelopeError(
+                pb.REJECT_REASON_REVOKED_AGENT, f"agent {header.agent_id!r} is revoked"
+            )
+        return open_batch(batch, load_public_key(key.public_key))
+
+    async def Health(  # noqa: N802 - name fixed by the generated servicer
+        self,
+        request: pb.HealthRequest,  # noqa: ARG002 - empty message
+        context: grpc.aio.ServicerContext,  # noqa: ARG002
+    ) -> pb.HealthReply:
+        """Whether the database answers, and which storage and schema version the core speaks."""
+        try:
+            store = await BatchStore.connect(self.dsn, partitions=self._partitions)
+        except StorageUnavailable as exc:
+            return pb.HealthReply(serving=False, version=__version__, detail=str(exc))
+        await store.close()
+        return pb.HealthReply(
+            serving=True,
+            version=__version__,
+            schema_version=PAYLOAD_SCHEMA_VERSION,
+            storage=store.storage,
+        )
+
+
+async def serve(*, dsn: str, listen: str) -> None:
+    """Serve until cancelled on ``listen`` (``host:port``)."""
+    server = grpc.aio.server()
+    pb_grpc.add_IngestServicer_to_server(IngestService(dsn=dsn), server)
+    if server.add_insecure_port(listen) == 0:
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    log.info("core ingest %s listening on %s", __version__, listen)
+    try:
+        await server.wait_for_termination()
+    finally:
+        await server.stop(grace=5)

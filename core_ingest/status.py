@@ -1,0 +1,35 @@
+"""What ``core-ingest status`` reports: server, storage, schema versions and row counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from core_ingest import __version__
+from core_ingest.migrations import MIGRATIONS, SCHEMA_VERSION, applied_versions, recorded_storage
+
+
+def database_status(conn: psycopg.Connection) -> dict[str, Any]:
+    """A JSON-ready summary of the database as this release sees it."""
+    server = conn.execute("SHOW server_version").fetchone()
+    timescaledb = conn.execute(
+        "SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+    ).fetchone()
+    applied = applied_versions(conn)
+    status: dict[str, Any] = {
+        "core_version": __version__,
+        "server_version": server[0] if server else None,
+        "timescaledb_version": timescaledb[0] if timescaledb else None,
+        "storage": recorded_storage(conn),
+        "schema_version": max(applied, default=0),
+        "release_schema_version": SCHEMA_VERSION,
+        "pending_migrations": [m.name for m in MIGRATIONS if m.version not in applied],
+    }
+    if applied:
+        for table in ("agents", "batches", "meter_readings", "transformer_telemetry"):
+            count = conn.execute(
+                psycopg.sql.SQL("SELECT count(*) FROM {}").format(psycopg.sql.Identifier(table))
+            ).fetchone()
+            status[f"{table}_rows"] = count[0] if count else 0
+    return status

@@ -1,0 +1,33 @@
+"""The substation gateway agent: acquisition, pseudonymization, durable buffer, signed uplink.
+
+Layers, bottom to top: ``sources`` read devices, ``transforms`` are pure (pseudonymize, batch
+layout), ``sinks`` hold and send (buffer, uplink), ``agent`` wires them, ``cli`` is the command.
+"""
+
+__version__ = "0.1.0"
+
+from edge_agent.agent import EdgeAgent
+from edge_agent.config import AgentConfig, load_config
+from edge_agent.errors import (
+    ConfigError,
+    EdgeError,
+    KeyFileError,
+    MalformedReply,
+    SourceError,
+    UplinkBroken,
+    UplinkError,
+)
+
+__all__ = [
+    "AgentConfig",
+    "ConfigError",
+    "EdgeAgent",
+    "EdgeError",
+    "KeyFileError",
+    "MalformedReply",
+    "SourceError",
+    "UplinkBroken",
+    "UplinkError",
+    "__version__",
+    "load_config",
+]

@@ -1,0 +1,177 @@
+"""The gateway daemon: poll concentrators, pseudonymize, buffer, seal and upload.
+
+::
+
+    poll loop per concentrator ─► pseudonymize ─► buffer.put_readings (one commit per cycle)
+    sealer ─► buffer.seal_batch (signed, one transaction) ─► uplink ─► core ─► buffer.acknowledge
+
+Every buffer call runs in one dedicated I/O thread, so SQLite never blocks the event loop and
+its calls never interleave. Each loop is a named task of one TaskGroup owned by ``EdgeAgent``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from edge_agent import __version__
+from edge_agent.config import AgentConfig
+from edge_agent.errors import SourceError
+from edge_agent.keys import load_pseudonym_key, load_signing_key
+from edge_agent.sinks.buffer import Buffer, BufferStatistics
+from edge_agent.sinks.uplink import Uplink
+from edge_agent.sources.modbus import ModbusConcentrator
+from edge_agent.sources.register_map import REGISTER_MAP_VERSION
+from edge_agent.transforms.batch import meter_payload
+from edge_agent.transforms.pseudonymize import Pseudonymizer, PseudonymousReading
+from proto import seal_batch
+
+log = logging.getLogger(__name__)
+
+
+class EdgeAgent:
+    """One substation gateway's agent. ``async with`` opens it; ``run()`` works until cancelled."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        """Load both keys (checking their permissions) and open the buffer.
+
+        Raises:
+            KeyFileError: a key file is missing, malformed or readable by others.
+
+        """
+        self.config = config
+        self._signing_key = load_signing_key(config.signing_key_file)
+        self._pseudonymizer = Pseudonymizer(
+            key=load_pseudonym_key(config.pseudonym_key_file), key_id=config.pseudonym_key_id
+        )
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-buffer")
+        self.buffer = Buffer(config.buffer_path, synchronous=config.buffer_synchronous)
+        self.sources = [ModbusConcentrator(source) for source in config.modbus_sources]
+        self.uplink = Uplink(
+            target=config.core_target,
+            buffer=self.buffer,
+            buffer_call=self.buffer_call,
+            max_in_flight=config.max_in_flight,
+        )
+        self._buffered = asyncio.Event()
+        self._pending_readings = 0
+        self.source_errors: collections.Counter[str] = collections.Counter()
+
+    async def buffer_call(self, method: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+        """Run a blocking buffer method in the I/O thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._io, functools.partial(method, *args, **kwargs))
+
+    async def __aenter__(self) -> EdgeAgent:
+        """Count what the buffer still holds from before a restart."""
+        stats = await self.statistics()
+        self._pending_readings = stats.pending_readings
+        if stats.pending_readings:
+            self._buffered.set()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        """Close devices and the buffer; everything committed stays on disk."""
+        for source in self.sources:
+            source.close()
+        await self.buffer_call(self.buffer.close)
+        self._io.shutdown(wait=True)
+
+    async def statistics(self) -> BufferStatistics:
+        """The buffer's counts."""
+        return await self.buffer_call(self.buffer.statistics)
+
+    async def run(self) -> None:
+        """Poll, seal, upload and prune until cancelled."""
+        log.info(
+            "agent %s started: %d concentrators, core %s",
+            self.config.agent_id,
+            len(self.sources),
+            self.config.core_target,
+        )
+        async with asyncio.TaskGroup() as tasks:
+            for source in self.sources:
+                tasks.create_task(self._poll_loop(source), name=f"poll[{source.config.name}]")
+            tasks.create_task(self._seal_loop(), name="seal")
+            tasks.create_task(self.uplink.run(), name="uplink")
+            tasks.create_task(self._prune_loop(), name="prune")
+
+    async def _poll_loop(self, source: ModbusConcentrator) -> None:
+        period = source.config.poll_interval_seconds
+        while True:
+            started = time.monotonic()
+            try:
+                await self.poll_once(source)
+            except SourceError as exc:
+                self.source_errors[source.config.name] += 1
+                log.warning("poll failed: %s", exc)
+            await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))
+
+    async def poll_once(self, source: ModbusConcentrator) -> int:
+        """Read one concentrator once and commit what is new; return how many readings."""
+        records, poll_time_ms = await source.poll()
+        if not records:
+            return 0
+        readings = [
+            self._pseudonymizer.apply(record, poll_time_ms=poll_time_ms, device=source.device)
+            for record in records
+        ]
+        fresh = await self.buffer_call(self.buffer.put_readings, readings)
+        if fresh:
+            self._pending_readings += fresh
+            self._buffered.set()
+            log.info("%s: buffered %d new readings", source.config.name, fresh)
+        return fresh
+
+    async def _seal_loop(self) -> None:
+        """Seal pending readings once a batch is full or its oldest reading is old enough."""
+        max_readings = self.config.batch_max_readings
+        while True:
+            await self._buffered.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.batch_max_age_seconds):
+                    while self._pending_readings < max_readings:
+                        self._buffered.clear()
+                        await self._buffered.wait()
+            self._buffered.clear()
+            await self.seal_pending()
+
+    async def seal_pending(self) -> int:
+        """Seal every pending reading into batches; return how many batches were made."""
+        made = 0
+        while batch := await self.buffer_call(
+            self.buffer.seal_batch, self._seal, max_readings=self.config.batch_max_readings
+        ):
+            self._pending_readings = max(0, self._pending_readings - batch.readings)
+            made += 1
+            self.uplink.notify()
+        return made
+
+    def _seal(self, readings: list[PseudonymousReading], sequence: int) -> bytes:
+        """Build, hash and sign one batch (runs in the I/O thread, inside the buffer's commit)."""
+        signed = seal_batch(
+            meter_payload(readings),
+            agent_id=self.config.agent_id,
+            sequence=sequence,
+            created_ms=time.time_ns() // 1_000_000,
+            pseudonym_key_id=self._pseudonymizer.key_id,
+            software_version=__version__,
+            register_map_version=REGISTER_MAP_VERSION,
+            private_key=self._signing_key,
+        )
+        return signed.SerializeToString()
+
+    async def _prune_loop(self) -> None:
+        while True:
+            pruned = await self.buffer_call(
+                self.buffer.prune, retain_seconds=self.config.retain_acknowledged_seconds
+            )
+            if pruned:
+                log.info("pruned %d acknowledged batches past retention", pruned)
+            await asyncio.sleep(60)

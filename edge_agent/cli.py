@@ -1,0 +1,189 @@
+"""``edge-agent``: the gateway daemon and the field technician's commands (a thin layer).
+
+Every command prints JSON; library errors become one-line messages. Exit codes: 0 success,
+1 handled error, 2 usage error, 78 invalid configuration (as ``vector validate``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge_agent.agent import EdgeAgent
+from edge_agent.config import AgentConfig, load_config
+from edge_agent.errors import ConfigError, EdgeError
+from edge_agent.keys import generate_pseudonym_key, generate_signing_key
+from edge_agent.sinks.buffer import Buffer
+from edge_agent.sinks.uplink import ack_label
+
+EXIT_CONFIG = 78
+
+
+def _print(data: Any) -> None:  # noqa: ANN401 - any JSON-serializable value
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def config_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The ``--config`` option every gateway command takes."""
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="EDGE_AGENT_CONFIG",
+        default=Path("edge-agent.toml"),
+        show_default=True,
+        help="Agent configuration file (TOML). Env: EDGE_AGENT_CONFIG.",
+    )(command)
+
+
+def _load(config_path: Path) -> AgentConfig:
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        click.echo(f"Error: invalid configuration: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+def main(*, verbose: bool) -> None:
+    """Substation gateway agent: reads concentrators, buffers and uploads signed batches."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@main.command()
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Private key file to create (mode 0600); the public key goes to OUT.pub.",
+)
+def keygen(out: Path) -> None:
+    """Create the agent's Ed25519 signing key pair.
+
+    Enroll the public key at the core with `core-ingest agents add`.
+
+    Example: edge-agent keygen --out /etc/edge-agent/agent.key
+    """
+    try:
+        public_pem = generate_signing_key(out)
+    except EdgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    public_path = out.with_name(out.name + ".pub")
+    public_path.write_bytes(public_pem)
+    _print({"private_key": str(out), "public_key": str(public_path)})
+
+
+@main.command("pseudonym-keygen")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Key file to create (mode 0600). It never leaves the gateway.",
+)
+def pseudonym_keygen(out: Path) -> None:
+    """Create a pseudonymization (HMAC-SHA-256) key for meter serials.
+
+    Example: edge-agent pseudonym-keygen --out /etc/edge-agent/pseudonym.key
+    """
+    try:
+        generate_pseudonym_key(out)
+    except EdgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    _print({"pseudonym_key": str(out)})
+
+
+@main.command("check-config")
+@config_option
+def check_config(config_path: Path) -> None:
+    """Validate the configuration file and the key files it names; exit 78 if invalid.
+
+    Example: edge-agent check-config --config /etc/edge-agent/edge-agent.toml
+    """
+    config = _load(config_path)
+    try:
+        EdgeAgent(config).buffer.close()
+    except EdgeError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    _print({"valid": True, "agent_id": config.agent_id, "sources": len(config.modbus_sources)})
+
+
+@main.command()
+@config_option
+def run(config_path: Path) -> None:
+    """Run the agent until interrupted (SIGINT/SIGTERM); nothing buffered is lost on stop.
+
+    Example: edge-agent run --config /etc/edge-agent/edge-agent.toml
+    """
+    config = _load(config_path)
+
+    async def serve() -> None:
+        async with EdgeAgent(config) as agent:
+            await agent.run()
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve())
+    except EdgeError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@config_option
+def status(config_path: Path) -> None:
+    """Show what the buffer holds: pending readings and batches, refusals, next sequence.
+
+    Example: edge-agent status --config /etc/edge-agent/edge-agent.toml
+    """
+    config = _load(config_path)
+    buffer = Buffer(config.buffer_path, synchronous=config.buffer_synchronous)
+    try:
+        _print({"agent_id": config.agent_id, **dataclasses.asdict(buffer.statistics())})
+    finally:
+        buffer.close()
+
+
+@main.command()
+@config_option
+@click.option(
+    "--from-sequence",
+    type=click.IntRange(min=1),
+    required=True,
+    help="Re-send every retained batch with this sequence number or later.",
+)
+def resend(config_path: Path, from_sequence: int) -> None:
+    """Send retained batches to the core again, e.g. after a central restore from backup.
+
+    The core stores what it lacks and answers DUPLICATE for what it has, so this is safe.
+
+    Example: edge-agent resend --config edge-agent.toml --from-sequence 1
+    """
+    config = _load(config_path)
+
+    async def deliver() -> list[str]:
+        async with EdgeAgent(config) as agent:
+            batches = await agent.buffer_call(
+                agent.buffer.retained_batches, from_sequence=from_sequence
+            )
+            acks = await agent.uplink.deliver(batches)
+            return [ack_label(ack) for ack in acks]
+
+    try:
+        labels = asyncio.run(deliver())
+    except EdgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    _print({"sent": len(labels), "answers": {label: labels.count(label) for label in set(labels)}})

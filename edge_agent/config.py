@@ -1,0 +1,167 @@
+"""The agent's TOML configuration: loaded, merged with overrides, validated once at start.
+
+Every error names the dotted key at fault, e.g. ``sources.modbus[0].port: must be 1..65535``.
+The configuration reference in README.md lists every key below.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_agent.errors import ConfigError
+
+SYNCHRONOUS_MODES = ("full", "normal")
+
+
+@dataclass(frozen=True, slots=True)
+class ModbusSourceConfig:
+    """One meter concentrator read over Modbus TCP."""
+
+    name: str
+    host: str
+    port: int
+    unit_id: int
+    poll_interval_seconds: float
+    timeout_seconds: float
+
+    @property
+    def device(self) -> str:
+        """How batches and lineage name this device."""
+        return f"modbus://{self.host}:{self.port}/{self.unit_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """The whole validated configuration of one edge agent."""
+
+    agent_id: str
+    signing_key_file: Path
+    pseudonym_key_file: Path
+    pseudonym_key_id: str
+    buffer_path: Path
+    buffer_synchronous: str
+    retain_acknowledged_seconds: float
+    core_target: str
+    batch_max_readings: int
+    batch_max_age_seconds: float
+    max_in_flight: int
+    modbus_sources: tuple[ModbusSourceConfig, ...]
+
+
+class _Section:
+    """Typed access to one TOML table that reports errors with the full dotted key."""
+
+    def __init__(self, data: dict[str, Any], prefix: str) -> None:
+        self.data = data
+        self.prefix = prefix
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def table(self, name: str) -> _Section:
+        value = self.data.get(name, {})
+        if not isinstance(value, dict):
+            raise ConfigError(self.key(name), "must be a table")
+        return _Section(value, self.key(name))
+
+    def get(self, name: str, kind: type, default: Any = None) -> Any:  # noqa: ANN401 - TOML value
+        if name not in self.data:
+            if default is None:
+                raise ConfigError(self.key(name), "is required")
+            return default
+        value = self.data[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(self.key(name), f"must be {kind.__name__}, got {value!r}")
+        return value
+
+    def number(self, name: str, kind: type, default: float | None, low: float, high: float) -> Any:  # noqa: ANN401
+        value = self.get(name, kind, default)
+        if not low <= value <= high:
+            raise ConfigError(self.key(name), f"must be {low}..{high}, got {value!r}")
+        return value
+
+
+def load_config(path: Path, overrides: dict[str, Any] | None = None) -> AgentConfig:
+    """Read ``path``, apply top-level table ``overrides``, validate and return the config.
+
+    Relative file paths in the config are taken relative to the config file's folder.
+
+    Raises:
+        ConfigError: naming the key at fault (or ``file`` when the file itself is bad).
+
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError("file", f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("file", f"{path} is not valid TOML: {exc}") from None
+    for table, values in (overrides or {}).items():
+        data.setdefault(table, {}).update({k: v for k, v in values.items() if v is not None})
+    return parse_config(data, base=path.parent)
+
+
+def parse_config(data: dict[str, Any], *, base: Path) -> AgentConfig:
+    """Validate an already-parsed TOML document (see ``load_config``)."""
+    root = _Section(data, "")
+    agent = root.table("agent")
+    pseudo = root.table("pseudonymization")
+    buffer = root.table("buffer")
+    uplink = root.table("uplink")
+    synchronous = buffer.get("synchronous", str, "full")
+    if synchronous not in SYNCHRONOUS_MODES:
+        raise ConfigError(buffer.key("synchronous"), f"must be one of {SYNCHRONOUS_MODES}")
+    agent_id = agent.get("id", str)
+    if not agent_id.strip() or len(agent_id) > 64:  # noqa: PLR2004 - fits the core's agent_id column
+        raise ConfigError(agent.key("id"), "must be 1..64 characters")
+    return AgentConfig(
+        agent_id=agent_id,
+        signing_key_file=base / agent.get("signing_key_file", str),
+        pseudonym_key_file=base / pseudo.get("key_file", str),
+        pseudonym_key_id=pseudo.get("key_id", str),
+        buffer_path=base / buffer.get("path", str, "buffer.sqlite"),
+        buffer_synchronous=synchronous,
+        retain_acknowledged_seconds=buffer.number(
+            "retain_acknowledged_seconds", float, 86_400.0, 0, 30 * 86_400
+        ),
+        core_target=uplink.get("target", str),
+        batch_max_readings=uplink.number("batch_max_readings", int, 5_000, 1, 50_000),
+        batch_max_age_seconds=uplink.number("batch_max_age_seconds", float, 5.0, 0, 3_600),
+        max_in_flight=uplink.number("max_in_flight", int, 8, 1, 256),
+        modbus_sources=_modbus_sources(root),
+    )
+
+
+def _modbus_sources(root: _Section) -> tuple[ModbusSourceConfig, ...]:
+    entries = root.table("sources").data.get("modbus", [])
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(
+            "sources.modbus", "must list at least one concentrator ([[sources.modbus]])"
+        )
+    sources = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"sources.modbus[{index}]", "must be a table")
+        section = _Section(entry, f"sources.modbus[{index}]")
+        sources.append(
+            ModbusSourceConfig(
+                name=section.get("name", str),
+                host=section.get("host", str),
+                port=section.number("port", int, 502, 1, 65_535),
+                unit_id=section.number("unit_id", int, 1, 1, 247),
+                poll_interval_seconds=section.number(
+                    "poll_interval_seconds", float, 60.0, 0.05, 3_600
+                ),
+                timeout_seconds=section.number("timeout_seconds", float, 3.0, 0.1, 60),
+            )
+        )
+    names = [s.name for s in sources]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate is not None:
+        raise ConfigError("sources.modbus", f"name {duplicate!r} is used twice")
+    return tuple(sources)

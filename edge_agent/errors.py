@@ -1,0 +1,55 @@
+"""Errors of the edge agent.
+
+::
+
+    EdgeError                 catch-all for the agent's own failures
+    ├── ConfigError           bad configuration; names the key (``key``) and the problem
+    ├── KeyFileError          a key file missing, malformed or readable by others
+    ├── SourceError           a device could not be read; ``device`` says which
+    │   └── MalformedReply    the device answered, but not as the register map says
+    └── UplinkError           talking to the core failed
+        └── UplinkBroken      the network or the core failed; retried with backoff
+"""
+
+from __future__ import annotations
+
+
+class EdgeError(Exception):
+    """Base class: ``except EdgeError`` catches every error the agent raises on purpose."""
+
+
+class ConfigError(EdgeError):
+    """The configuration is invalid; ``key`` is the dotted TOML key at fault."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+class KeyFileError(EdgeError):
+    """A key file cannot be used; ``path`` says which."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+
+
+class SourceError(EdgeError):
+    """Reading a device failed; ``device`` names it."""
+
+    def __init__(self, device: str, problem: str) -> None:
+        super().__init__(f"{device}: {problem}")
+        self.device = device
+
+
+class MalformedReply(SourceError):  # noqa: N818 - named for what it is, like trio's names
+    """The device answered with values the register map does not allow."""
+
+
+class UplinkError(EdgeError):
+    """Talking to the core failed."""
+
+
+class UplinkBroken(UplinkError):  # noqa: N818
+    """The network or the core failed; the cause is in ``__cause__``."""

@@ -1,0 +1,83 @@
+"""The agent's two secrets: its Ed25519 signing key and its pseudonymization (HMAC) key.
+
+Both files must be readable by the agent's user only: a key that others can read is refused at
+start, because a leaked pseudonymization key turns every pseudonym back into a meter serial.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge_agent.errors import KeyFileError
+
+PSEUDONYM_KEY_BYTES = 32  # HMAC-SHA-256 key as long as its output
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0600 and refuse to overwrite an existing key."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KeyFileError(str(path), "exists already; refusing to overwrite a key") from None
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _read_secret(path: Path) -> bytes:
+    """Read a key file after checking that only its owner can read it."""
+    try:
+        mode = path.stat().st_mode
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeyFileError(str(path), f"cannot read: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(
+            str(path), f"mode {stat.S_IMODE(mode):04o} lets others read it; run chmod 600"
+        )
+    return data
+
+
+def generate_signing_key(path: Path) -> bytes:
+    """Write a new Ed25519 private key (PKCS#8 PEM) to ``path``; return the public key PEM."""
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    _write_secret(path, pem)
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def load_signing_key(path: Path) -> Ed25519PrivateKey:
+    """Load the agent's private key written by ``generate_signing_key``."""
+    try:
+        key = serialization.load_pem_private_key(_read_secret(path), password=None)
+    except ValueError as exc:
+        raise KeyFileError(str(path), f"not a PEM private key: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyFileError(str(path), "is not an Ed25519 key")
+    return key
+
+
+def generate_pseudonym_key(path: Path) -> None:
+    """Write a new random pseudonymization key, hex-encoded, to ``path`` (mode 0600)."""
+    _write_secret(path, secrets.token_hex(PSEUDONYM_KEY_BYTES).encode() + b"\n")
+
+
+def load_pseudonym_key(path: Path) -> bytes:
+    """Load the pseudonymization key written by ``generate_pseudonym_key``."""
+    text = _read_secret(path).strip()
+    try:
+        key = bytes.fromhex(text.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise KeyFileError(str(path), "must hold the key as hexadecimal text") from None
+    if len(key) < PSEUDONYM_KEY_BYTES:
+        raise KeyFileError(str(path), f"key has {len(key)} bytes; at least 32 are needed")
+    return key

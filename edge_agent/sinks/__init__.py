@@ -1,0 +1,1 @@
+"""Where readings go: the durable local buffer, then the uplink to the core."""

@@ -1,0 +1,237 @@
+"""The durable edge buffer: readings and sealed batches in one SQLite file (at-least-once).
+
+Life of a reading: ``put_readings`` commits it (one transaction per poll cycle) unless that meter
+already delivered this or a later interval; ``seal_batch`` moves pending readings into a signed
+batch in one transaction; ``acknowledge`` marks the batch delivered once the core confirms it.
+Nothing is deleted before the core's acknowledgement; acknowledged batches are kept for
+``retain_acknowledged_seconds`` so an operator can re-send them, then pruned.
+
+Durability: WAL journal. ``synchronous=full`` (default) makes each commit survive a power cut;
+``normal`` survives a crash of the agent but may lose the last commits on power loss (the
+concentrator's history still holds them). Calls block: the agent runs them in one worker thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_agent.transforms.pseudonymize import PseudonymousReading
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    id INTEGER PRIMARY KEY,
+    meter BLOB NOT NULL,
+    interval_end INTEGER NOT NULL,
+    energy_wh INTEGER NOT NULL,
+    register_wh INTEGER NOT NULL,
+    quality_flags INTEGER NOT NULL,
+    poll_time_ms INTEGER NOT NULL,
+    device TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meter_cursor (
+    meter BLOB PRIMARY KEY,
+    last_interval_end INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batches (
+    sequence INTEGER PRIMARY KEY,
+    created_ms INTEGER NOT NULL,
+    readings INTEGER NOT NULL,
+    signed BLOB NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'acknowledged', 'rejected')),
+    outcome TEXT,
+    detail TEXT,
+    acknowledged_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS agent_state (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO agent_state VALUES ('next_sequence', 1);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class BufferStatistics:
+    """What the buffer holds now."""
+
+    pending_readings: int
+    pending_batches: int
+    rejected_batches: int
+    acknowledged_batches: int
+    next_sequence: int
+    oldest_pending_poll_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBatch:
+    """A sealed batch as kept in the buffer."""
+
+    sequence: int
+    signed: bytes
+    readings: int
+
+
+SealFunction = Callable[[list[PseudonymousReading], int], bytes]
+
+
+class Buffer:
+    """One SQLite file holding what has not been delivered yet."""
+
+    def __init__(self, path: Path, *, synchronous: str = "full") -> None:
+        """Open or create the buffer at ``path``."""
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+        self._db.executescript(SCHEMA)
+        self._cursor = dict(self._db.execute("SELECT meter, last_interval_end FROM meter_cursor"))
+
+    def close(self) -> None:
+        """Close the file; every committed change is already on disk."""
+        self._db.close()
+
+    def put_readings(self, readings: Iterable[PseudonymousReading]) -> int:
+        """Commit the readings of one poll cycle atomically; return how many were new.
+
+        A reading whose meter already buffered this or a later interval is a re-read of the
+        same register values and is skipped, so polling the same interval twice stores it once.
+        """
+        fresh = [r for r in readings if r.interval_end > self._cursor.get(r.meter, 0)]
+        if not fresh:
+            return 0
+        latest: dict[bytes, int] = {}
+        for reading in fresh:
+            latest[reading.meter] = max(latest.get(reading.meter, 0), reading.interval_end)
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO readings (meter, interval_end, energy_wh, register_wh, quality_flags,"
+                " poll_time_ms, device) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.meter,
+                        r.interval_end,
+                        r.energy_wh,
+                        r.register_wh,
+                        r.quality_flags,
+                        r.poll_time_ms,
+                        r.device,
+                    )
+                    for r in fresh
+                ],
+            )
+            self._db.executemany(
+                "INSERT INTO meter_cursor VALUES (?, ?) ON CONFLICT (meter) "
+                "DO UPDATE SET last_interval_end = excluded.last_interval_end",
+                latest.items(),
+            )
+        self._cursor.update(latest)
+        return len(fresh)
+
+    def seal_batch(self, seal: SealFunction, *, max_readings: int) -> StoredBatch | None:
+        """Move up to ``max_readings`` pending readings into one new signed batch.
+
+        ``seal(readings, sequence)`` returns the serialized SignedBatch; it runs inside the
+        transaction, so a crash leaves the readings pending and the sequence number unused.
+        """
+        with self._transaction():
+            rows = self._db.execute(
+                "SELECT id, meter, interval_end, energy_wh, register_wh, quality_flags,"
+                " poll_time_ms, device FROM readings ORDER BY id LIMIT ?",
+                (max_readings,),
+            ).fetchall()
+            if not rows:
+                return None
+            sequence = self._db.execute(
+                "SELECT value FROM agent_state WHERE key = 'next_sequence'"
+            ).fetchone()[0]
+            signed = seal([PseudonymousReading(*row[1:]) for row in rows], sequence)
+            self._db.execute(
+                "INSERT INTO batches (sequence, created_ms, readings, signed, state) "
+                "VALUES (?, ?, ?, ?, 'pending')",
+                (sequence, time.time_ns() // 1_000_000, len(rows), signed),
+            )
+            self._db.execute(
+                "UPDATE agent_state SET value = ? WHERE key = 'next_sequence'", (sequence + 1,)
+            )
+            self._db.execute("DELETE FROM readings WHERE id <= ?", (rows[-1][0],))
+        return StoredBatch(sequence=sequence, signed=signed, readings=len(rows))
+
+    def pending_batches(self, *, after: int = 0, limit: int = 64) -> list[StoredBatch]:
+        """Batches not yet acknowledged (nor refused), oldest first, with sequence > ``after``."""
+        rows = self._db.execute(
+            "SELECT sequence, signed, readings FROM batches WHERE state = 'pending' "
+            "AND sequence > ? ORDER BY sequence LIMIT ?",
+            (after, limit),
+        )
+        return [StoredBatch(*row) for row in rows]
+
+    def retained_batches(self, *, from_sequence: int) -> list[StoredBatch]:
+        """Every batch still on disk with sequence >= ``from_sequence``, whatever its state."""
+        rows = self._db.execute(
+            "SELECT sequence, signed, readings FROM batches WHERE sequence >= ? ORDER BY sequence",
+            (from_sequence,),
+        )
+        return [StoredBatch(*row) for row in rows]
+
+    def acknowledge(self, sequence: int, *, outcome: str, detail: str, refused: bool) -> None:
+        """Record the core's answer; a refused batch stays on disk, marked for the operator."""
+        with self._transaction():
+            self._db.execute(
+                "UPDATE batches SET state = ?, outcome = ?, detail = ?, acknowledged_ms = ? "
+                "WHERE sequence = ?",
+                (
+                    "rejected" if refused else "acknowledged",
+                    outcome,
+                    detail,
+                    time.time_ns() // 1_000_000,
+                    sequence,
+                ),
+            )
+
+    def prune(self, *, retain_seconds: float, now_ms: int | None = None) -> int:
+        """Delete acknowledged batches older than ``retain_seconds``; return how many."""
+        now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+        with self._transaction():
+            cursor = self._db.execute(
+                "DELETE FROM batches WHERE state = 'acknowledged' AND acknowledged_ms < ?",
+                (now_ms - int(retain_seconds * 1000),),
+            )
+        return cursor.rowcount
+
+    def statistics(self) -> BufferStatistics:
+        """Counts of what is waiting, for status output and metrics."""
+        pending_readings, oldest = self._db.execute(
+            "SELECT count(*), min(poll_time_ms) FROM readings"
+        ).fetchone()
+        states = dict(self._db.execute("SELECT state, count(*) FROM batches GROUP BY state"))
+        next_sequence = self._db.execute(
+            "SELECT value FROM agent_state WHERE key = 'next_sequence'"
+        ).fetchone()[0]
+        return BufferStatistics(
+            pending_readings=pending_readings,
+            pending_batches=states.get("pending", 0),
+            rejected_batches=states.get("rejected", 0),
+            acknowledged_batches=states.get("acknowledged", 0),
+            next_sequence=next_sequence,
+            oldest_pending_poll_ms=oldest,
+        )
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (including cancellation)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")

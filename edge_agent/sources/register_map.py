@@ -1,0 +1,104 @@
+"""Decode a concentrator's registers as docs/modbus-register-map.md lays them out (client side).
+
+Pure functions over lists of 16-bit words, so the decoding is tested without a device. Anything
+the map does not allow raises ``MalformedReply`` naming the device and the offending address.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge_agent.errors import MalformedReply
+from proto.quality import QualityFlag
+
+REGISTER_MAP_VERSION = 1
+HEADER_ADDRESS = 0
+HEADER_REGISTERS = 8
+METER_TABLE_ADDRESS = 100
+METER_RECORD_REGISTERS = 16
+INTERVAL_SECONDS = 900
+MAX_REGISTERS_PER_READ = 125  # Modbus limit for function 0x03 (a 256-byte PDU)
+
+
+@dataclass(frozen=True, slots=True)
+class ConcentratorHeader:
+    """What the header block says: how many meters, and the newest closed interval."""
+
+    meter_count: int
+    last_interval_end: int
+
+
+@dataclass(frozen=True, slots=True)
+class MeterRecord:
+    """One meter's record with the serial still in clear: never written to disk as such."""
+
+    serial: int
+    interval_end: int
+    energy_wh: int
+    register_wh: int
+    quality_flags: int
+
+
+def _unsigned(words: list[int]) -> int:
+    value = 0
+    for word in words:
+        value = (value << 16) | word
+    return value
+
+
+def decode_header(words: list[int], *, device: str) -> ConcentratorHeader:
+    """Decode the 8 header registers at address 0."""
+    if len(words) != HEADER_REGISTERS:
+        raise MalformedReply(device, f"header has {len(words)} registers, expected 8")
+    version, meter_count = words[0], words[1]
+    if version != REGISTER_MAP_VERSION:
+        raise MalformedReply(
+            device, f"register 0 (map version) is {version}, this agent reads version 1"
+        )
+    if words[4] != INTERVAL_SECONDS:
+        raise MalformedReply(device, f"register 4 (interval length) is {words[4]}, expected 900")
+    last_interval_end = _unsigned(words[2:4])
+    if last_interval_end % INTERVAL_SECONDS:
+        raise MalformedReply(
+            device, f"registers 2-3 (last interval end) {last_interval_end} are off the 15-min grid"
+        )
+    return ConcentratorHeader(meter_count=meter_count, last_interval_end=last_interval_end)
+
+
+def decode_meter_table(words: list[int], *, device: str) -> list[MeterRecord]:
+    """Decode consecutive 16-register meter records, starting at the table's first address.
+
+    A record whose interval end is 0 belongs to a meter that has not closed an interval yet and
+    is skipped.
+    """
+    if len(words) % METER_RECORD_REGISTERS:
+        raise MalformedReply(device, f"meter table of {len(words)} registers is not whole records")
+    records = []
+    for start in range(0, len(words), METER_RECORD_REGISTERS):
+        record = words[start : start + METER_RECORD_REGISTERS]
+        interval_end = _unsigned(record[4:6])
+        if interval_end == 0:
+            continue
+        if interval_end % INTERVAL_SECONDS:
+            address = METER_TABLE_ADDRESS + start + 4
+            raise MalformedReply(
+                device, f"register {address} (interval end) {interval_end} is off the 15-min grid"
+            )
+        records.append(
+            MeterRecord(
+                serial=_unsigned(record[0:4]),
+                interval_end=interval_end,
+                energy_wh=_unsigned(record[6:8]),
+                register_wh=_unsigned(record[8:12]),
+                quality_flags=QualityFlag.DEVICE_ALARM if record[12] else 0,
+            )
+        )
+    return records
+
+
+def block_reads(first: int, count: int) -> list[tuple[int, int]]:
+    """Split a register range into (address, count) reads of at most 125 registers."""
+    return [
+        (address, min(MAX_REGISTERS_PER_READ, first + count - address))
+        for address in range(first, first + count, MAX_REGISTERS_PER_READ)
+    ]

@@ -1,0 +1,180 @@
+"""Seal and open signed batches: serialization, hashing, Ed25519 signing and verification.
+
+Both ends call these pure functions. The signature covers the header's exact serialized bytes and
+the header carries the payload's SHA-256, so the verifier never re-serializes anything: it checks
+the bytes it received, then parses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from google.protobuf.message import DecodeError
+
+from proto import meterpipe_pb2 as pb
+
+PAYLOAD_SCHEMA_VERSION = 1  # the only BatchPayload layout this release writes and reads
+SPOKEN_SCHEMA_VERSIONS = frozenset({1})
+# Domain separation: a signature made for a batch can never be valid for any other message type.
+SIGNING_CONTEXT = b"meterpipe.v1.batch\x00"
+
+
+class EnvelopeError(Exception):
+    """A batch that cannot be accepted; ``reason`` is the RejectReason the core answers with."""
+
+    def __init__(self, reason: pb.RejectReason.ValueType, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedBatch:
+    """A verified batch: the parsed header and payload plus the digests that identify it."""
+
+    header: pb.BatchHeader
+    payload: pb.BatchPayload
+    payload_sha256: bytes
+
+
+def seal_batch(  # noqa: PLR0913 - one keyword per header field
+    payload: pb.BatchPayload,
+    *,
+    agent_id: str,
+    sequence: int,
+    created_ms: int,
+    pseudonym_key_id: str,
+    software_version: str,
+    register_map_version: int,
+    private_key: Ed25519PrivateKey,
+) -> pb.SignedBatch:
+    """Serialize ``payload`` once, hash it, and sign a header that names it."""
+    payload_bytes = payload.SerializeToString(deterministic=True)
+    header = pb.BatchHeader(
+        agent_id=agent_id,
+        sequence=sequence,
+        created_ms=created_ms,
+        schema_version=PAYLOAD_SCHEMA_VERSION,
+        pseudonym_key_id=pseudonym_key_id,
+        payload_sha256=hashlib.sha256(payload_bytes).digest(),
+        software_version=software_version,
+        register_map_version=register_map_version,
+    )
+    header_bytes = header.SerializeToString(deterministic=True)
+    signature = private_key.sign(SIGNING_CONTEXT + header_bytes)
+    return pb.SignedBatch(header=header_bytes, payload=payload_bytes, signature=signature)
+
+
+def read_header(batch: pb.SignedBatch) -> pb.BatchHeader:
+    """Parse the header without verifying it, to learn which agent's key to verify with."""
+    header = pb.BatchHeader()
+    try:
+        header.ParseFromString(batch.header)
+    except DecodeError as exc:
+        raise EnvelopeError(pb.REJECT_REASON_MALFORMED, f"header does not parse: {exc}") from None
+    if not header.agent_id or header.sequence == 0:
+        raise EnvelopeError(
+            pb.REJECT_REASON_MALFORMED, "header lacks agent_id or a sequence number >= 1"
+        )
+    return header
+
+
+def open_batch(batch: pb.SignedBatch, public_key: Ed25519PublicKey) -> OpenedBatch:
+    """Verify signature, schema version and payload hash, in that order, then parse the payload.
+
+    Raises:
+        EnvelopeError: with the reason code the core reports back to the agent.
+
+    """
+    header = read_header(batch)
+    try:
+        public_key.verify(batch.signature, SIGNING_CONTEXT + batch.header)
+    except InvalidSignature:
+        raise EnvelopeError(
+            pb.REJECT_REASON_BAD_SIGNATURE,
+            f"signature of batch {header.agent_id}#{header.sequence} does not verify "
+            "with the enrolled key",
+        ) from None
+    if header.schema_version not in SPOKEN_SCHEMA_VERSIONS:
+        raise EnvelopeError(
+            pb.REJECT_REASON_UNSUPPORTED_SCHEMA,
+            f"payload schema version {header.schema_version} is not one of "
+            f"{sorted(SPOKEN_SCHEMA_VERSIONS)}",
+        )
+    digest = hashlib.sha256(batch.payload).digest()
+    if digest != header.payload_sha256:
+        raise EnvelopeError(
+            pb.REJECT_REASON_HASH_MISMATCH,
+            f"payload SHA-256 {digest.hex()[:16]}… differs from the header's "
+            f"{header.payload_sha256.hex()[:16]}…",
+        )
+    payload = pb.BatchPayload()
+    try:
+        payload.ParseFromString(batch.payload)
+    except DecodeError as exc:
+        raise EnvelopeError(pb.REJECT_REASON_MALFORMED, f"payload does not parse: {exc}") from None
+    _check_columns(payload)
+    return OpenedBatch(header=header, payload=payload, payload_sha256=digest)
+
+
+def _check_columns(payload: pb.BatchPayload) -> None:
+    """Refuse payloads whose columns differ in length or whose indexes leave their lists."""
+    readings = payload.meter_readings
+    n = len(readings.interval_end)
+    columns = (
+        readings.meter_index,
+        readings.energy_wh,
+        readings.register_wh,
+        readings.quality_flags,
+        readings.poll_time_ms,
+        readings.device_index,
+    )
+    if any(len(column) != n for column in columns):
+        raise EnvelopeError(pb.REJECT_REASON_MALFORMED, "meter reading columns differ in length")
+    if n and (max(readings.meter_index) >= len(readings.meters)):
+        raise EnvelopeError(pb.REJECT_REASON_MALFORMED, "meter_index points outside meters")
+    if n and (max(readings.device_index) >= len(payload.devices)):
+        raise EnvelopeError(pb.REJECT_REASON_MALFORMED, "device_index points outside devices")
+    if any(len(meter) != 32 for meter in readings.meters):  # noqa: PLR2004 - SHA-256 digest size
+        raise EnvelopeError(pb.REJECT_REASON_MALFORMED, "a meter pseudonym is not 32 bytes")
+    telemetry = payload.transformer_telemetry
+    m = len(telemetry.time_ms)
+    columns = (
+        telemetry.transformer_index,
+        telemetry.metric_index,
+        telemetry.value,
+        telemetry.quality_flags,
+    )
+    if any(len(column) != m for column in columns):
+        raise EnvelopeError(pb.REJECT_REASON_MALFORMED, "telemetry columns differ in length")
+    if m and (
+        max(telemetry.transformer_index) >= len(telemetry.transformers)
+        or max(telemetry.metric_index) >= len(telemetry.metrics)
+    ):
+        raise EnvelopeError(pb.REJECT_REASON_MALFORMED, "telemetry index points outside its list")
+
+
+def private_key_bytes(key: Ed25519PrivateKey) -> bytes:
+    """The 32-byte raw private key, as stored in the agent's key file."""
+    return key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+
+
+def public_key_bytes(key: Ed25519PublicKey) -> bytes:
+    """The 32-byte raw public key, as enrolled at the core."""
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def load_private_key(raw: bytes) -> Ed25519PrivateKey:
+    """Build a private key from its 32 raw bytes."""
+    return Ed25519PrivateKey.from_private_bytes(raw)
+
+
+def load_public_key(raw: bytes) -> Ed25519PublicKey:
+    """Build a public key from its 32 raw bytes."""
+    return Ed25519PublicKey.from_public_bytes(raw)

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set everything up, then run lint and the whole test suite (unit and integration).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+exec .venv/bin/pytest "$@"
