@@ -16,13 +16,14 @@ import collections
 import contextlib
 import functools
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from edge_agent import __version__
 from edge_agent.config import AgentConfig
-from edge_agent.errors import SourceError
+from edge_agent.errors import ConfigError, SourceError
 from edge_agent.keys import load_pseudonym_key, load_signing_key
 from edge_agent.sinks.buffer import Buffer, BufferStatistics
 from edge_agent.sinks.uplink import Uplink
@@ -33,6 +34,21 @@ from edge_agent.transforms.pseudonymize import Pseudonymizer, PseudonymousReadin
 from proto import seal_batch
 
 log = logging.getLogger(__name__)
+
+
+def check_environment(config: AgentConfig) -> None:
+    """Check what the configuration points at: both keys usable, the buffer's folder writable.
+
+    Raises:
+        KeyFileError: a key file is missing, malformed or readable by others.
+        ConfigError: ``buffer.path`` is in a folder the agent cannot write.
+
+    """
+    load_signing_key(config.signing_key_file)
+    load_pseudonym_key(config.pseudonym_key_file)
+    folder = config.buffer_path.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError("buffer.path", f"folder {folder} does not exist or is not writable")
 
 
 class EdgeAgent:

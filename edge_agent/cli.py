@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from edge_agent.agent import EdgeAgent
+from edge_agent.agent import EdgeAgent, check_environment
 from edge_agent.config import AgentConfig, load_config
 from edge_agent.errors import ConfigError, EdgeError
 from edge_agent.keys import generate_pseudonym_key, generate_signing_key
@@ -115,7 +115,7 @@ def check_config(config_path: Path) -> None:
     """
     config = _load(config_path)
     try:
-        EdgeAgent(config).buffer.close()
+        check_environment(config)
     except EdgeError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_CONFIG)

@@ -1,0 +1,65 @@
+"""PostgreSQL fixtures: one cluster with TimescaleDB preloaded and one plain, per test session.
+
+Each test gets a fresh, migrated database in the cluster of its storage parameter, so the
+integration tests that take ``storage_dsn`` run on TimescaleDB and on plain PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from core_ingest.migrations import NATIVE, TIMESCALEDB, migrate
+from core_ingest.pgcluster import PostgresCluster, free_loopback_port
+
+_database_names = itertools.count(1)
+
+
+def _cluster(*, timescaledb: bool) -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster(port=free_loopback_port(), timescaledb=timescaledb)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def timescale_cluster() -> Iterator[PostgresCluster]:
+    """A cluster with TimescaleDB preloaded (when installed; ``empty_dsn`` fails without it)."""
+    yield from _cluster(timescaledb=True)
+
+
+@pytest.fixture(scope="session")
+def plain_cluster() -> Iterator[PostgresCluster]:
+    """A cluster without any extension: native partitioning only."""
+    yield from _cluster(timescaledb=False)
+
+
+@pytest.fixture(params=[TIMESCALEDB, NATIVE])
+def storage(request: pytest.FixtureRequest) -> str:
+    """Each test that uses it runs twice: on TimescaleDB and on native partitioning."""
+    return request.param
+
+
+@pytest.fixture
+def empty_dsn(storage: str, request: pytest.FixtureRequest) -> str:
+    """A new empty database in the cluster matching ``storage``."""
+    if storage == TIMESCALEDB:
+        cluster = request.getfixturevalue("timescale_cluster")
+        if not cluster.timescaledb:
+            pytest.fail("TimescaleDB is not installed: run scripts/install-timescaledb.sh")
+    else:
+        cluster = request.getfixturevalue("plain_cluster")
+    return cluster.create_database(f"test_{next(_database_names)}")
+
+
+@pytest.fixture
+def storage_dsn(empty_dsn: str, storage: str) -> str:
+    """A new database migrated to the current schema with the requested storage."""
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        migrate(conn, storage=storage)
+    return empty_dsn

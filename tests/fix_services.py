@@ -1,0 +1,220 @@
+"""Fixtures that start real services on free loopback ports: Mosquitto, simulator, core, agent."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+
+from core_ingest import agents
+from core_ingest.pgcluster import free_loopback_port
+from edge_agent.keys import generate_pseudonym_key, generate_signing_key, load_pseudonym_key
+from proto import pb, pb_grpc
+from substation_sim import Concentrator, ServedLog, ServedReading, SimulatorRunner
+
+BIN = Path(sys.executable).parent
+START = 1_790_000_100 - 1_790_000_100 % 900  # a fixed simulated start, on the 15-minute grid
+
+
+def wait_until(predicate: Callable[[], object], *, timeout: float, what: str) -> object:
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := predicate():
+            return result
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    """Terminate (then kill) a started process and reap it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A Mosquitto broker on a free loopback port; yields the port."""
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = free_loopback_port()
+    config = tmp_path_factory.mktemp("mosquitto") / "mosquitto.conf"
+    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    process = subprocess.Popen([binary, "-c", str(config)], stderr=subprocess.PIPE)
+    try:
+        wait_until(
+            lambda: _accepts(port) or process.poll() is not None,
+            timeout=10,
+            what="mosquitto to listen",
+        )
+        if process.poll() is not None:
+            pytest.fail(
+                f"mosquitto exited: {process.stderr.read().decode() if process.stderr else ''}"
+            )
+        yield port
+    finally:
+        stop_process(process)
+
+
+def _accepts(port: int) -> bool:
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+class RunningSimulator:
+    """A simulator serving in a background thread's event loop; step it with ``close_interval``."""
+
+    def __init__(self, *, meters: int, served_path: Path) -> None:
+        self.port = free_loopback_port()
+        self.served_path = served_path
+        self.concentrator = Concentrator(unit_id=1, meter_count=meters, seed=7, device="conc-1")
+        self._loop = asyncio.new_event_loop()
+        self._runner = SimulatorRunner(
+            concentrators=[self.concentrator],
+            host="127.0.0.1",
+            port=self.port,
+            served_path=served_path,
+            start=START,
+        )
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._call(self._runner.__aenter__())
+
+    def _call(self, coroutine: object) -> object:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)  # type: ignore[arg-type]
+
+    def close_interval(self) -> int:
+        """Close one interval on the simulator's loop; return its end."""
+
+        async def step() -> int:
+            return self._runner.close_interval()
+
+        return self._call(step())  # type: ignore[return-value]
+
+    def concentrator_served(self) -> list[ServedReading]:
+        """What the concentrator served so far, from the simulator's own record."""
+        log = ServedLog(self.served_path)
+        try:
+            return log.readings()
+        finally:
+            log.close()
+
+    def stop(self) -> None:
+        """Stop serving and end the thread."""
+        self._call(self._runner.__aexit__(None, None, None))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+
+@pytest.fixture
+def simulator(tmp_path: Path) -> Iterator[Callable[..., RunningSimulator]]:
+    """Factory: ``simulator(meters=N)`` starts a stepped simulator, stopped after the test."""
+    started: list[RunningSimulator] = []
+
+    def start(*, meters: int) -> RunningSimulator:
+        sim = RunningSimulator(
+            meters=meters, served_path=tmp_path / f"served-{len(started)}.sqlite"
+        )
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        sim.stop()
+
+
+def core_healthy(target: str) -> bool:
+    """Whether a core answers Health with serving=True."""
+    try:
+        with grpc.insecure_channel(target) as channel:
+            reply = pb_grpc.IngestStub(channel).Health(pb.HealthRequest(), timeout=1)
+    except grpc.RpcError:
+        return False
+    return reply.serving
+
+
+@pytest.fixture
+def core_server(storage_dsn: str, tmp_path: Path) -> Iterator[str]:
+    """``core-ingest serve`` as a process on the test's database; yields its ``host:port``."""
+    target = f"127.0.0.1:{free_loopback_port()}"
+    log = (tmp_path / "core.log").open("w")
+    process = subprocess.Popen(
+        [str(BIN / "core-ingest"), "serve", "--dsn", storage_dsn, "--listen", target],
+        stderr=log,
+    )
+    try:
+        wait_until(lambda: core_healthy(target), timeout=30, what=f"core at {target}")
+        yield target
+    finally:
+        stop_process(process)
+
+
+@dataclass
+class AgentSetup:
+    """An agent's keys and configuration in a folder, enrolled at the core's database."""
+
+    folder: Path
+    agent_id: str
+    config_path: Path
+    pseudonym_key: bytes
+
+    def run(self) -> subprocess.Popen:
+        """Start ``edge-agent run`` with this configuration."""
+        log = (self.folder / "agent.log").open("a")
+        return subprocess.Popen(
+            [str(BIN / "edge-agent"), "run", "--config", str(self.config_path)], stderr=log
+        )
+
+    def command(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run another ``edge-agent`` command with this configuration."""
+        return subprocess.run(
+            [str(BIN / "edge-agent"), *args, "--config", str(self.config_path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+
+@pytest.fixture
+def agent_setup(tmp_path: Path, storage_dsn: str) -> Callable[..., AgentSetup]:
+    """Factory: ``agent_setup(core=..., modbus_port=...)`` writes keys and config, enrolls."""
+
+    def make(*, core: str, modbus_port: int, agent_id: str = "substation-test-1") -> AgentSetup:
+        folder = tmp_path / agent_id
+        folder.mkdir()
+        public_pem = generate_signing_key(folder / "agent.key")
+        generate_pseudonym_key(folder / "pseudonym.key")
+        with psycopg.connect(storage_dsn, autocommit=True) as conn:
+            agents.enroll(conn, agent_id, agents.public_key_from_pem(public_pem))
+        config = folder / "edge-agent.toml"
+        config.write_text(
+            f'[agent]\nid = "{agent_id}"\nsigning_key_file = "agent.key"\n\n'
+            '[pseudonymization]\nkey_file = "pseudonym.key"\nkey_id = "test-key-1"\n\n'
+            f'[uplink]\ntarget = "{core}"\nbatch_max_age_seconds = 0.05\n\n'
+            f'[[sources.modbus]]\nname = "conc-1"\nhost = "127.0.0.1"\nport = {modbus_port}\n'
+            "unit_id = 1\npoll_interval_seconds = 0.1\n"
+        )
+        return AgentSetup(
+            folder=folder,
+            agent_id=agent_id,
+            config_path=config,
+            pseudonym_key=load_pseudonym_key(folder / "pseudonym.key"),
+        )
+
+    return make

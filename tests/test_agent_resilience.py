@@ -1,0 +1,103 @@
+"""The agent loses nothing when the core is away or the agent itself is killed."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+
+import psycopg
+import pytest
+from fix_services import BIN, core_healthy, stop_process, wait_until
+
+from core_ingest.migrations import TIMESCALEDB
+from core_ingest.pgcluster import free_loopback_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.parametrize("storage", [TIMESCALEDB])]
+METERS = 200
+
+
+def stored(dsn: str) -> tuple[int, int]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT count(*), count(DISTINCT (meter, interval_end)) FROM meter_readings"
+        ).fetchone()
+
+
+def buffer_status(agent) -> dict:
+    done = agent.command("status")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_readings_wait_in_the_buffer_until_the_core_comes_up(
+    simulator, agent_setup, storage_dsn, tmp_path
+):
+    """With no core listening, intervals pile up as pending batches; all arrive once it starts."""
+    sim = simulator(meters=METERS)
+    target = f"127.0.0.1:{free_loopback_port()}"
+    agent = agent_setup(core=target, modbus_port=sim.port)
+    process = agent.run()
+    core = None
+    try:
+        for interval in (1, 2):
+            sim.close_interval()
+            wait_until(
+                lambda n=interval: buffer_status(agent)["pending_batches"] >= n,
+                timeout=30,
+                what=f"interval {interval} sealed into a pending batch",
+            )
+        assert stored(storage_dsn) == (0, 0)
+        core = subprocess.Popen(
+            [str(BIN / "core-ingest"), "serve", "--dsn", storage_dsn, "--listen", target],
+            stderr=(tmp_path / "core.log").open("w"),
+        )
+        wait_until(lambda: core_healthy(target), timeout=30, what="core to start")
+        wait_until(
+            lambda: stored(storage_dsn)[0] >= 2 * METERS,
+            timeout=90,
+            what="the backlog to reach the database",
+        )
+        wait_until(
+            lambda: buffer_status(agent)["pending_batches"] == 0,
+            timeout=30,
+            what="acknowledgements to clear the pending batches",
+        )
+    finally:
+        stop_process(process)
+        if core is not None:
+            stop_process(core)
+    assert stored(storage_dsn) == (2 * METERS, 2 * METERS)
+
+
+def test_sigkill_loses_nothing_and_duplicates_nothing(
+    simulator, agent_setup, core_server, storage_dsn
+):
+    """Killed with SIGKILL after each interval, the restarted agent delivers all, exactly once."""
+    sim = simulator(meters=METERS)
+    agent = agent_setup(core=core_server, modbus_port=sim.port)
+    for interval in (1, 2, 3):
+        process = agent.run()
+        sim.close_interval()
+        wait_until(
+            lambda n=interval: buffer_status(agent)["next_sequence"] > n,
+            timeout=30,
+            what=f"interval {interval} to be sealed",
+        )
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    process = agent.run()
+    try:
+        wait_until(
+            lambda: stored(storage_dsn)[0] >= 3 * METERS,
+            timeout=60,
+            what="every interval in the database",
+        )
+        wait_until(
+            lambda: buffer_status(agent)["pending_batches"] == 0,
+            timeout=30,
+            what="every batch acknowledged",
+        )
+    finally:
+        stop_process(process)
+    assert stored(storage_dsn) == (3 * METERS, 3 * METERS)

@@ -1,0 +1,120 @@
+"""The edge buffer: one commit per cycle, no duplicates, nothing lost before acknowledgement."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_agent.sinks.buffer import Buffer
+from edge_agent.transforms.pseudonymize import PseudonymousReading
+
+
+def reading(meter: int, interval_end: int, energy: int = 10) -> PseudonymousReading:
+    return PseudonymousReading(
+        meter=bytes([meter]) * 32,
+        interval_end=interval_end,
+        energy_wh=energy,
+        register_wh=energy * 2,
+        quality_flags=0,
+        poll_time_ms=interval_end * 1000,
+        device="d",
+    )
+
+
+@pytest.fixture
+def buffer(tmp_path):
+    buf = Buffer(tmp_path / "buffer.sqlite")
+    yield buf
+    buf.close()
+
+
+def seal_as_text(readings, sequence):
+    return f"{sequence}:{len(readings)}".encode()
+
+
+def test_same_interval_read_twice_is_buffered_once(buffer):
+    """Polling the same registers again adds nothing."""
+    assert buffer.put_readings([reading(1, 900), reading(2, 900)]) == 2
+    assert buffer.put_readings([reading(1, 900), reading(2, 900)]) == 0
+    assert buffer.statistics().pending_readings == 2
+
+
+def test_interval_already_sealed_is_not_buffered_again(buffer):
+    """After a reading moved into a batch, re-reading it does not queue it again."""
+    buffer.put_readings([reading(1, 900)])
+    buffer.seal_batch(seal_as_text, max_readings=10)
+    assert buffer.put_readings([reading(1, 900), reading(1, 1800)]) == 1
+
+
+def test_cursor_survives_a_restart(tmp_path):
+    """The per-meter cursor is on disk: a restarted agent does not re-queue old intervals."""
+    first = Buffer(tmp_path / "b.sqlite")
+    first.put_readings([reading(1, 900)])
+    first.seal_batch(seal_as_text, max_readings=10)
+    first.close()
+    second = Buffer(tmp_path / "b.sqlite")
+    assert second.put_readings([reading(1, 900)]) == 0
+    assert second.statistics().pending_batches == 1
+    second.close()
+
+
+def test_batches_take_at_most_max_readings_oldest_first(buffer):
+    """Sealing splits the backlog into batches of the configured size with rising sequences."""
+    buffer.put_readings([reading(m, 900) for m in range(5)])
+    first = buffer.seal_batch(seal_as_text, max_readings=3)
+    second = buffer.seal_batch(seal_as_text, max_readings=3)
+    assert (first.sequence, first.readings, second.sequence, second.readings) == (1, 3, 2, 2)
+    assert buffer.seal_batch(seal_as_text, max_readings=3) is None
+
+
+def test_failed_seal_leaves_readings_pending_and_the_sequence_unused(buffer):
+    """If signing fails mid-transaction, nothing moves and the next batch reuses the number."""
+    buffer.put_readings([reading(1, 900)])
+
+    def broken(readings, sequence):
+        raise RuntimeError("signing failed")
+
+    with pytest.raises(RuntimeError):
+        buffer.seal_batch(broken, max_readings=10)
+    assert buffer.statistics().pending_readings == 1
+    assert buffer.seal_batch(seal_as_text, max_readings=10).sequence == 1
+
+
+def test_only_acknowledged_batches_leave_the_pending_set(buffer):
+    """Delivered batches stop being pending; refused ones stay on disk, marked rejected."""
+    buffer.put_readings([reading(m, 900) for m in range(3)])
+    for _ in range(3):
+        buffer.seal_batch(seal_as_text, max_readings=1)
+    buffer.acknowledge(1, outcome="accepted", detail="", refused=False)
+    buffer.acknowledge(2, outcome="rejected:BAD_SIGNATURE", detail="x", refused=True)
+    assert [b.sequence for b in buffer.pending_batches()] == [3]
+    assert [b.sequence for b in buffer.pending_batches(after=3)] == []
+    stats = buffer.statistics()
+    assert (stats.acknowledged_batches, stats.rejected_batches, stats.pending_batches) == (1, 1, 1)
+    assert [b.sequence for b in buffer.retained_batches(from_sequence=1)] == [1, 2, 3]
+
+
+def test_prune_removes_only_old_acknowledged_batches(buffer):
+    """Retention deletes delivered batches past their time, never pending or refused ones."""
+    buffer.put_readings([reading(m, 900) for m in range(3)])
+    for _ in range(3):
+        buffer.seal_batch(seal_as_text, max_readings=1)
+    buffer.acknowledge(1, outcome="accepted", detail="", refused=False)
+    buffer.acknowledge(2, outcome="rejected:UNKNOWN_AGENT", detail="", refused=True)
+    assert buffer.prune(retain_seconds=3600) == 0
+    far_future = 10**13
+    assert buffer.prune(retain_seconds=3600, now_ms=far_future) == 1
+    assert [b.sequence for b in buffer.retained_batches(from_sequence=1)] == [2, 3]
+
+
+def test_sequence_keeps_rising_after_everything_was_pruned(tmp_path):
+    """Sequence numbers are never reused, even when every old batch is gone."""
+    buf = Buffer(tmp_path / "b.sqlite")
+    buf.put_readings([reading(1, 900)])
+    buf.seal_batch(seal_as_text, max_readings=10)
+    buf.acknowledge(1, outcome="accepted", detail="", refused=False)
+    buf.prune(retain_seconds=0, now_ms=10**13)
+    buf.close()
+    buf = Buffer(tmp_path / "b.sqlite")
+    buf.put_readings([reading(1, 1800)])
+    assert buf.seal_batch(seal_as_text, max_readings=10).sequence == 2
+    buf.close()

@@ -1,0 +1,89 @@
+"""Configuration: defaults, overrides, and errors that name the key at fault."""
+
+from __future__ import annotations
+
+import pytest
+
+from core_ingest.config import load_config as load_core_config
+from core_ingest.errors import ConfigError as CoreConfigError
+from edge_agent.config import load_config
+from edge_agent.errors import ConfigError
+
+MINIMAL = """
+[agent]
+id = "sub-1"
+signing_key_file = "agent.key"
+[pseudonymization]
+key_file = "p.key"
+key_id = "k1"
+[uplink]
+target = "core:50051"
+[[sources.modbus]]
+name = "c1"
+host = "10.0.0.5"
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "edge-agent.toml"
+    path.write_text(text)
+    return path
+
+
+def test_minimal_config_gets_documented_defaults(tmp_path):
+    """Only the required keys; everything else takes the defaults the README lists."""
+    config = load_config(write(tmp_path, MINIMAL))
+    assert config.buffer_path == tmp_path / "buffer.sqlite"
+    assert config.signing_key_file == tmp_path / "agent.key"
+    assert config.buffer_synchronous == "full"
+    assert config.batch_max_readings == 5_000
+    source = config.modbus_sources[0]
+    assert (source.port, source.unit_id, source.poll_interval_seconds) == (502, 1, 60.0)
+    assert source.device == "modbus://10.0.0.5:502/1"
+
+
+def test_overrides_win_over_the_file(tmp_path):
+    """A later layer (environment, flags) replaces the file's value."""
+    config = load_config(write(tmp_path, MINIMAL), {"uplink": {"target": "other:1"}})
+    assert config.core_target == "other:1"
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda t: t.replace('id = "sub-1"\n', ""), "agent.id"),
+        (lambda t: t + "port = 70000\n", "sources.modbus[0].port"),
+        (lambda t: t + 'port = "502"\n', "sources.modbus[0].port"),
+        (lambda t: t + "unit_id = 0\n", "sources.modbus[0].unit_id"),
+        (lambda t: t + '[buffer]\nsynchronous = "off"\n', "buffer.synchronous"),
+        (lambda t: t + '[[sources.modbus]]\nname = "c1"\nhost = "x"\n', "sources.modbus"),
+        (lambda t: t.split("[[sources.modbus]]")[0], "sources.modbus"),
+        (lambda t: t.replace('target = "core:50051"', "target = 5"), "uplink.target"),
+        (lambda t: t + "poll_interval_seconds = true\n", "sources.modbus[0].poll_interval_seconds"),
+        (lambda t: t + "[[[", "file"),
+    ],
+)
+def test_error_names_the_key(tmp_path, edit, key):
+    """Each kind of mistake is reported against its dotted key."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, edit(MINIMAL)))
+    assert caught.value.key == key, str(caught.value)
+    assert str(caught.value).startswith(key)
+
+
+def test_core_config_layers_and_errors(tmp_path):
+    """The core merges file and flags, and names the bad key."""
+    path = tmp_path / "core.toml"
+    path.write_text('[database]\ndsn = "postgresql://db/x"\n[server]\nlisten = "0.0.0.0:1"\n')
+    config = load_core_config(path, listen="127.0.0.1:2")
+    assert (config.dsn, config.listen, config.storage) == (
+        "postgresql://db/x",
+        "127.0.0.1:2",
+        "auto",
+    )
+    with pytest.raises(CoreConfigError, match=r"server\.listen"):
+        load_core_config(path, listen="nonsense")
+    with pytest.raises(CoreConfigError, match=r"database\.dsn: is required"):
+        load_core_config(None)
+    with pytest.raises(CoreConfigError, match=r"database\.storage"):
+        load_core_config(path, storage="mongodb")

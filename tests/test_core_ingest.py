@@ -1,0 +1,188 @@
+"""The core over real gRPC and PostgreSQL: each refusal reason, duplicates, conflicts, outages."""
+
+from __future__ import annotations
+
+import subprocess
+
+import grpc
+import psycopg
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fix_services import BIN, core_healthy, stop_process, wait_until
+
+from core_ingest import agents
+from core_ingest.migrations import TIMESCALEDB
+from core_ingest.pgcluster import free_loopback_port
+from proto import pb, pb_grpc, public_key_bytes, seal_batch
+from proto.envelope import SIGNING_CONTEXT
+
+pytestmark = pytest.mark.integration
+KEY = Ed25519PrivateKey.generate()
+AGENT = "agent-core-test"
+one_storage = pytest.mark.parametrize("storage", [TIMESCALEDB])
+
+
+def payload(*, readings: int = 4, energy: int = 100, telemetry: int = 0) -> pb.BatchPayload:
+    body = pb.BatchPayload(devices=["modbus://10.0.0.5:502/1"])
+    columns = body.meter_readings
+    columns.meters.extend(bytes([m]) * 32 for m in range(readings))
+    columns.meter_index.extend(range(readings))
+    columns.interval_end.extend([1_790_000_100 - 1_790_000_100 % 900] * readings)
+    columns.energy_wh.extend([energy] * readings)
+    columns.register_wh.extend([10_000 + m for m in range(readings)])
+    columns.quality_flags.extend([0] * readings)
+    columns.poll_time_ms.extend([1_790_000_000_000] * readings)
+    columns.device_index.extend([0] * readings)
+    if telemetry:
+        values = body.transformer_telemetry
+        values.transformers.append("T1")
+        values.metrics.extend(["top_oil_c", "hot_spot_c"])
+        values.transformer_index.extend([0] * telemetry)
+        values.metric_index.extend([i % 2 for i in range(telemetry)])
+        values.time_ms.extend([1_790_000_000_000 + 60_000 * i for i in range(telemetry)])
+        values.value.extend([55.5 + i for i in range(telemetry)])
+        values.quality_flags.extend([0] * telemetry)
+    return body
+
+
+def seal(
+    body: pb.BatchPayload | None = None,
+    *,
+    sequence: int = 1,
+    agent_id: str = AGENT,
+    key: Ed25519PrivateKey = KEY,
+) -> pb.SignedBatch:
+    return seal_batch(
+        body or payload(),
+        agent_id=agent_id,
+        sequence=sequence,
+        created_ms=1,
+        pseudonym_key_id="k1",
+        software_version="test",
+        register_map_version=1,
+        private_key=key,
+    )
+
+
+def send(target: str, *batches: pb.SignedBatch) -> list[pb.Ack]:
+    with grpc.insecure_channel(target) as channel:
+        return list(pb_grpc.IngestStub(channel).StreamBatches(iter(batches), timeout=30))
+
+
+def answer(ack: pb.Ack) -> str:
+    if ack.status == pb.ACK_STATUS_REJECTED:
+        return pb.RejectReason.Name(ack.reason)
+    return pb.AckStatus.Name(ack.status)
+
+
+@pytest.fixture
+def enrolled(storage_dsn: str) -> str:
+    with psycopg.connect(storage_dsn, autocommit=True) as conn:
+        agents.enroll(conn, AGENT, public_key_bytes(KEY.public_key()))
+    return storage_dsn
+
+
+def counts(dsn: str) -> tuple[int, int, int]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT (SELECT count(*) FROM batches), (SELECT count(*) FROM meter_readings),"
+            " (SELECT count(*) FROM transformer_telemetry)"
+        ).fetchone()
+
+
+def test_batch_is_stored_once_and_its_resend_is_a_duplicate(core_server, enrolled):
+    """Readings, telemetry and the ledger row commit together; a resend writes nothing."""
+    batch = seal(payload(readings=4, telemetry=6))
+    first, again = send(core_server, batch, batch)
+    assert (answer(first), first.meter_readings) == ("ACK_STATUS_ACCEPTED", 4)
+    assert answer(again) == "ACK_STATUS_DUPLICATE"
+    assert counts(enrolled) == (1, 4, 6)
+
+
+def test_known_sequence_with_other_content_is_a_conflict(core_server, enrolled):
+    """Same (agent, sequence), different payload: refused, and the stored batch is untouched."""
+    (first,) = send(core_server, seal(payload(energy=100)))
+    (second,) = send(core_server, seal(payload(energy=999)))
+    assert answer(first) == "ACK_STATUS_ACCEPTED"
+    assert answer(second) == "REJECT_REASON_SEQUENCE_CONFLICT"
+    with psycopg.connect(enrolled) as conn:
+        assert conn.execute("SELECT DISTINCT energy_wh FROM meter_readings").fetchall() == [(100,)]
+
+
+@one_storage
+def test_unknown_agent_is_refused(core_server, enrolled):
+    """A batch from an agent id with no enrolled key is refused, nothing stored."""
+    (ack,) = send(core_server, seal(agent_id="stranger"))
+    assert (answer(ack), ack.agent_id, ack.sequence) == (
+        "REJECT_REASON_UNKNOWN_AGENT",
+        "stranger",
+        1,
+    )
+    assert counts(enrolled) == (0, 0, 0)
+
+
+@one_storage
+def test_revoked_agent_is_refused(core_server, enrolled):
+    """After revocation the same, correctly signed batch is refused."""
+    with psycopg.connect(enrolled, autocommit=True) as conn:
+        agents.revoke(conn, AGENT)
+    (ack,) = send(core_server, seal())
+    assert answer(ack) == "REJECT_REASON_REVOKED_AGENT"
+    assert counts(enrolled) == (0, 0, 0)
+
+
+@one_storage
+def test_tampered_and_forged_batches_are_refused_with_their_reasons(core_server, enrolled):
+    """Forged signature, edited payload, unknown schema and garbage each get their own reason."""
+    forged = seal(key=Ed25519PrivateKey.generate())
+    edited = seal(sequence=2)
+    body = pb.BatchPayload.FromString(edited.payload)
+    body.meter_readings.energy_wh[0] = 1
+    edited.payload = body.SerializeToString()
+    future = seal(sequence=3)
+    header = pb.BatchHeader.FromString(future.header)
+    header.schema_version = 2
+    future.header = header.SerializeToString()
+    future.signature = KEY.sign(SIGNING_CONTEXT + future.header)
+    garbage = pb.SignedBatch(header=b"\x08\xff", payload=b"", signature=b"")
+    too_big = payload()
+    too_big.meter_readings.register_wh[0] = 2**63
+    answers = [
+        answer(a)
+        for a in send(core_server, forged, edited, future, garbage, seal(too_big, sequence=4))
+    ]
+    assert answers == [
+        "REJECT_REASON_BAD_SIGNATURE",
+        "REJECT_REASON_HASH_MISMATCH",
+        "REJECT_REASON_UNSUPPORTED_SCHEMA",
+        "REJECT_REASON_MALFORMED",
+        "REJECT_REASON_MALFORMED",
+    ]
+    assert counts(enrolled) == (0, 0, 0)
+
+
+def test_database_down_is_answered_storage_unavailable(tmp_path):
+    """With no database the core still answers: unhealthy, and every batch STORAGE_UNAVAILABLE."""
+    target = f"127.0.0.1:{free_loopback_port()}"
+    dead_dsn = f"postgresql://postgres@127.0.0.1:{free_loopback_port()}/none"
+    process = subprocess.Popen(
+        [str(BIN / "core-ingest"), "serve", "--dsn", dead_dsn, "--listen", target],
+        stderr=(tmp_path / "core.log").open("w"),
+    )
+    try:
+
+        def answers_health() -> bool:
+            try:
+                with grpc.insecure_channel(target) as channel:
+                    pb_grpc.IngestStub(channel).Health(pb.HealthRequest(), timeout=1)
+            except grpc.RpcError:
+                return False
+            return True
+
+        wait_until(answers_health, timeout=30, what="core to answer Health")
+        assert not core_healthy(target)
+        (ack,) = send(target, seal())
+        assert answer(ack) == "REJECT_REASON_STORAGE_UNAVAILABLE"
+        assert ack.sequence == 1
+    finally:
+        stop_process(process)

@@ -1,0 +1,66 @@
+"""One reading's whole path: simulator → edge agent → core → database, on real services."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+import psycopg
+import pytest
+from fix_services import stop_process, wait_until
+
+pytestmark = pytest.mark.integration
+
+METERS = 1_000
+INTERVALS = 4
+
+
+def stored_count(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT count(*) FROM meter_readings").fetchone()[0]
+
+
+def test_every_served_reading_is_stored_once_even_when_every_batch_is_sent_again(
+    simulator, core_server, agent_setup, storage_dsn
+):
+    """1,000 meters x 4 intervals arrive exactly as served; re-sending all batches adds nothing."""
+    sim = simulator(meters=METERS)
+    agent = agent_setup(core=core_server, modbus_port=sim.port)
+    process = agent.run()
+    try:
+        for interval in range(1, INTERVALS + 1):
+            sim.close_interval()
+            wait_until(
+                lambda n=interval: stored_count(storage_dsn) >= n * METERS,
+                timeout=60,
+                what=f"interval {interval} in the database",
+            )
+    finally:
+        stop_process(process)
+
+    served = sim.concentrator_served()
+    assert len(served) == METERS * INTERVALS
+    expected = {
+        (
+            hmac.digest(agent.pseudonym_key, str(r.serial).encode(), hashlib.sha256),
+            r.interval_end,
+            r.energy_wh,
+            r.register_wh,
+        )
+        for r in served
+    }
+    with psycopg.connect(storage_dsn) as conn:
+        rows = conn.execute(
+            "SELECT meter, extract(epoch FROM interval_end)::bigint, energy_wh, register_wh"
+            " FROM meter_readings"
+        ).fetchall()
+        batches = conn.execute("SELECT count(*) FROM batches").fetchone()[0]
+    assert len(rows) == METERS * INTERVALS
+    assert {(bytes(m), e, w, r) for m, e, w, r in rows} == expected
+
+    resent = agent.command("resend", "--from-sequence", "1")
+    assert resent.returncode == 0, resent.stderr
+    answers = json.loads(resent.stdout)
+    assert answers == {"sent": batches, "answers": {"duplicate": batches}}, resent.stdout
+    assert stored_count(storage_dsn) == METERS * INTERVALS
