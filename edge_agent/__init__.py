@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig, load_config
 from edge_agent.errors import (
+    BufferUnavailable,
     ConfigError,
     EdgeError,
     KeyFileError,
@@ -20,6 +21,7 @@ from edge_agent.errors import (
 
 __all__ = [
     "AgentConfig",
+    "BufferUnavailable",
     "ConfigError",
     "EdgeAgent",
     "EdgeError",

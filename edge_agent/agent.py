@@ -23,7 +23,7 @@ from typing import Any
 
 from edge_agent import __version__
 from edge_agent.config import AgentConfig
-from edge_agent.errors import ConfigError, SourceError
+from edge_agent.errors import BufferUnavailable, ConfigError, SourceError
 from edge_agent.keys import load_pseudonym_key, load_signing_key
 from edge_agent.sinks.buffer import Buffer, BufferStatistics
 from edge_agent.sinks.uplink import Uplink
@@ -34,6 +34,9 @@ from edge_agent.transforms.pseudonymize import Pseudonymizer, PseudonymousReadin
 from proto import seal_batch
 
 log = logging.getLogger(__name__)
+
+SEAL_RETRY_SECONDS = 5  # after a failed seal (e.g. disk full): readings stay pending, retried
+PRUNE_INTERVAL_SECONDS = 60  # retention is in hours; checking every minute is plenty
 
 
 def check_environment(config: AgentConfig) -> None:
@@ -124,21 +127,22 @@ class EdgeAgent:
             started = time.monotonic()
             try:
                 await self.poll_once(source)
-            except SourceError as exc:
+            except (SourceError, BufferUnavailable) as exc:
                 self.source_errors[source.config.name] += 1
-                log.warning("poll failed: %s", exc)
+                log.warning("poll of %s failed: %s", source.config.name, exc)
             await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))
 
     async def poll_once(self, source: ModbusConcentrator) -> int:
         """Read one concentrator once and commit what is new; return how many readings."""
-        records, poll_time_ms = await source.poll()
-        if not records:
+        poll = await source.poll()
+        if not poll.records:
             return 0
         readings = [
-            self._pseudonymizer.apply(record, poll_time_ms=poll_time_ms, device=source.device)
-            for record in records
+            self._pseudonymizer.apply(record, poll_time_ms=poll.poll_time_ms, device=source.device)
+            for record in poll.records
         ]
         fresh = await self.buffer_call(self.buffer.put_readings, readings)
+        source.delivered(poll)
         if fresh:
             self._pending_readings += fresh
             self._buffered.set()
@@ -156,7 +160,12 @@ class EdgeAgent:
                         self._buffered.clear()
                         await self._buffered.wait()
             self._buffered.clear()
-            await self.seal_pending()
+            try:
+                await self.seal_pending()
+            except BufferUnavailable as exc:
+                log.error("cannot seal, retrying in %d s: %s", SEAL_RETRY_SECONDS, exc)  # noqa: TRY400
+                await asyncio.sleep(SEAL_RETRY_SECONDS)
+                self._buffered.set()
 
     async def seal_pending(self) -> int:
         """Seal every pending reading into batches; return how many batches were made."""
@@ -185,9 +194,13 @@ class EdgeAgent:
 
     async def _prune_loop(self) -> None:
         while True:
-            pruned = await self.buffer_call(
-                self.buffer.prune, retain_seconds=self.config.retain_acknowledged_seconds
-            )
-            if pruned:
-                log.info("pruned %d acknowledged batches past retention", pruned)
-            await asyncio.sleep(60)
+            try:
+                pruned = await self.buffer_call(
+                    self.buffer.prune, retain_seconds=self.config.retain_acknowledged_seconds
+                )
+            except BufferUnavailable as exc:
+                log.warning("cannot prune the buffer: %s", exc)
+            else:
+                if pruned:
+                    log.info("pruned %d acknowledged batches past retention", pruned)
+            await asyncio.sleep(PRUNE_INTERVAL_SECONDS)

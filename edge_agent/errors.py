@@ -5,6 +5,7 @@
     EdgeError                 catch-all for the agent's own failures
     ├── ConfigError           bad configuration; names the key (``key``) and the problem
     ├── KeyFileError          a key file missing, malformed or readable by others
+    ├── BufferUnavailable     the buffer cannot be written (disk full, I/O error); retried
     ├── SourceError           a device could not be read; ``device`` says which
     │   └── MalformedReply    the device answered, but not as the register map says
     └── UplinkError           talking to the core failed
@@ -33,6 +34,10 @@ class KeyFileError(EdgeError):
     def __init__(self, path: str, problem: str) -> None:
         super().__init__(f"{path}: {problem}")
         self.path = path
+
+
+class BufferUnavailable(EdgeError):  # noqa: N818 - named for the condition
+    """The buffer cannot be written now; nothing was half-written. Cause in ``__cause__``."""
 
 
 class SourceError(EdgeError):

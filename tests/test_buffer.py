@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from edge_agent.errors import BufferUnavailable
 from edge_agent.sinks.buffer import Buffer
 from edge_agent.transforms.pseudonymize import PseudonymousReading
 
 
 def reading(meter: int, interval_end: int, energy: int = 10) -> PseudonymousReading:
     return PseudonymousReading(
-        meter=bytes([meter]) * 32,
+        meter=meter.to_bytes(32, "big"),
         interval_end=interval_end,
         energy_wh=energy,
         register_wh=energy * 2,
@@ -118,3 +119,17 @@ def test_sequence_keeps_rising_after_everything_was_pruned(tmp_path):
     buf.put_readings([reading(1, 1800)])
     assert buf.seal_batch(seal_as_text, max_readings=10).sequence == 2
     buf.close()
+
+
+def test_full_disk_fails_cleanly_and_loses_nothing_committed(buffer):
+    """A full disk raises BufferUnavailable, leaves no partial cycle, and works again after."""
+    buffer.put_readings([reading(1, 900)])
+    page_count = buffer._db.execute("PRAGMA page_count").fetchone()[0]
+    buffer._db.execute(f"PRAGMA max_page_count = {page_count}")  # SQLite's own "disk full"
+    big_cycle = [reading(m, 1800, energy=m) for m in range(2_000)]
+    with pytest.raises(BufferUnavailable, match="full"):
+        buffer.put_readings(big_cycle)
+    assert buffer.statistics().pending_readings == 1
+    buffer._db.execute("PRAGMA max_page_count = 1073741823")
+    assert buffer.put_readings(big_cycle) == 2_000
+    assert buffer.statistics().pending_readings == 2_001

@@ -40,7 +40,9 @@ def test_poll_reads_every_meter_in_block_reads(simulator):
         finally:
             source.close()
 
-    (records, _), reads = asyncio.run(poll())
+    poll, reads = asyncio.run(poll())
+    records = poll.records
+    assert poll.interval_end == end
     assert reads == 1 + 128  # 16,000 registers in reads of 125
     assert len(records) == 1_000
     assert {r.interval_end for r in records} == {end}
@@ -49,7 +51,26 @@ def test_poll_reads_every_meter_in_block_reads(simulator):
 
 
 def test_poll_without_a_new_interval_reads_only_the_header(simulator):
-    """Between interval closes a poll costs one 8-register read and returns nothing."""
+    """After a delivered interval a poll costs one 8-register read and returns nothing."""
+    sim = simulator(meters=50)
+    sim.close_interval()
+
+    async def poll_twice():
+        source = source_for(sim.port)
+        try:
+            source.delivered(await source.poll())
+            before = source.reads
+            again = await source.poll()
+            return again.records, source.reads - before
+        finally:
+            source.close()
+
+    records, reads = asyncio.run(poll_twice())
+    assert (records, reads) == ([], 1)
+
+
+def test_undelivered_poll_is_read_again(simulator):
+    """Until the agent confirms the commit, the next poll reads the table again."""
     sim = simulator(meters=50)
     sim.close_interval()
 
@@ -57,14 +78,11 @@ def test_poll_without_a_new_interval_reads_only_the_header(simulator):
         source = source_for(sim.port)
         try:
             await source.poll()
-            before = source.reads
-            records, _ = await source.poll()
-            return records, source.reads - before
+            return (await source.poll()).records
         finally:
             source.close()
 
-    records, reads = asyncio.run(poll_twice())
-    assert (records, reads) == ([], 1)
+    assert len(asyncio.run(poll_twice())) == 50
 
 
 def test_unreachable_device_fails_fast_naming_it():

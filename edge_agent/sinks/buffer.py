@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_agent.errors import BufferUnavailable
 from edge_agent.transforms.pseudonymize import PseudonymousReading
 
 SCHEMA = """
@@ -225,13 +226,35 @@ class Buffer:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (including cancellation)."""
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (including cancellation).
+
+    SQLite failures (a full disk, an I/O error) leave nothing half-written and surface as
+    ``BufferUnavailable`` with the SQLite error as ``__cause__``.
+    """
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise BufferUnavailable(f"cannot start a buffer transaction: {exc}") from exc
 
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, *_: object
+    ) -> None:
+        if exc_type is None:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as error:
+                self._rollback()
+                raise BufferUnavailable(f"cannot commit to the buffer: {error}") from error
+            return
+        self._rollback()
+        if isinstance(exc, sqlite3.Error):
+            raise BufferUnavailable(f"buffer write failed: {exc}") from exc
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:  # SQLite may have rolled back by itself (e.g. disk full)
+            self._db.execute("ROLLBACK")

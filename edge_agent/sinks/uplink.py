@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from edge_agent.errors import UplinkBroken
+from edge_agent.errors import BufferUnavailable, UplinkBroken
 from edge_agent.sinks.buffer import Buffer, StoredBatch
 from proto import pb, pb_grpc
 
@@ -76,7 +76,6 @@ class Uplink:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._batch_ready = asyncio.Event()
         self.acks: collections.Counter[str] = collections.Counter()
-        self.connected = False
 
     def notify(self) -> None:
         """Tell the sender a new batch was sealed (no waiting, never blocks)."""
@@ -102,7 +101,6 @@ class Uplink:
         try:
             async with grpc.aio.insecure_channel(self.target) as channel:
                 call = pb_grpc.IngestStub(channel).StreamBatches()
-                self.connected = True
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._send_loop(call, in_flight, window), name="uplink.send")
                     tasks.create_task(self._ack_loop(call, in_flight, window), name="uplink.ack")
@@ -112,8 +110,6 @@ class Uplink:
             raise UplinkBroken(f"{exc.code().name}: {exc.details()}") from exc
         except* UplinkBroken as group:
             raise group.exceptions[0] from None
-        finally:
-            self.connected = False
 
     async def _send_loop(
         self,
@@ -133,7 +129,10 @@ class Uplink:
             for batch in batches:
                 await window.acquire()
                 in_flight[batch.sequence] = batch
-                await call.write(pb.SignedBatch.FromString(batch.signed))
+                try:
+                    await call.write(pb.SignedBatch.FromString(batch.signed))
+                except asyncio.InvalidStateError:
+                    return  # the RPC has ended; the ack loop reports why
                 last_sent = batch.sequence
 
     async def _ack_loop(
@@ -161,13 +160,17 @@ class Uplink:
         refused = ack.status not in DELIVERED
         if refused:
             log.error("core refused batch %d: %s: %s", ack.sequence, label, ack.detail)
-        await self._buffer_call(
-            self._buffer.acknowledge,
-            ack.sequence,
-            outcome=label,
-            detail=ack.detail,
-            refused=refused,
-        )
+        try:
+            await self._buffer_call(
+                self._buffer.acknowledge,
+                ack.sequence,
+                outcome=label,
+                detail=ack.detail,
+                refused=refused,
+            )
+        except BufferUnavailable as exc:
+            # The batch stays pending and is sent again later; the core answers DUPLICATE.
+            log.warning("cannot record the answer for batch %d: %s", ack.sequence, exc)
 
     async def deliver(self, batches: list[StoredBatch]) -> list[pb.Ack]:
         """Send exactly ``batches`` on a fresh stream and return the core's answers, in order.

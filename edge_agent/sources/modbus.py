@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
@@ -19,6 +20,15 @@ from edge_agent.sources import register_map
 from edge_agent.sources.register_map import ConcentratorHeader, MeterRecord
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Poll:
+    """What one poll found: the records (empty when nothing new) and the interval they close."""
+
+    records: list[MeterRecord]
+    poll_time_ms: int
+    interval_end: int
 
 
 class ModbusConcentrator:
@@ -64,23 +74,32 @@ class ModbusConcentrator:
         words = await self._read(register_map.HEADER_ADDRESS, register_map.HEADER_REGISTERS)
         return register_map.decode_header(words, device=self.device)
 
-    async def poll(self) -> tuple[list[MeterRecord], int]:
-        """Records of a newly closed interval (empty when none), and the poll time in ms."""
+    async def poll(self) -> Poll:
+        """Read the meter table if the header announces an interval not yet delivered."""
         header = await self.read_header()
         poll_time_ms = time.time_ns() // 1_000_000
         if header.last_interval_end <= self.last_interval_end:
-            return [], poll_time_ms
+            return Poll(records=[], poll_time_ms=poll_time_ms, interval_end=self.last_interval_end)
         words: list[int] = []
         table_size = header.meter_count * register_map.METER_RECORD_REGISTERS
         for address, count in register_map.block_reads(
             register_map.METER_TABLE_ADDRESS, table_size
         ):
             words.extend(await self._read(address, count))
-        records = register_map.decode_meter_table(words, device=self.device)
-        # Remember the header's interval, read before the table: if an interval closed during
-        # the table read, the next poll sees a newer header and reads again.
-        self.last_interval_end = header.last_interval_end
-        return records, poll_time_ms
+        # The header's interval was read before the table: if an interval closed during the
+        # table read, the next poll sees a newer header and reads again.
+        return Poll(
+            records=register_map.decode_meter_table(words, device=self.device),
+            poll_time_ms=poll_time_ms,
+            interval_end=header.last_interval_end,
+        )
+
+    def delivered(self, poll: Poll) -> None:
+        """Record that ``poll``'s readings are committed, so later polls skip that interval.
+
+        Called only after the buffer commit: if the commit fails, the next poll reads again.
+        """
+        self.last_interval_end = max(self.last_interval_end, poll.interval_end)
 
     def close(self) -> None:
         """Close the connection."""
