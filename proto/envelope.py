@@ -8,6 +8,7 @@ the bytes it received, then parses them.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -124,38 +125,54 @@ def open_batch(batch: pb.SignedBatch, public_key: Ed25519PublicKey) -> OpenedBat
 def _check_columns(payload: pb.BatchPayload) -> None:
     """Refuse payloads whose columns differ in length or whose indexes leave their lists."""
     readings = payload.meter_readings
-    n = len(readings.interval_end)
-    columns = (
-        readings.meter_index,
-        readings.energy_wh,
-        readings.register_wh,
-        readings.quality_flags,
-        readings.poll_time_ms,
-        readings.device_index,
+    _check_table(
+        "meter reading",
+        (
+            readings.interval_end,
+            readings.meter_index,
+            readings.energy_wh,
+            readings.register_wh,
+            readings.quality_flags,
+            readings.poll_time_ms,
+            readings.device_index,
+        ),
+        (
+            ("meter_index", readings.meter_index, len(readings.meters)),
+            ("device_index", readings.device_index, len(payload.devices)),
+        ),
     )
-    if any(len(column) != n for column in columns):
-        raise EnvelopeError(pb.REJECT_REASON_MALFORMED, "meter reading columns differ in length")
-    if n and (max(readings.meter_index) >= len(readings.meters)):
-        raise EnvelopeError(pb.REJECT_REASON_MALFORMED, "meter_index points outside meters")
-    if n and (max(readings.device_index) >= len(payload.devices)):
-        raise EnvelopeError(pb.REJECT_REASON_MALFORMED, "device_index points outside devices")
     if any(len(meter) != 32 for meter in readings.meters):  # noqa: PLR2004 - SHA-256 digest size
         raise EnvelopeError(pb.REJECT_REASON_MALFORMED, "a meter pseudonym is not 32 bytes")
     telemetry = payload.transformer_telemetry
-    m = len(telemetry.time_ms)
-    columns = (
-        telemetry.transformer_index,
-        telemetry.metric_index,
-        telemetry.value,
-        telemetry.quality_flags,
+    _check_table(
+        "telemetry",
+        (
+            telemetry.time_ms,
+            telemetry.transformer_index,
+            telemetry.metric_index,
+            telemetry.value,
+            telemetry.quality_flags,
+        ),
+        (
+            ("transformer_index", telemetry.transformer_index, len(telemetry.transformers)),
+            ("metric_index", telemetry.metric_index, len(telemetry.metrics)),
+        ),
     )
-    if any(len(column) != m for column in columns):
-        raise EnvelopeError(pb.REJECT_REASON_MALFORMED, "telemetry columns differ in length")
-    if m and (
-        max(telemetry.transformer_index) >= len(telemetry.transformers)
-        or max(telemetry.metric_index) >= len(telemetry.metrics)
-    ):
-        raise EnvelopeError(pb.REJECT_REASON_MALFORMED, "telemetry index points outside its list")
+
+
+def _check_table(
+    name: str,
+    columns: tuple[Sequence[object], ...],
+    indexes: tuple[tuple[str, Sequence[int], int], ...],
+) -> None:
+    """One columnar table: equal column lengths, every dictionary index within its list."""
+    if len({len(column) for column in columns}) > 1:
+        raise EnvelopeError(pb.REJECT_REASON_MALFORMED, f"{name} columns differ in length")
+    for index_name, index, size in indexes:
+        if index and max(index) >= size:
+            raise EnvelopeError(
+                pb.REJECT_REASON_MALFORMED, f"{index_name} points outside its list of {size}"
+            )
 
 
 def private_key_bytes(key: Ed25519PrivateKey) -> bytes:
