@@ -26,6 +26,9 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 server_version=$(dpkg-query -W -f='${Version}' "postgresql-$PG_MAJOR")
+if ! apt-cache show "postgresql-server-dev-$PG_MAJOR=$server_version" >/dev/null 2>&1; then
+  apt-get update -q >/dev/null  # a fresh machine's package lists may be empty
+fi
 apt-get install -y -q "postgresql-server-dev-$PG_MAJOR=$server_version" cmake dpkg-dev gcc make >/dev/null
 
 work=$(mktemp -d /tmp/tsdb-build.XXXXXX)
@@ -45,9 +48,15 @@ fi
 (cd "$work" && apt-get "${apt_private[@]}" source -q "timescaledb=$deb_version" >/dev/null)
 src=$(find "$work" -mindepth 1 -maxdepth 1 -type d -name "timescaledb-*" | head -n 1)
 
-cmake -S "$src" -B "$work/build" -DPG_CONFIG="$PG_CONFIG" -DAPACHE_ONLY=ON \
-  -DSEND_TELEMETRY_DEFAULT=OFF -DREGRESS_CHECKS=OFF -DTAP_CHECKS=OFF -DWARNINGS_AS_ERRORS=OFF \
-  -DLINTER=OFF -DUSE_OPENSSL=OFF -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$work/build" -j "$(nproc)" >/dev/null
-cmake --install "$work/build" >/dev/null
+# Build output goes to a log, shown only on failure (TimescaleDB's CMake asks git for a
+# version and complains outside a git checkout; that is harmless).
+log="$work/build.log"
+trap 'status=$?; [ $status -ne 0 ] && [ -f "$log" ] && tail -n 40 "$log" >&2; rm -rf "$work"; exit $status' EXIT
+{
+  cmake -S "$src" -B "$work/build" -DPG_CONFIG="$PG_CONFIG" -DAPACHE_ONLY=ON \
+    -DSEND_TELEMETRY_DEFAULT=OFF -DREGRESS_CHECKS=OFF -DTAP_CHECKS=OFF -DWARNINGS_AS_ERRORS=OFF \
+    -DLINTER=OFF -DUSE_OPENSSL=OFF -DCMAKE_BUILD_TYPE=Release
+  cmake --build "$work/build" -j "$(nproc)"
+  cmake --install "$work/build"
+} >"$log" 2>&1
 echo "install-timescaledb: installed timescaledb $TSDB_VERSION ($deb_version) for PostgreSQL $PG_MAJOR"
