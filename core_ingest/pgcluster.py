@@ -16,6 +16,7 @@ from pathlib import Path
 
 PG_ROOT = Path("/usr/lib/postgresql")
 SERVER_USER = "postgres"
+PORT_LIMIT = 65_536  # TCP ports are 16-bit
 
 
 def server_bindir() -> Path:
@@ -119,3 +120,20 @@ def free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def free_loopback_ports(count: int) -> int:
+    """The first of ``count`` consecutive TCP ports free on 127.0.0.1 now."""
+    while True:
+        first = free_loopback_port()
+        if first + count <= PORT_LIMIT and all(_bindable(first + i) for i in range(1, count)):
+            return first
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

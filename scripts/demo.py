@@ -1,10 +1,12 @@
 """End-to-end demo on an embedded default: simulator → edge agent → core → PostgreSQL.
 
-Starts its own throwaway PostgreSQL (TimescaleDB when installed), creates keys, enrolls the
-agent, runs the three processes with their real commands, waits until every served reading is
-stored, prints what was stored next to what was served, and cleans up.
+Starts its own throwaway PostgreSQL (TimescaleDB when installed) and Mosquitto broker, creates
+keys, enrolls the agent, runs the simulator's ``small`` scenario (1,000 meters in two
+concentrators, one transformer publishing over MQTT), the agent and the core with their real
+commands, waits until every served meter reading is stored, prints what was stored next to what
+was served, and cleans up.
 
-Usage: python scripts/demo.py [--meters 1000] [--intervals 4]
+Usage: python scripts/demo.py [--intervals 4]
 """
 
 from __future__ import annotations
@@ -12,18 +14,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 import psycopg
 
-from core_ingest.pgcluster import PostgresCluster, free_loopback_port
+from core_ingest.pgcluster import PostgresCluster, free_loopback_port, free_loopback_ports
 
 BIN = Path(sys.executable).parent
 WAIT_SECONDS = 120
+SMALL_METERS = 1_000  # the small scenario: two concentrators of 500 meters
 
 
 def command(*args: str, env: dict[str, str] | None = None) -> dict:
@@ -34,8 +40,13 @@ def command(*args: str, env: dict[str, str] | None = None) -> dict:
     return json.loads(done.stdout)
 
 
+def spawn(*args: str, log: IO[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start one of the project's commands in the background, its log going to ``log``."""
+    return subprocess.Popen([str(BIN / args[0]), *args[1:]], env=env, stderr=log)
+
+
 def write_agent_config(work: Path, *, core_port: int, sim_port: int) -> Path:
-    """The agent's TOML configuration for this demo."""
+    """The agent's TOML configuration for this demo: the two concentrators of ``small``."""
     path = work / "edge-agent.toml"
     path.write_text(
         f"""
@@ -55,20 +66,33 @@ target = "127.0.0.1:{core_port}"
 batch_max_age_seconds = 0.2
 
 [[sources.modbus]]
-name = "concentrator-1"
+name = "N-S01-C1"
 host = "127.0.0.1"
 port = {sim_port}
-unit_id = 1
+poll_interval_seconds = 0.2
+
+[[sources.modbus]]
+name = "N-S01-C2"
+host = "127.0.0.1"
+port = {sim_port + 1}
 poll_interval_seconds = 0.2
 """
     )
     return path
 
 
+def start_broker(work: Path) -> tuple[subprocess.Popen, int]:
+    """A Mosquitto broker on a free loopback port, for the transformer telemetry."""
+    port = free_loopback_port()
+    config = work / "mosquitto.conf"
+    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    return subprocess.Popen([binary, "-c", str(config)], stderr=subprocess.DEVNULL), port
+
+
 def main() -> int:
     """Run the demo; exit 0 when the database holds exactly what the simulator served."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--meters", type=int, default=1000)
     parser.add_argument("--intervals", type=int, default=4)
     options = parser.parse_args()
     cluster = PostgresCluster(port=free_loopback_port())
@@ -94,43 +118,36 @@ def main() -> int:
                 str(work / "agent.key.pub"),
                 env=env,
             )
-            core_port, sim_port = free_loopback_port(), free_loopback_port()
+            broker, mqtt_port = start_broker(work)
+            processes.append(broker)
+            core_port, sim_port = free_loopback_port(), free_loopback_ports(3)
             config = write_agent_config(work, core_port=core_port, sim_port=sim_port)
             logs = (work / "logs.txt").open("w")
             processes.append(
-                subprocess.Popen(
-                    [str(BIN / "core-ingest"), "serve", "--listen", f"127.0.0.1:{core_port}"],
-                    env=env,
-                    stderr=logs,
+                spawn(
+                    "core-ingest", "serve", "--listen", f"127.0.0.1:{core_port}", env=env, log=logs
                 )
             )
             processes.append(
-                subprocess.Popen(
-                    [
-                        str(BIN / "substation-sim"),
-                        "run",
-                        "--port",
-                        str(sim_port),
-                        "--meters",
-                        str(options.meters),
-                        "--intervals",
-                        str(options.intervals),
-                        "--speed",
-                        "900",
-                        "--served",
-                        str(work / "served.sqlite"),
-                    ],
-                    stderr=logs,
+                spawn(
+                    "substation-sim",
+                    "run",
+                    "small",
+                    "--base-port",
+                    str(sim_port),
+                    "--mqtt-port",
+                    str(mqtt_port),
+                    "--intervals",
+                    str(options.intervals),
+                    "--record",
+                    str(work / "record.sqlite"),
+                    log=logs,
                 )
             )
-            processes.append(
-                subprocess.Popen(
-                    [str(BIN / "edge-agent"), "run", "--config", str(config)], stderr=logs
-                )
-            )
-            expected = options.meters * options.intervals
+            processes.append(spawn("edge-agent", "run", "--config", str(config), log=logs))
+            expected = SMALL_METERS * options.intervals
             stored = wait_for_readings(dsn, expected)
-            report(dsn, work / "served.sqlite", expected, stored)
+            report(dsn, work / "record.sqlite", expected, stored)
             return 0 if stored == expected else 1
         finally:
             for process in processes:
@@ -153,12 +170,13 @@ def wait_for_readings(dsn: str, expected: int) -> int:
     return stored
 
 
-def report(dsn: str, served_path: Path, expected: int, stored: int) -> None:
+def report(dsn: str, record_path: Path, expected: int, stored: int) -> None:
     """Print what the database holds against the simulator's own record."""
-    import sqlite3  # noqa: PLC0415 - only the report reads the simulator's record
-
-    served = sqlite3.connect(served_path)
-    served_wh = served.execute("SELECT count(*), sum(energy_wh) FROM served").fetchone()
+    record = sqlite3.connect(record_path)
+    served_wh = record.execute(
+        "SELECT count(*), sum(energy_wh) FROM served WHERE device NOT LIKE '%-FH'"
+    ).fetchone()
+    telemetry = record.execute("SELECT count(*) FROM telemetry").fetchone()[0]
     with psycopg.connect(dsn) as conn:
         row = conn.execute(
             "SELECT count(*), count(DISTINCT meter), count(DISTINCT interval_end),"
@@ -167,7 +185,11 @@ def report(dsn: str, served_path: Path, expected: int, stored: int) -> None:
     print(
         json.dumps(
             {
-                "served": {"readings": served_wh[0], "energy_wh": served_wh[1]},
+                "served": {
+                    "readings": served_wh[0],
+                    "energy_wh": served_wh[1],
+                    "transformer_messages_published": telemetry,
+                },
                 "stored": {
                     "readings": row[0],
                     "meters": row[1],

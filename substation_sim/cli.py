@@ -1,100 +1,189 @@
-"""``substation-sim``: run a simulated substation for the edge agent to read."""
+"""``substation-sim``: run a simulated substation field for edge agents to read."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
-import time
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from substation_sim.concentrator import Concentrator
-from substation_sim.register_map import INTERVAL_SECONDS, MAX_METERS
+from substation_sim import telemetry
+from substation_sim.field import Field
+from substation_sim.record import FieldRecord
 from substation_sim.runner import SimulatorRunner
+from substation_sim.scenario import Scenario, ScenarioError, load_scenario
+from substation_sim.topology import build_topology
+
+EXIT_CONFIG = 78
+
+
+def _print(data: Any) -> None:  # noqa: ANN401 - any JSON-serializable value
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _scenario(source: str, **overrides: Any) -> Scenario:  # noqa: ANN401
+    try:
+        scenario = load_scenario(source)
+    except ScenarioError as exc:
+        click.echo(f"Error: invalid scenario: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    changes = {key: value for key, value in overrides.items() if value is not None}
+    return dataclasses.replace(scenario, **changes)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """Simulated substation: meter concentrators served over Modbus TCP."""
+    """Simulated substations: concentrators over Modbus TCP, transformer sensors over MQTT.
+
+    SCENARIO is a TOML file or the name of a shipped scenario: small, storm, outage,
+    national-slice.
+    """
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=5020, show_default=True, help="Modbus TCP port.")
-@click.option(
-    "--meters",
-    type=click.IntRange(1, MAX_METERS),
-    default=1000,
-    show_default=True,
-    help="Meters per concentrator.",
-)
-@click.option(
-    "--concentrators",
-    type=click.IntRange(1, 247),
-    default=1,
-    show_default=True,
-    help="Concentrators, served as unit ids 1..N on the one port.",
-)
+@click.argument("scenario")
 @click.option(
     "--speed",
     type=click.FloatRange(min=0, min_open=True),
-    default=900.0,
-    show_default=True,
     help="Simulated seconds per wall-clock second (900: one interval a second).",
 )
+@click.option("--seed", type=int, help="Override the scenario's seed.")
 @click.option(
     "--intervals",
     type=click.IntRange(min=1),
-    default=None,
-    help="Stop closing intervals after this many (and keep serving). Default: run forever.",
+    help="Stop after this many intervals (devices keep serving). Default: run on.",
 )
-@click.option("--seed", default=1, show_default=True, help="Makes the field repeatable.")
 @click.option(
-    "--served",
-    "served_path",
+    "--record",
+    "record_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("served.sqlite"),
+    default=Path("field-record.sqlite"),
     show_default=True,
-    help="SQLite file recording every reading served.",
+    help="SQLite file for what was served and the ground truth of injected faults.",
+)
+@click.option("--host", help="Override the address the Modbus devices listen on.")
+@click.option(
+    "--base-port",
+    type=click.IntRange(1, 65_535),
+    help="Override modbus.base_port, the first device's port.",
 )
 @click.option(
-    "--start",
-    type=int,
-    default=None,
-    help="Simulated start, Unix seconds (rounded down to 15 min). Default: now, rounded down.",
+    "--mqtt-port",
+    type=click.IntRange(1, 65_535),
+    help="Override mqtt.port, the broker transformer telemetry goes to.",
 )
 def run(  # noqa: PLR0913 - one parameter per CLI option
     *,
-    host: str,
-    port: int,
-    meters: int,
-    concentrators: int,
-    speed: float,
+    scenario: str,
+    speed: float | None,
+    seed: int | None,
     intervals: int | None,
-    seed: int,
-    served_path: Path,
-    start: int | None,
+    record_path: Path,
+    host: str | None,
+    base_port: int | None,
+    mqtt_port: int | None,
 ) -> None:
-    """Serve concentrators and close 15-minute intervals as simulated time passes.
+    """Serve a scenario's field and run its clock.
 
-    Example: substation-sim run --meters 1000 --speed 900 --intervals 4 --port 5020
+    Example: substation-sim run small --speed 900 --intervals 8 --record run.sqlite
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    start_time = int(time.time()) if start is None else start
-    start_time -= start_time % INTERVAL_SECONDS
-    devices = [
-        Concentrator(unit_id=unit, meter_count=meters, seed=seed, device=f"{host}:{port}/{unit}")
-        for unit in range(1, concentrators + 1)
-    ]
+    chosen = _scenario(scenario, speed=speed, seed=seed)
+    record = FieldRecord(record_path)
 
     async def serve() -> None:
-        runner = SimulatorRunner(
-            concentrators=devices, host=host, port=port, served_path=served_path, start=start_time
-        )
-        async with runner:
-            await runner.run_clock(speed=speed, intervals=intervals)
+        field = Field(chosen, record=record)
+        async with SimulatorRunner(
+            field, host=host, base_port=base_port, mqtt_port=mqtt_port
+        ) as sim:
+            await sim.run_clock(speed=chosen.speed, intervals=intervals)
+            await asyncio.Event().wait()  # keep serving the final state until interrupted
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve())
+    except OSError as exc:
+        raise click.ClickException(f"cannot serve: {exc}") from None
+    finally:
+        record.close()
+
+
+@main.command()
+@click.argument("scenario")
+def describe(scenario: str) -> None:
+    """List what a scenario serves and where: devices, ports, meters, transformers, topics.
+
+    Example: substation-sim describe national-slice
+    """
+    chosen = _scenario(scenario)
+    substations = build_topology(chosen)
+    _print(
+        {
+            "scenario": chosen.name,
+            "seed": chosen.seed,
+            "start": chosen.start,
+            "speed": chosen.speed,
+            "meters": chosen.meters,
+            "readings_per_wall_second": round(chosen.meters * chosen.speed / 900, 1),
+            "history_intervals": chosen.history_intervals,
+            "mqtt": (f"{chosen.mqtt_host}:{chosen.mqtt_port}" if chosen.mqtt_port else None),
+            "substations": [
+                {
+                    "name": s.name,
+                    "region": s.region,
+                    "feeders": s.feeders,
+                    "concentrators": [
+                        {
+                            "name": c.name,
+                            "modbus": f"{chosen.host}:{c.port}",
+                            "unit_id": 1,
+                            "meters": len(c.meters),
+                        }
+                        for c in s.concentrators
+                    ],
+                    "feeder_head": {
+                        "name": f"{s.name}-FH",
+                        "modbus": f"{chosen.host}:{s.feeder_head_port}",
+                        "serial": s.feeder_head_serial,
+                    },
+                    "transformers": [
+                        {
+                            "name": t.name,
+                            "rated_kva": t.rated_kva,
+                            "topic": telemetry.topic(chosen.topic_prefix, s.region, s.name, t.name),
+                        }
+                        for t in s.transformers
+                    ],
+                }
+                for s in substations
+            ],
+            "faults": [dataclasses.asdict(f) for f in chosen.faults],
+        }
+    )
+
+
+@main.command()
+@click.option(
+    "--record",
+    "record_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=Path("field-record.sqlite"),
+    show_default=True,
+    help="The record file a run wrote.",
+)
+def truth(record_path: Path) -> None:
+    """Summarize the injected faults a run recorded: kind, effect, device, count, time span.
+
+    Example: substation-sim truth --record run.sqlite
+    """
+    record = FieldRecord(record_path)
+    try:
+        _print(record.truth_summary())
+    finally:
+        record.close()

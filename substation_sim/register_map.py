@@ -1,19 +1,27 @@
 """The concentrator's Modbus register map, device side (docs/modbus-register-map.md).
 
-All values are holding registers (function 0x03), big-endian: the high word first, and the high
+Holding registers (0x03) hold the live state: header at 0-7, the history selector at 10-11, meter
+records from 100. Input registers (0x04) answer for the interval the selector names: a history
+header at 0-7 and the same meter records from 100. Big-endian: high word first, and the high
 byte first within each word, as Modbus specifies for 16-bit registers.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 REGISTER_MAP_VERSION = 1
 HEADER_ADDRESS = 0
 HEADER_REGISTERS = 8
+SELECTOR_ADDRESS = 10  # u32: interval end the history (input registers) should answer for
+SELECTOR_REGISTERS = 2
 METER_TABLE_ADDRESS = 100
 METER_RECORD_REGISTERS = 16
 # 65,536 addresses, minus the header area, in 16-register records: the most one unit id can hold.
 MAX_METERS = (65_536 - METER_TABLE_ADDRESS) // METER_RECORD_REGISTERS
 INTERVAL_SECONDS = 900
+HISTORY_OK = 0
+HISTORY_NOT_HELD = 1  # the selected interval is not (or no longer) in the history
 
 
 def _words(value: int, count: int) -> list[int]:
@@ -21,33 +29,60 @@ def _words(value: int, count: int) -> list[int]:
     return [(value >> (16 * (count - 1 - i))) & 0xFFFF for i in range(count)]
 
 
-def header_registers(*, meter_count: int, last_interval_end: int) -> list[int]:
-    """The 8 header registers: map version, meter count, last closed interval end, its length."""
+def header_registers(*, meter_count: int, last_interval_end: int, history_depth: int) -> list[int]:
+    """Live header: map version, meter count, last interval end, its length, history depth."""
     return [
         REGISTER_MAP_VERSION,
         meter_count,
         *_words(last_interval_end, 2),
         INTERVAL_SECONDS,
-        0,
+        history_depth,
         0,
         0,
     ]
 
 
-def meter_record(
-    *, serial: int, interval_end: int, energy_wh: int, register_wh: int, status: int
-) -> list[int]:
-    """The 16 registers of one meter's record."""
+def history_header_registers(*, meter_count: int, selected: int, status: int) -> list[int]:
+    """History header: map version, meter count, the selected interval end, its length, status."""
     return [
-        *_words(serial, 4),
-        *_words(interval_end, 2),
-        *_words(energy_wh, 2),
-        *_words(register_wh, 4),
-        status & 0xFFFF,
-        0,
+        REGISTER_MAP_VERSION,
+        meter_count,
+        *_words(selected, 2),
+        INTERVAL_SECONDS,
+        status,
         0,
         0,
     ]
+
+
+def meter_records(
+    *,
+    serials: np.ndarray,
+    interval_ends: np.ndarray,
+    energies: np.ndarray,
+    registers: np.ndarray,
+    statuses: np.ndarray,
+) -> np.ndarray:
+    """16-register records of many meters at once, as one flat uint16 array.
+
+    Energy is a signed 32-bit value (two's complement); everything else is unsigned.
+    """
+    n = len(serials)
+    out = np.zeros((n, METER_RECORD_REGISTERS), dtype=np.uint16)
+    serial = serials.astype(np.uint64)
+    register = registers.astype(np.int64).astype(np.uint64)
+    end = interval_ends.astype(np.int64).astype(np.uint64)
+    energy = energies.astype(np.int64).astype(np.uint64) & np.uint64(0xFFFFFFFF)
+    for word in range(4):
+        shift = np.uint64(16 * (3 - word))
+        out[:, word] = (serial >> shift) & np.uint64(0xFFFF)
+        out[:, 8 + word] = (register >> shift) & np.uint64(0xFFFF)
+    for word in range(2):
+        shift = np.uint64(16 * (1 - word))
+        out[:, 4 + word] = (end >> shift) & np.uint64(0xFFFF)
+        out[:, 6 + word] = (energy >> shift) & np.uint64(0xFFFF)
+    out[:, 12] = statuses.astype(np.uint16)
+    return out.reshape(-1)
 
 
 def meter_address(index: int) -> int:

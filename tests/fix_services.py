@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -17,13 +18,19 @@ import psycopg
 import pytest
 
 from core_ingest import agents
-from core_ingest.pgcluster import free_loopback_port
+from core_ingest.pgcluster import free_loopback_port, free_loopback_ports
 from edge_agent.keys import generate_pseudonym_key, generate_signing_key, load_pseudonym_key
 from proto import pb, pb_grpc
-from substation_sim import Concentrator, ServedLog, ServedReading, SimulatorRunner
+from substation_sim import (
+    Field,
+    FieldRecord,
+    Scenario,
+    ServedReading,
+    SimulatorRunner,
+    parse_scenario,
+)
 
 BIN = Path(sys.executable).parent
-START = 1_790_000_100 - 1_790_000_100 % 900  # a fixed simulated start, on the 15-minute grid
 
 
 def wait_until(predicate: Callable[[], object], *, timeout: float, what: str) -> object:
@@ -71,27 +78,62 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 
 def _accepts(port: int) -> bool:
-    import socket  # noqa: PLC0415
-
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def field_scenario(
+    *,
+    meters: int,
+    concentrators: int = 1,
+    faults: tuple[dict, ...] = (),
+    base_port: int = 5020,
+    mqtt_port: int | None = None,
+) -> Scenario:
+    """One North substation with ``concentrators`` of ``meters`` each, from 2026-11-02 00:00 UTC."""
+    data = {
+        "scenario": {"name": "test", "seed": 7, "start": "2026-11-02T00:00:00Z"},
+        "modbus": {"host": "127.0.0.1", "base_port": base_port},
+        "regions": [
+            {
+                "name": "North",
+                "substations": 1,
+                "meters_per_concentrator": meters,
+                "concentrators_per_substation": concentrators,
+            }
+        ],
+        "faults": list(faults),
+    }
+    if mqtt_port is not None:
+        data["mqtt"] = {"host": "127.0.0.1", "port": mqtt_port}
+    return parse_scenario(data)
 
 
 class RunningSimulator:
     """A simulator serving in a background thread's event loop; step it with ``close_interval``."""
 
-    def __init__(self, *, meters: int, served_path: Path) -> None:
-        self.port = free_loopback_port()
-        self.served_path = served_path
-        self.concentrator = Concentrator(unit_id=1, meter_count=meters, seed=7, device="conc-1")
-        self._loop = asyncio.new_event_loop()
-        self._runner = SimulatorRunner(
-            concentrators=[self.concentrator],
-            host="127.0.0.1",
-            port=self.port,
-            served_path=served_path,
-            start=START,
+    def __init__(
+        self,
+        *,
+        meters: int,
+        record_path: Path,
+        concentrators: int = 1,
+        faults: tuple[dict, ...] = (),
+        mqtt_port: int | None = None,
+    ) -> None:
+        self.port = free_loopback_ports(concentrators + 1)
+        scenario = field_scenario(
+            meters=meters,
+            concentrators=concentrators,
+            faults=faults,
+            base_port=self.port,
+            mqtt_port=mqtt_port,
         )
+        self.record = FieldRecord(record_path)
+        self.field = Field(scenario, record=self.record)
+        self.device = self.field.substations[0].concentrators[0].name
+        self._loop = asyncio.new_event_loop()
+        self._runner = SimulatorRunner(self.field)
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
         self._call(self._runner.__aenter__())
@@ -107,19 +149,22 @@ class RunningSimulator:
 
         return self._call(step())  # type: ignore[return-value]
 
-    def concentrator_served(self) -> list[ServedReading]:
-        """What the concentrator served so far, from the simulator's own record."""
-        log = ServedLog(self.served_path)
-        try:
-            return log.readings()
-        finally:
-            log.close()
+    def run_clock(self, *, speed: float, intervals: int) -> None:
+        """Run the simulator's clock for ``intervals`` at ``speed`` and wait until done."""
+        self._call(self._runner.run_clock(speed=speed, intervals=intervals))
+        if self._runner.mqtt is not None:
+            self._call(self._runner.mqtt.wait_published())
+
+    def served(self) -> list[ServedReading]:
+        """What the first concentrator served so far, from the simulator's own record."""
+        return self.record.served(self.device)
 
     def stop(self) -> None:
         """Stop serving and end the thread."""
         self._call(self._runner.__aexit__(None, None, None))
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
+        self.record.close()
 
 
 @pytest.fixture
@@ -127,10 +172,10 @@ def simulator(tmp_path: Path) -> Iterator[Callable[..., RunningSimulator]]:
     """Factory: ``simulator(meters=N)`` starts a stepped simulator, stopped after the test."""
     started: list[RunningSimulator] = []
 
-    def start(*, meters: int) -> RunningSimulator:
+    def start(*, meters: int, **options: object) -> RunningSimulator:
         sim = RunningSimulator(
-            meters=meters, served_path=tmp_path / f"served-{len(started)}.sqlite"
-        )
+            meters=meters, record_path=tmp_path / f"record-{len(started)}.sqlite", **options
+        )  # type: ignore[arg-type]
         started.append(sim)
         return sim
 

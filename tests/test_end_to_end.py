@@ -39,7 +39,7 @@ def test_every_served_reading_is_stored_once_even_when_every_batch_is_sent_again
     finally:
         stop_process(process)
 
-    served = sim.concentrator_served()
+    served = sim.served()
     assert len(served) == METERS * INTERVALS
     expected = {
         (

@@ -46,7 +46,7 @@ def test_poll_reads_every_meter_in_block_reads(simulator):
     assert reads == 1 + 128  # 16,000 registers in reads of 125
     assert len(records) == 1_000
     assert {r.interval_end for r in records} == {end}
-    served = {r.serial: r.energy_wh for r in sim.concentrator_served()}
+    served = {r.serial: r.energy_wh for r in sim.served()}
     assert {r.serial: r.energy_wh for r in records} == served
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
 from edge_agent.errors import MalformedReply
@@ -11,40 +12,60 @@ from edge_agent.sources import register_map as client
 from substation_sim import register_map as device
 
 
+def record(*, serial=1, interval_end=900, energy=1, register=1, status=0) -> list[int]:
+    return device.meter_records(
+        serials=np.array([serial]),
+        interval_ends=np.array([interval_end]),
+        energies=np.array([energy]),
+        registers=np.array([register]),
+        statuses=np.array([status]),
+    ).tolist()
+
+
 def test_header_roundtrip():
-    """The agent reads back the meter count and the last interval end the device wrote."""
-    words = device.header_registers(meter_count=1_234, last_interval_end=1_790_000_100)
-    header = client.decode_header(words, device="d")
-    assert header.meter_count == 1_234
-    assert header.last_interval_end == 1_790_000_100
-
-
-def test_meter_record_roundtrip_with_large_values():
-    """Serial (64-bit), energy (32-bit) and register (64-bit) survive the word order."""
-    words = device.meter_record(
-        serial=9_876_543_210_123,
-        interval_end=1_790_000_100,
-        energy_wh=4_000_000_000,
-        register_wh=2**60 + 5,
-        status=0,
+    """The agent reads back meter count, last interval end and history depth the device wrote."""
+    words = device.header_registers(
+        meter_count=1_234, last_interval_end=1_790_000_100, history_depth=96
     )
-    (record,) = client.decode_meter_table(words, device="d")
-    assert record.serial == 9_876_543_210_123
-    assert record.energy_wh == 4_000_000_000
-    assert record.register_wh == 2**60 + 5
-    assert record.quality_flags == 0
+    header = client.decode_header(words, device="d")
+    assert (header.meter_count, header.last_interval_end, header.history_depth) == (
+        1_234,
+        1_790_000_100,
+        96,
+    )
+
+
+def test_meter_record_roundtrip_with_large_and_negative_values():
+    """Serial (64-bit), signed energy (32-bit) and register (64-bit) survive the word order."""
+    for energy in (4_000, -4_000, 2**31 - 1, -(2**31)):
+        words = record(
+            serial=9_876_543_210_123, interval_end=1_790_000_100, energy=energy, register=2**60 + 5
+        )
+        (decoded,) = client.decode_meter_table(words, device="d")
+        assert (decoded.serial, decoded.energy_wh, decoded.register_wh) == (
+            9_876_543_210_123,
+            energy,
+            2**60 + 5,
+        )
 
 
 def test_meter_status_becomes_a_device_alarm_flag():
     """A non-zero status word is carried as the DEVICE_ALARM quality flag."""
-    words = device.meter_record(serial=1, interval_end=900, energy_wh=1, register_wh=1, status=4)
-    (record,) = client.decode_meter_table(words, device="d")
-    assert record.quality_flags == 1
+    (decoded,) = client.decode_meter_table(record(status=4), device="d")
+    assert decoded.quality_flags == 1
 
 
 def test_meter_without_a_closed_interval_is_skipped():
-    """All-zero records (no interval closed yet) yield no reading."""
+    """All-zero records (no interval closed yet, or missed in the history) yield no reading."""
     assert client.decode_meter_table([0] * 32, device="d") == []
+
+
+def test_time_off_the_grid_is_read_as_reported():
+    """A drifting concentrator clock is data for validation, not a malformed reply."""
+    (decoded,) = client.decode_meter_table(record(interval_end=1_000), device="d")
+    assert decoded.interval_end == 1_000
+    words = device.header_registers(meter_count=1, last_interval_end=935, history_depth=96)
+    assert client.decode_header(words, device="d").last_interval_end == 935
 
 
 def test_the_agent_and_the_device_agree_on_the_layout():
@@ -52,15 +73,17 @@ def test_the_agent_and_the_device_agree_on_the_layout():
     assert client.METER_TABLE_ADDRESS == device.METER_TABLE_ADDRESS
     assert client.METER_RECORD_REGISTERS == device.METER_RECORD_REGISTERS
     assert client.REGISTER_MAP_VERSION == device.REGISTER_MAP_VERSION
+    assert client.MAX_METERS == device.MAX_METERS
     assert device.meter_address(2) == client.METER_TABLE_ADDRESS + 2 * client.METER_RECORD_REGISTERS
 
 
 @pytest.mark.parametrize(
     ("words", "names"),
     [
-        ([2, 1, 0, 900, 900, 0, 0, 0], "register 0 (map version) is 2"),
-        ([1, 1, 0, 901, 900, 0, 0, 0], "registers 2-3 (last interval end) 901"),
-        ([1, 1, 0, 900, 60, 0, 0, 0], "register 4 (interval length) is 60"),
+        ([2, 1, 0, 900, 900, 96, 0, 0], "register 0 (map version) is 2"),
+        ([1, 0, 0, 900, 900, 96, 0, 0], "register 1 (meter count) is 0"),
+        ([1, 5000, 0, 900, 900, 96, 0, 0], "register 1 (meter count) is 5000"),
+        ([1, 1, 0, 900, 60, 96, 0, 0], "register 4 (interval length) is 60"),
         ([1, 1, 0], "header has 3 registers"),
     ],
 )
@@ -71,12 +94,10 @@ def test_malformed_header_names_the_register(words, names):
     assert caught.value.device == "modbus://h:502/1"
 
 
-def test_off_grid_interval_in_a_record_names_its_address():
-    """A record's interval end off the 15-minute grid names the register address."""
-    words = [0] * 16 + device.meter_record(
-        serial=1, interval_end=1_000, energy_wh=1, register_wh=1, status=0
-    )
-    with pytest.raises(MalformedReply, match="register 120 "):
+def test_not_available_register_is_refused_naming_its_address():
+    """An all-ones register (a common "not available" marker) is no reading."""
+    words = [0] * 16 + record(register=2**64 - 1)
+    with pytest.raises(MalformedReply, match="registers 124-127"):
         client.decode_meter_table(words, device="d")
 
 

@@ -56,7 +56,7 @@ class ModbusConcentrator:
             reply = await self._client.read_holding_registers(
                 address, count=count, device_id=self.config.unit_id
             )
-        except ModbusException as exc:
+        except (ModbusException, ValueError) as exc:
             raise SourceError(self.device, f"read of {count} at {address} failed: {exc}") from exc
         self.reads += 1
         if reply.isError():

@@ -16,7 +16,11 @@ HEADER_ADDRESS = 0
 HEADER_REGISTERS = 8
 METER_TABLE_ADDRESS = 100
 METER_RECORD_REGISTERS = 16
+MAX_METERS = (65_536 - METER_TABLE_ADDRESS) // METER_RECORD_REGISTERS
 INTERVAL_SECONDS = 900
+# Registers at or above 2^63 are not readings (all-ones is a common "not available" marker);
+# they would not fit the buffer's or the database's signed 64-bit columns either.
+REGISTER_MAX_WH = 2**63 - 1
 MAX_REGISTERS_PER_READ = 125  # Modbus limit for function 0x03 (a 256-byte PDU)
 
 
@@ -26,6 +30,7 @@ class ConcentratorHeader:
 
     meter_count: int
     last_interval_end: int
+    history_depth: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +52,11 @@ def _unsigned(words: list[int]) -> int:
 
 
 def decode_header(words: list[int], *, device: str) -> ConcentratorHeader:
-    """Decode the 8 header registers at address 0."""
+    """Decode the 8 header registers at address 0.
+
+    The interval end is taken as the device reports it, even off the 15-minute grid: a
+    concentrator with a drifting clock is flagged by validation, not silenced here.
+    """
     if len(words) != HEADER_REGISTERS:
         raise MalformedReply(device, f"header has {len(words)} registers, expected 8")
     version, meter_count = words[0], words[1]
@@ -55,21 +64,22 @@ def decode_header(words: list[int], *, device: str) -> ConcentratorHeader:
         raise MalformedReply(
             device, f"register 0 (map version) is {version}, this agent reads version 1"
         )
+    if not 1 <= meter_count <= MAX_METERS:
+        raise MalformedReply(
+            device, f"register 1 (meter count) is {meter_count}, not 1..{MAX_METERS}"
+        )
     if words[4] != INTERVAL_SECONDS:
         raise MalformedReply(device, f"register 4 (interval length) is {words[4]}, expected 900")
-    last_interval_end = _unsigned(words[2:4])
-    if last_interval_end % INTERVAL_SECONDS:
-        raise MalformedReply(
-            device, f"registers 2-3 (last interval end) {last_interval_end} are off the 15-min grid"
-        )
-    return ConcentratorHeader(meter_count=meter_count, last_interval_end=last_interval_end)
+    return ConcentratorHeader(
+        meter_count=meter_count, last_interval_end=_unsigned(words[2:4]), history_depth=words[5]
+    )
 
 
 def decode_meter_table(words: list[int], *, device: str) -> list[MeterRecord]:
     """Decode consecutive 16-register meter records, starting at the table's first address.
 
-    A record whose interval end is 0 belongs to a meter that has not closed an interval yet and
-    is skipped.
+    A record whose interval end is 0 belongs to a meter with no closed interval (or, in the
+    history, one that missed the interval) and is skipped.
     """
     if len(words) % METER_RECORD_REGISTERS:
         raise MalformedReply(device, f"meter table of {len(words)} registers is not whole records")
@@ -79,17 +89,20 @@ def decode_meter_table(words: list[int], *, device: str) -> list[MeterRecord]:
         interval_end = _unsigned(record[4:6])
         if interval_end == 0:
             continue
-        if interval_end % INTERVAL_SECONDS:
-            address = METER_TABLE_ADDRESS + start + 4
+        register_wh = _unsigned(record[8:12])
+        if register_wh > REGISTER_MAX_WH:
+            address = METER_TABLE_ADDRESS + start + 8
             raise MalformedReply(
-                device, f"register {address} (interval end) {interval_end} is off the 15-min grid"
+                device,
+                f"registers {address}-{address + 3} (register) {register_wh:#x} is not a reading",
             )
+        energy_wh = _unsigned(record[6:8])
         records.append(
             MeterRecord(
                 serial=_unsigned(record[0:4]),
                 interval_end=interval_end,
-                energy_wh=_unsigned(record[6:8]),
-                register_wh=_unsigned(record[8:12]),
+                energy_wh=energy_wh - (1 << 32) if energy_wh >= 1 << 31 else energy_wh,
+                register_wh=register_wh,
                 quality_flags=QualityFlag.DEVICE_ALARM if record[12] else 0,
             )
         )
