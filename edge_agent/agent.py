@@ -18,6 +18,7 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 SEAL_RETRY_SECONDS = 5  # after a failed seal (e.g. disk full): readings stay pending, retried
 PRUNE_INTERVAL_SECONDS = 60  # retention is in hours; checking every minute is plenty
+RESTART_SECONDS = 5  # pause before a loop that failed unexpectedly starts again
 
 
 def check_environment(config: AgentConfig) -> None:
@@ -77,10 +79,12 @@ class EdgeAgent:
             buffer=self.buffer,
             buffer_call=self.buffer_call,
             max_in_flight=config.max_in_flight,
+            ack_timeout_seconds=config.ack_timeout_seconds,
         )
         self._buffered = asyncio.Event()
         self._pending_readings = 0
         self.source_errors: collections.Counter[str] = collections.Counter()
+        self.stage_errors: collections.Counter[str] = collections.Counter()
 
     async def buffer_call(self, method: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
         """Run a blocking buffer method in the I/O thread."""
@@ -114,12 +118,30 @@ class EdgeAgent:
             len(self.sources),
             self.config.core_target,
         )
+        loops: dict[str, Callable[[], Awaitable[None]]] = {
+            f"poll[{source.config.name}]": functools.partial(self._poll_loop, source)
+            for source in self.sources
+        }
+        loops |= {"seal": self._seal_loop, "uplink": self.uplink.run, "prune": self._prune_loop}
         async with asyncio.TaskGroup() as tasks:
-            for source in self.sources:
-                tasks.create_task(self._poll_loop(source), name=f"poll[{source.config.name}]")
-            tasks.create_task(self._seal_loop(), name="seal")
-            tasks.create_task(self.uplink.run(), name="uplink")
-            tasks.create_task(self._prune_loop(), name="prune")
+            for name, loop in loops.items():
+                tasks.create_task(self._supervised(name, loop), name=name)
+
+    async def _supervised(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run ``loop`` for ever; after an unexpected error, log it and restart the loop.
+
+        One misbehaving device or stage must not stop the others: the error is logged with its
+        traceback, counted in ``stage_errors``, and the loop starts again after a pause.
+        """
+        while True:
+            try:
+                await loop()
+            except Exception:
+                self.stage_errors[name] += 1
+                log.exception(
+                    "%s failed unexpectedly; restarting it in %d s", name, RESTART_SECONDS
+                )
+                await asyncio.sleep(RESTART_SECONDS)
 
     async def _poll_loop(self, source: ModbusConcentrator) -> None:
         period = source.config.poll_interval_seconds
@@ -136,6 +158,7 @@ class EdgeAgent:
         """Read one concentrator once and commit what is new; return how many readings."""
         poll = await source.poll()
         if not poll.records:
+            source.delivered(poll)  # nothing to commit: do not read the same empty table again
             return 0
         readings = [
             self._pseudonymizer.apply(record, poll_time_ms=poll.poll_time_ms, device=source.device)
@@ -170,12 +193,13 @@ class EdgeAgent:
     async def seal_pending(self) -> int:
         """Seal every pending reading into batches; return how many batches were made."""
         made = 0
-        while batch := await self.buffer_call(
+        while await self.buffer_call(
             self.buffer.seal_batch, self._seal, max_readings=self.config.batch_max_readings
         ):
-            self._pending_readings = max(0, self._pending_readings - batch.readings)
             made += 1
             self.uplink.notify()
+        # Recount rather than subtract: polls may have committed while the seals ran.
+        self._pending_readings = (await self.statistics()).pending_readings
         return made
 
     def _seal(self, readings: list[PseudonymousReading], sequence: int) -> bytes:

@@ -150,9 +150,14 @@ def status(config_path: Path) -> None:
     Example: edge-agent status --config /etc/edge-agent/edge-agent.toml
     """
     config = _load(config_path)
-    buffer = Buffer(config.buffer_path, synchronous=config.buffer_synchronous)
+    try:
+        buffer = Buffer(config.buffer_path, read_only=True)
+    except EdgeError as exc:
+        raise click.ClickException(f"{exc} (has the agent run yet?)") from None
     try:
         _print({"agent_id": config.agent_id, **dataclasses.asdict(buffer.statistics())})
+    except EdgeError as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
         buffer.close()
 

@@ -48,6 +48,7 @@ class AgentConfig:
     batch_max_readings: int
     batch_max_age_seconds: float
     max_in_flight: int
+    ack_timeout_seconds: float
     modbus_sources: tuple[ModbusSourceConfig, ...]
 
 
@@ -133,6 +134,7 @@ def parse_config(data: dict[str, Any], *, base: Path) -> AgentConfig:
         batch_max_readings=uplink.number("batch_max_readings", int, 5_000, 1, 50_000),
         batch_max_age_seconds=uplink.number("batch_max_age_seconds", float, 5.0, 0, 3_600),
         max_in_flight=uplink.number("max_in_flight", int, 8, 1, 256),
+        ack_timeout_seconds=uplink.number("ack_timeout_seconds", float, 60.0, 1, 3_600),
         modbus_sources=_modbus_sources(root),
     )
 

@@ -8,6 +8,8 @@ import subprocess
 import pytest
 from fix_services import BIN
 
+from edge_agent.sinks.buffer import Buffer
+
 
 def edge_agent(*args: str, cwd) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -63,16 +65,23 @@ def test_keygen_refuses_to_overwrite(gateway):
     assert (gateway / "agent.key").read_bytes() == before
 
 
+def test_status_before_the_first_run_says_so_and_creates_nothing(gateway):
+    """Status only reports: on a gateway that never ran it explains, and writes no file."""
+    done = edge_agent("status", cwd=gateway)
+    assert done.returncode == 1
+    assert "has the agent run yet?" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (gateway / "buffer.sqlite").exists()
+
+
 def test_status_of_a_fresh_buffer(gateway):
-    """A new gateway reports an empty buffer and sequence 1 next."""
+    """A buffer with nothing in it reports zeros and sequence 1 next."""
+    Buffer(gateway / "buffer.sqlite").close()
     done = edge_agent("status", cwd=gateway)
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)
-    assert (status["pending_readings"], status["pending_batches"], status["next_sequence"]) == (
-        0,
-        0,
-        1,
-    )
+    counts = (status["pending_readings"], status["pending_batches"], status["next_sequence"])
+    assert counts == (0, 0, 1)
 
 
 def test_check_config_refuses_a_buffer_in_a_missing_folder(gateway):

@@ -98,3 +98,56 @@ def test_ack_labels_name_status_and_reason():
     assert ack_label(pb.Ack(status=pb.ACK_STATUS_DUPLICATE)) == "duplicate"
     rejected = pb.Ack(status=pb.ACK_STATUS_REJECTED, reason=pb.REJECT_REASON_BAD_SIGNATURE)
     assert ack_label(rejected) == "rejected:BAD_SIGNATURE"
+
+
+def test_ack_labels_for_values_a_newer_core_may_send():
+    """Unknown status or reason numbers are labelled by number and count as refusals."""
+    assert ack_label(pb.Ack(status=pb.ACK_STATUS_REJECTED, reason=42)) == "rejected:42"
+    assert ack_label(pb.Ack(status=7)) == "7:UNSPECIFIED"
+
+
+class SilentCore(pb_grpc.IngestServicer):
+    """Reads batches and never answers: a core (or a link) that hangs."""
+
+    async def StreamBatches(self, request_iterator, _context):  # noqa: N802
+        async for _batch in request_iterator:
+            pass
+        yield pb.Ack()  # pragma: no cover
+
+
+def test_unanswered_batches_break_the_session_after_the_ack_timeout(tmp_path):
+    """A core that reads but never answers is given up on, and the batches stay pending."""
+    buffer = Buffer(tmp_path / "b.sqlite")
+    fill(buffer, 3)
+
+    async def scenario() -> int:
+        server = grpc.aio.server()
+        pb_grpc.add_IngestServicer_to_server(SilentCore(), server)
+        port = server.add_insecure_port(f"127.0.0.1:{free_loopback_port()}")
+        await server.start()
+
+        async def direct(method, *args, **kwargs):
+            return method(*args, **kwargs)
+
+        uplink = Uplink(
+            target=f"127.0.0.1:{port}",
+            buffer=buffer,
+            buffer_call=direct,
+            max_in_flight=8,
+            ack_timeout_seconds=1.5,
+            rng=random.Random(1),
+        )
+        runner = asyncio.create_task(uplink.run())
+        try:
+            async with asyncio.timeout(20):
+                while uplink.sessions < 2:
+                    assert not runner.done(), runner.exception()
+                    await asyncio.sleep(0.05)
+        finally:
+            runner.cancel()
+            await server.stop(None)
+        return uplink.sessions
+
+    assert asyncio.run(scenario()) >= 2
+    assert buffer.statistics().pending_batches == 3
+    buffer.close()

@@ -18,11 +18,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge_agent.errors import BufferUnavailable
 from edge_agent.transforms.pseudonymize import PseudonymousReading
 
 SCHEMA = """
+BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS readings (
     id INTEGER PRIMARY KEY,
     meter BLOB NOT NULL,
@@ -52,6 +54,7 @@ CREATE TABLE IF NOT EXISTS agent_state (
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO agent_state VALUES ('next_sequence', 1);
+COMMIT;
 """
 
 
@@ -82,14 +85,31 @@ SealFunction = Callable[[list[PseudonymousReading], int], bytes]
 class Buffer:
     """One SQLite file holding what has not been delivered yet."""
 
-    def __init__(self, path: Path, *, synchronous: str = "full") -> None:
-        """Open or create the buffer at ``path``."""
+    def __init__(self, path: Path, *, synchronous: str = "full", read_only: bool = False) -> None:
+        """Open the buffer at ``path``, creating it unless ``read_only`` (for status reports).
+
+        Raises:
+            BufferUnavailable: the file cannot be opened or created (missing folder, no
+                permission, not a buffer).
+
+        """
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
-        self._db.executescript(SCHEMA)
-        self._cursor = dict(self._db.execute("SELECT meter, last_interval_end FROM meter_cursor"))
+        self._synchronous = "FULL" if synchronous == "full" else "NORMAL"
+        try:
+            if read_only:
+                self._db = sqlite3.connect(
+                    f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+                )
+            else:
+                self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(f"PRAGMA synchronous={self._synchronous}")
+                self._db.executescript(SCHEMA)
+            self._cursor = dict(
+                self._db.execute("SELECT meter, last_interval_end FROM meter_cursor")
+            )
+        except sqlite3.Error as exc:
+            raise BufferUnavailable(f"cannot open the buffer {path}: {exc}") from exc
 
     def close(self) -> None:
         """Close the file; every committed change is already on disk."""
@@ -137,7 +157,18 @@ class Buffer:
 
         ``seal(readings, sequence)`` returns the serialized SignedBatch; it runs inside the
         transaction, so a crash leaves the readings pending and the sequence number unused.
+        This commit is always fully synced, whatever ``synchronous`` says: once a batch can be
+        sent, its sequence number must never be handed out again, even after a power cut.
         """
+        if self._synchronous != "FULL":
+            self._db.execute("PRAGMA synchronous=FULL")
+        try:
+            return self._seal(seal, max_readings)
+        finally:
+            if self._synchronous != "FULL":
+                self._db.execute(f"PRAGMA synchronous={self._synchronous}")
+
+    def _seal(self, seal: SealFunction, max_readings: int) -> StoredBatch | None:
         with self._transaction():
             rows = self._db.execute(
                 "SELECT id, meter, interval_end, energy_wh, register_wh, quality_flags,"
@@ -161,9 +192,16 @@ class Buffer:
             self._db.execute("DELETE FROM readings WHERE id <= ?", (rows[-1][0],))
         return StoredBatch(sequence=sequence, signed=signed, readings=len(rows))
 
+    def _query(self, sql: str, parameters: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        """A read; SQLite failures surface as ``BufferUnavailable``."""
+        try:
+            return self._db.execute(sql, parameters).fetchall()
+        except sqlite3.Error as exc:
+            raise BufferUnavailable(f"buffer read failed: {exc}") from exc
+
     def pending_batches(self, *, after: int = 0, limit: int = 64) -> list[StoredBatch]:
         """Batches not yet acknowledged (nor refused), oldest first, with sequence > ``after``."""
-        rows = self._db.execute(
+        rows = self._query(
             "SELECT sequence, signed, readings FROM batches WHERE state = 'pending' "
             "AND sequence > ? ORDER BY sequence LIMIT ?",
             (after, limit),
@@ -172,7 +210,7 @@ class Buffer:
 
     def retained_batches(self, *, from_sequence: int) -> list[StoredBatch]:
         """Every batch still on disk with sequence >= ``from_sequence``, whatever its state."""
-        rows = self._db.execute(
+        rows = self._query(
             "SELECT sequence, signed, readings FROM batches WHERE sequence >= ? ORDER BY sequence",
             (from_sequence,),
         )
@@ -205,13 +243,13 @@ class Buffer:
 
     def statistics(self) -> BufferStatistics:
         """Counts of what is waiting, for status output and metrics."""
-        pending_readings, oldest = self._db.execute(
+        ((pending_readings, oldest),) = self._query(
             "SELECT count(*), min(poll_time_ms) FROM readings"
-        ).fetchone()
-        states = dict(self._db.execute("SELECT state, count(*) FROM batches GROUP BY state"))
-        next_sequence = self._db.execute(
+        )
+        states = dict(self._query("SELECT state, count(*) FROM batches GROUP BY state"))
+        ((next_sequence,),) = self._query(
             "SELECT value FROM agent_state WHERE key = 'next_sequence'"
-        ).fetchone()[0]
+        )
         return BufferStatistics(
             pending_readings=pending_readings,
             pending_batches=states.get("pending", 0),

@@ -4,7 +4,8 @@ Up to ``max_in_flight`` batches travel unacknowledged (a window, not stop-and-wa
 leaves the buffer's pending set only when the core answers ACCEPTED or DUPLICATE; a refusal is
 kept on disk, marked rejected with the core's reason, for the operator. On any failure the
 stream is dropped and reopened after a capped, jittered backoff, and every batch still pending
-is sent again: the core recognises what it already committed and answers DUPLICATE.
+is sent again: the core recognises what it already committed and answers DUPLICATE. A dead
+connection is noticed by gRPC keepalive pings and by a deadline on acknowledgements.
 This is the only module that knows about ``grpc.aio.AioRpcError``.
 """
 
@@ -14,8 +15,10 @@ import asyncio
 import collections
 import logging
 import random
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -27,9 +30,17 @@ log = logging.getLogger(__name__)
 
 BACKOFF_FIRST_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 60.0  # many gateways reconnecting after a core outage spread over a minute
+WATCHDOG_PERIOD_SECONDS = 1.0
 DELIVERED = (pb.ACK_STATUS_ACCEPTED, pb.ACK_STATUS_DUPLICATE)
+# Ping the core every 30 s, give up on the connection 10 s after an unanswered ping: a half-open
+# TCP connection (NAT or firewall timeouts on substation WAN links) is found within a minute.
+CHANNEL_OPTIONS = (
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+)
 
-T = TypeVar("T")
 BufferCall = Callable[..., Awaitable[Any]]
 StreamCall = grpc.aio.StreamStreamCall
 
@@ -39,24 +50,53 @@ def backoff_delay(attempt: int, *, rng: random.Random) -> float:
     return rng.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_FIRST_SECONDS * 2**attempt))
 
 
+def _enum_name(enum: Any, value: int, prefix: str) -> str:  # noqa: ANN401 - a protobuf enum wrapper
+    """The name without its prefix, or the number when a newer core sent a value we lack."""
+    try:
+        return str(enum.Name(value)).removeprefix(prefix)
+    except ValueError:
+        return str(value)
+
+
 def ack_label(ack: pb.Ack) -> str:
     """``accepted``, ``duplicate`` or ``rejected:<REASON>``, as logged, counted and stored."""
-    status = pb.AckStatus.Name(ack.status).removeprefix("ACK_STATUS_").lower()
-    if ack.status == pb.ACK_STATUS_REJECTED:
-        return f"{status}:{pb.RejectReason.Name(ack.reason).removeprefix('REJECT_REASON_')}"
+    status = _enum_name(pb.AckStatus, ack.status, "ACK_STATUS_").lower()
+    if ack.status not in DELIVERED:
+        return f"{status}:{_enum_name(pb.RejectReason, ack.reason, 'REJECT_REASON_')}"
     return status
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for the log: the first real error inside any exception group."""
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    if isinstance(exc, (UplinkBroken, BufferUnavailable)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class _Session:
+    """The state of one stream: what is in flight since when, and whether the core answered."""
+
+    window: asyncio.Semaphore
+    in_flight: dict[int, float]  # sequence -> monotonic time sent
+    answered: bool = False
 
 
 class Uplink:
     """The agent's connection to the core: one bidirectional stream at a time."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only settings, each documented below
         self,
         *,
         target: str,
         buffer: Buffer,
         buffer_call: BufferCall,
         max_in_flight: int,
+        ack_timeout_seconds: float = 60.0,
         rng: random.Random | None = None,
     ) -> None:
         """Prepare the uplink; no connection is made before ``run`` or ``deliver``.
@@ -66,6 +106,7 @@ class Uplink:
             buffer: where batches wait; only touched through ``buffer_call``.
             buffer_call: runs a blocking buffer method in the agent's I/O thread.
             max_in_flight: batches sent and not yet acknowledged, at most.
+            ack_timeout_seconds: a batch unacknowledged this long means the stream is dead.
             rng: randomness for the backoff jitter (tests pass a seeded one).
 
         """
@@ -73,50 +114,61 @@ class Uplink:
         self._buffer = buffer
         self._buffer_call = buffer_call
         self._max_in_flight = max_in_flight
+        self._ack_timeout = ack_timeout_seconds
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._batch_ready = asyncio.Event()
         self.acks: collections.Counter[str] = collections.Counter()
+        self.sessions = 0
 
     def notify(self) -> None:
         """Tell the sender a new batch was sealed (no waiting, never blocks)."""
         self._batch_ready.set()
 
     async def run(self) -> None:
-        """Deliver batches until cancelled, reconnecting with backoff after every failure."""
+        """Deliver batches until cancelled, reconnecting with backoff after every failure.
+
+        The backoff starts again from its first step after a session in which the core answered.
+        """
         attempt = 0
         while True:
+            session = _Session(asyncio.Semaphore(self._max_in_flight), {})
             try:
-                await self._session()
+                await self._session(session)
             except UplinkBroken as exc:
+                cause = exc.__cause__
+                unexpected = cause is not None and not isinstance(
+                    cause, (grpc.aio.AioRpcError, BufferUnavailable, UplinkBroken)
+                )
+                attempt = 0 if session.answered else attempt
                 delay = backoff_delay(attempt, rng=self._rng)
-                log.warning("uplink to %s broken (%s); retrying in %.1f s", self.target, exc, delay)
                 attempt += 1
+                log.log(
+                    logging.ERROR if unexpected else logging.WARNING,
+                    "uplink to %s broken (%s); retrying in %.1f s",
+                    self.target,
+                    exc,
+                    delay,
+                    exc_info=cause if unexpected else None,
+                )
                 await asyncio.sleep(delay)
-            else:
-                attempt = 0
 
-    async def _session(self) -> None:
-        in_flight: dict[int, StoredBatch] = {}
-        window = asyncio.Semaphore(self._max_in_flight)
+    async def _session(self, session: _Session) -> None:
+        """One stream until it breaks; every way it can end becomes ``UplinkBroken``."""
+        self.sessions += 1
         try:
-            async with grpc.aio.insecure_channel(self.target) as channel:
+            async with grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS) as channel:
                 call = pb_grpc.IngestStub(channel).StreamBatches()
                 async with asyncio.TaskGroup() as tasks:
-                    tasks.create_task(self._send_loop(call, in_flight, window), name="uplink.send")
-                    tasks.create_task(self._ack_loop(call, in_flight, window), name="uplink.ack")
-        except* grpc.aio.AioRpcError as group:
-            exc = group.exceptions[0]
-            assert isinstance(exc, grpc.aio.AioRpcError)  # noqa: S101 - narrowing for the type checker
-            raise UplinkBroken(f"{exc.code().name}: {exc.details()}") from exc
-        except* UplinkBroken as group:
-            raise group.exceptions[0] from None
+                    tasks.create_task(self._send_loop(call, session), name="uplink.send")
+                    tasks.create_task(self._ack_loop(call, session), name="uplink.ack")
+                    tasks.create_task(self._watchdog(session), name="uplink.watchdog")
+        except Exception as exc:  # noqa: BLE001 - every way a session ends means: reconnect
+            leaf = exc
+            while isinstance(leaf, BaseExceptionGroup):
+                leaf = leaf.exceptions[0]
+            raise UplinkBroken(_describe(exc)) from leaf
 
-    async def _send_loop(
-        self,
-        call: StreamCall,
-        in_flight: dict[int, StoredBatch],
-        window: asyncio.Semaphore,
-    ) -> None:
+    async def _send_loop(self, call: StreamCall, session: _Session) -> None:
         last_sent = 0
         while True:
             self._batch_ready.clear()
@@ -127,29 +179,34 @@ class Uplink:
                 await self._batch_ready.wait()
                 continue
             for batch in batches:
-                await window.acquire()
-                in_flight[batch.sequence] = batch
+                await session.window.acquire()
+                session.in_flight[batch.sequence] = time.monotonic()
                 try:
                     await call.write(pb.SignedBatch.FromString(batch.signed))
                 except asyncio.InvalidStateError:
                     return  # the RPC has ended; the ack loop reports why
                 last_sent = batch.sequence
 
-    async def _ack_loop(
-        self,
-        call: StreamCall,
-        in_flight: dict[int, StoredBatch],
-        window: asyncio.Semaphore,
-    ) -> None:
+    async def _ack_loop(self, call: StreamCall, session: _Session) -> None:
         async for ack in call:
-            if in_flight.pop(ack.sequence, None) is None:
+            if session.in_flight.pop(ack.sequence, None) is None:
                 log.warning("core acknowledged batch %d, which was not in flight", ack.sequence)
                 continue
-            window.release()
+            session.answered = True
+            session.window.release()
             await self.record_ack(ack)
             if ack.reason == pb.REJECT_REASON_STORAGE_UNAVAILABLE:
                 raise UplinkBroken(f"core storage unavailable: {ack.detail}")
         raise UplinkBroken("core closed the stream")
+
+    async def _watchdog(self, session: _Session) -> None:
+        """Break the session when the oldest batch in flight waits too long for its answer."""
+        while True:
+            await asyncio.sleep(WATCHDOG_PERIOD_SECONDS)
+            if session.in_flight:
+                waited = time.monotonic() - min(session.in_flight.values())
+                if waited > self._ack_timeout:
+                    raise UplinkBroken(f"no acknowledgement for {waited:.0f} s")
 
     async def record_ack(self, ack: pb.Ack) -> None:
         """Store the core's answer for one batch in the buffer, count it and log refusals."""
@@ -175,21 +232,27 @@ class Uplink:
     async def deliver(self, batches: list[StoredBatch]) -> list[pb.Ack]:
         """Send exactly ``batches`` on a fresh stream and return the core's answers, in order.
 
-        Used to re-send retained batches on an operator's request; no retry.
+        Used to re-send retained batches on an operator's request; no retry. Gives up when an
+        answer takes longer than the acknowledgement timeout.
         """
 
-        async def requests() -> Any:  # noqa: ANN401 - an async iterator of SignedBatch
+        async def requests() -> AsyncIterator[pb.SignedBatch]:
             for batch in batches:
                 yield pb.SignedBatch.FromString(batch.signed)
 
         acks: dict[int, pb.Ack] = {}
         try:
-            async with grpc.aio.insecure_channel(self.target) as channel:
-                async for ack in pb_grpc.IngestStub(channel).StreamBatches(requests()):
+            async with grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS) as channel:
+                call = pb_grpc.IngestStub(channel).StreamBatches(requests())
+                while len(acks) < len(batches):
+                    async with asyncio.timeout(self._ack_timeout):
+                        ack = await call.read()
+                    if ack is grpc.aio.EOF:
+                        break
                     acks[ack.sequence] = ack
                     await self.record_ack(ack)
-                    if len(acks) == len(batches):
-                        break
         except grpc.aio.AioRpcError as exc:
-            raise UplinkBroken(f"{exc.code().name}: {exc.details()}") from exc
+            raise UplinkBroken(_describe(exc)) from exc
+        except TimeoutError:
+            raise UplinkBroken(f"no answer within {self._ack_timeout:g} s") from None
         return [acks[b.sequence] for b in batches if b.sequence in acks]
