@@ -118,7 +118,15 @@ class Migration:
     apply: Callable[[psycopg.Connection, str], None]
 
 
-MIGRATIONS = (Migration(1, "base-schema", _create_base_schema),)
+def _add_header_hash(conn: psycopg.Connection, _storage: str) -> None:
+    """Keep the header's digest too: a re-signed batch with another header is not a resend."""
+    conn.execute("ALTER TABLE batches ADD COLUMN header_sha256 bytea")
+
+
+MIGRATIONS = (
+    Migration(1, "base-schema", _create_base_schema),
+    Migration(2, "batch-header-hash", _add_header_hash),
+)
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 
@@ -147,8 +155,10 @@ def choose_storage(conn: psycopg.Connection, requested: str) -> str:
 
 
 def applied_versions(conn: psycopg.Connection) -> dict[int, str]:
-    """Applied migrations by version, with their applied_at time as text."""
-    conn.execute(BOOKKEEPING.encode())
+    """Applied migrations by version, with their applied_at time as text (reads only)."""
+    exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    if not (exists and exists[0]):
+        return {}
     rows = conn.execute("SELECT version, applied_at::text FROM schema_migrations").fetchall()
     return dict(rows)
 
@@ -172,6 +182,7 @@ def migrate(
     applied: list[Migration] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('meterpipe.migrate'))")
+        conn.execute(BOOKKEEPING.encode())
         done = applied_versions(conn)
         newest = max(done, default=0)
         if newest > SCHEMA_VERSION:

@@ -32,6 +32,14 @@ from proto import (
 
 log = logging.getLogger(__name__)
 
+# Agents ping every 30 s (edge_agent.sinks.uplink.CHANNEL_OPTIONS); the server's default would
+# answer pings that frequent with GOAWAY "too_many_pings".
+SERVER_OPTIONS = (
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 20_000),
+    ("grpc.http2.max_ping_strikes", 0),
+)
+
 
 def _rejection(header: pb.BatchHeader | None, error: EnvelopeError) -> pb.Ack:
     return pb.Ack(
@@ -93,6 +101,14 @@ class IngestService(pb_grpc.IngestServicer):
         except (StorageUnavailable, psycopg.OperationalError) as exc:
             log.warning("storage unavailable while storing a batch: %s", exc)
             return _rejection(header, EnvelopeError(pb.REJECT_REASON_STORAGE_UNAVAILABLE, str(exc)))
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            log.warning("database refused a batch: %s", exc)
+            return _rejection(header, EnvelopeError(pb.REJECT_REASON_MALFORMED, str(exc)))
+        except Exception as exc:
+            # A bug of ours must not end the stream and block every batch behind this one.
+            log.exception("failed on a batch")
+            detail = f"core failed on this batch: {type(exc).__name__}"
+            return _rejection(header, EnvelopeError(pb.REJECT_REASON_INTERNAL, detail))
         return pb.Ack(
             agent_id=header.agent_id,
             sequence=header.sequence,
@@ -139,7 +155,7 @@ class IngestService(pb_grpc.IngestServicer):
 
 async def serve(*, dsn: str, listen: str) -> None:
     """Serve until cancelled on ``listen`` (``host:port``)."""
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=SERVER_OPTIONS)
     pb_grpc.add_IngestServicer_to_server(IngestService(dsn=dsn), server)
     if server.add_insecure_port(listen) == 0:
         raise OSError(f"cannot listen on {listen}")

@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 INT4_MAX = 2**31 - 1
 INT8_MAX = 2**63 - 1
+# Times accepted, Unix seconds: 2000-01-01 to 2200-01-01. Anything else is a broken clock or
+# a broken batch, and would not even convert to a timestamp past the year 9999.
+EARLIEST_S = 946_684_800
+LATEST_S = 7_258_118_400
 UTC = dt.UTC
 METER_COPY = (
     "COPY meter_readings (meter, interval_end, energy_wh, register_wh, quality_flags, poll_time,"
@@ -77,13 +81,19 @@ def check_ranges(opened: OpenedBatch) -> None:
     readings = opened.payload.meter_readings
     telemetry = opened.payload.transformer_telemetry
     limits = (
-        ("register_wh", readings.register_wh, INT8_MAX),
-        ("quality_flags", readings.quality_flags, INT4_MAX),
-        ("transformer quality_flags", telemetry.quality_flags, INT4_MAX),
+        ("register_wh", readings.register_wh, 0, INT8_MAX),
+        ("quality_flags", readings.quality_flags, 0, INT4_MAX),
+        ("transformer quality_flags", telemetry.quality_flags, 0, INT4_MAX),
+        ("created_ms", [opened.header.created_ms], EARLIEST_S * 1000, LATEST_S * 1000),
+        ("interval_end", readings.interval_end, EARLIEST_S, LATEST_S),
+        ("poll_time_ms", readings.poll_time_ms, EARLIEST_S * 1000, LATEST_S * 1000),
+        ("telemetry time_ms", telemetry.time_ms, EARLIEST_S * 1000, LATEST_S * 1000),
     )
-    for name, column, limit in limits:
-        if column and max(column) > limit:
-            raise EnvelopeError(pb.REJECT_REASON_MALFORMED, f"{name} value exceeds {limit}")
+    for name, column, low, high in limits:
+        if column and not low <= min(column) <= max(column) <= high:
+            raise EnvelopeError(
+                pb.REJECT_REASON_MALFORMED, f"a {name} value is outside {low}..{high}"
+            )
 
 
 class Partitions:
@@ -180,15 +190,16 @@ class BatchStore:
         payload = opened.payload
         async with self.conn.transaction():
             cur = await self.conn.execute(
-                "INSERT INTO batches (agent_id, sequence, payload_sha256, schema_version,"
-                " pseudonym_key_id, software_version, register_map_version, devices, created_at,"
-                " received_at, meter_readings, telemetry_points, core_version)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                "INSERT INTO batches (agent_id, sequence, payload_sha256, header_sha256,"
+                " schema_version, pseudonym_key_id, software_version, register_map_version,"
+                " devices, created_at, received_at, meter_readings, telemetry_points, core_version)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (agent_id, sequence) DO NOTHING RETURNING 1",
                 (
                     header.agent_id,
                     header.sequence,
                     opened.payload_sha256,
+                    opened.header_sha256,
                     header.schema_version,
                     header.pseudonym_key_id,
                     header.software_version,
@@ -209,11 +220,17 @@ class BatchStore:
 
     async def _already_stored(self, opened: OpenedBatch) -> int:
         cur = await self.conn.execute(
-            "SELECT payload_sha256 FROM batches WHERE agent_id = %s AND sequence = %s",
+            "SELECT payload_sha256, header_sha256 FROM batches"
+            " WHERE agent_id = %s AND sequence = %s",
             (opened.header.agent_id, opened.header.sequence),
         )
         row = await cur.fetchone()
-        if row is not None and bytes(row[0]) == opened.payload_sha256:
+        # Rows stored before the header digest existed (schema version 1) compare the payload.
+        if (
+            row is not None
+            and bytes(row[0]) == opened.payload_sha256
+            and (row[1] is None or bytes(row[1]) == opened.header_sha256)
+        ):
             return pb.ACK_STATUS_DUPLICATE
         raise EnvelopeError(
             pb.REJECT_REASON_SEQUENCE_CONFLICT,

@@ -19,6 +19,8 @@ from google.protobuf.message import DecodeError
 from proto import meterpipe_pb2 as pb
 
 PAYLOAD_SCHEMA_VERSION = 1  # the only BatchPayload layout this release writes and reads
+MAX_AGENT_ID_LENGTH = 64
+MAX_SEQUENCE = 2**63 - 1  # sequences are stored as signed 64-bit integers
 SPOKEN_SCHEMA_VERSIONS = frozenset({1})
 # Domain separation: a signature made for a batch can never be valid for any other message type.
 SIGNING_CONTEXT = b"meterpipe.v1.batch\x00"
@@ -40,6 +42,7 @@ class OpenedBatch:
     header: pb.BatchHeader
     payload: pb.BatchPayload
     payload_sha256: bytes
+    header_sha256: bytes  # with payload_sha256, tells a resend from a different batch
 
 
 def seal_batch(  # noqa: PLR0913 - one keyword per header field
@@ -77,9 +80,15 @@ def read_header(batch: pb.SignedBatch) -> pb.BatchHeader:
         header.ParseFromString(batch.header)
     except DecodeError as exc:
         raise EnvelopeError(pb.REJECT_REASON_MALFORMED, f"header does not parse: {exc}") from None
-    if not header.agent_id or header.sequence == 0:
+    if not 1 <= len(header.agent_id) <= MAX_AGENT_ID_LENGTH or not header.agent_id.isprintable():
         raise EnvelopeError(
-            pb.REJECT_REASON_MALFORMED, "header lacks agent_id or a sequence number >= 1"
+            pb.REJECT_REASON_MALFORMED,
+            f"agent_id must be 1..{MAX_AGENT_ID_LENGTH} printable characters",
+        )
+    if not 1 <= header.sequence <= MAX_SEQUENCE:
+        raise EnvelopeError(
+            pb.REJECT_REASON_MALFORMED,
+            f"sequence {header.sequence} of {header.agent_id!r} is not in 1..{MAX_SEQUENCE}",
         )
     return header
 
@@ -119,7 +128,12 @@ def open_batch(batch: pb.SignedBatch, public_key: Ed25519PublicKey) -> OpenedBat
     except DecodeError as exc:
         raise EnvelopeError(pb.REJECT_REASON_MALFORMED, f"payload does not parse: {exc}") from None
     _check_columns(payload)
-    return OpenedBatch(header=header, payload=payload, payload_sha256=digest)
+    return OpenedBatch(
+        header=header,
+        payload=payload,
+        payload_sha256=digest,
+        header_sha256=hashlib.sha256(batch.header).digest(),
+    )
 
 
 def _check_columns(payload: pb.BatchPayload) -> None:

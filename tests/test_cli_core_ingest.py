@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
+import psycopg
 import pytest
 from fix_services import BIN
 
@@ -24,13 +25,13 @@ def core_ingest(*args: str, dsn: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_migrate_creates_the_schema_once_and_status_names_the_storage(empty_dsn, storage):
-    """First run applies base-schema on the requested storage; the second applies nothing."""
+    """First run applies every migration on the requested storage; the second applies nothing."""
     first = core_ingest("migrate", "--storage", storage, dsn=empty_dsn)
     assert first.returncode == 0, first.stderr
     report = json.loads(first.stdout)
-    assert report["applied"] == ["base-schema"]
+    assert report["applied"] == ["base-schema", "batch-header-hash"]
     assert report["storage"] == storage
-    assert report["schema_version"] == report["release_schema_version"] == 1
+    assert report["schema_version"] == report["release_schema_version"] == 2
     again = json.loads(core_ingest("migrate", dsn=empty_dsn).stdout)
     assert again["applied"] == []
     status = json.loads(core_ingest("status", dsn=empty_dsn).stdout)
@@ -39,8 +40,8 @@ def test_migrate_creates_the_schema_once_and_status_names_the_storage(empty_dsn,
     assert (status["timescaledb_version"] is not None) == (storage == TIMESCALEDB)
     assert status["meter_readings_rows"] == 0
     listing = json.loads(core_ingest("migrate", "--list", dsn=empty_dsn).stdout)
-    assert [m["name"] for m in listing] == ["base-schema"]
-    assert listing[0]["applied_at"] is not None
+    assert [m["name"] for m in listing] == ["base-schema", "batch-header-hash"]
+    assert all(m["applied_at"] is not None for m in listing)
 
 
 @pytest.mark.parametrize("storage", [NATIVE])
@@ -97,3 +98,16 @@ def test_agents_add_list_revoke(storage_dsn, tmp_path):
     )
     assert bad.returncode == 1
     assert "not a PEM public key" in bad.stderr
+
+
+@pytest.mark.parametrize("storage", [NATIVE])
+def test_status_and_list_on_an_empty_database_write_nothing(empty_dsn):
+    """Reports only read: no bookkeeping table appears before migrate runs."""
+    assert json.loads(core_ingest("status", dsn=empty_dsn).stdout)["schema_version"] == 0
+    listing = json.loads(core_ingest("migrate", "--list", dsn=empty_dsn).stdout)
+    assert [m["applied_at"] for m in listing] == [None, None]
+    with psycopg.connect(empty_dsn) as conn:
+        tables = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ).fetchone()[0]
+    assert tables == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import subprocess
 
 import grpc
@@ -56,7 +57,7 @@ def seal(
         body or payload(),
         agent_id=agent_id,
         sequence=sequence,
-        created_ms=1,
+        created_ms=1_790_000_000_000,
         pseudonym_key_id="k1",
         software_version="test",
         register_map_version=1,
@@ -186,3 +187,69 @@ def test_database_down_is_answered_storage_unavailable(tmp_path):
         assert ack.sequence == 1
     finally:
         stop_process(process)
+
+
+@one_storage
+def test_values_the_database_cannot_hold_are_refused_with_the_field_named(core_server, enrolled):
+    """Out-of-range header and payload values are MALFORMED, not a broken stream."""
+    far_future = payload()
+    far_future.meter_readings.interval_end[0] = 32_503_680_000  # year 3000
+    nul_agent = seal(agent_id="agent\x00x")
+    huge_sequence = seal(sequence=2**63)
+    answers = send(core_server, seal(far_future), nul_agent, huge_sequence, seal(sequence=5))
+    assert [answer(a) for a in answers] == [
+        "REJECT_REASON_MALFORMED",
+        "REJECT_REASON_MALFORMED",
+        "REJECT_REASON_MALFORMED",
+        "ACK_STATUS_ACCEPTED",
+    ]
+    assert "interval_end" in answers[0].detail
+    assert counts(enrolled) == (1, 4, 0)
+
+
+@one_storage
+def test_same_payload_with_another_header_is_a_conflict_not_a_duplicate(core_server, enrolled):
+    """A batch re-signed with another key id under a known sequence is refused."""
+    first = seal()
+    other_header = seal_batch(
+        payload(),
+        agent_id=AGENT,
+        sequence=1,
+        created_ms=1_790_000_000_000,
+        pseudonym_key_id="k2",
+        software_version="test",
+        register_map_version=1,
+        private_key=KEY,
+    )
+    assert other_header.payload == first.payload
+    assert [answer(a) for a in send(core_server, first, other_header)] == [
+        "ACK_STATUS_ACCEPTED",
+        "REJECT_REASON_SEQUENCE_CONFLICT",
+    ]
+    with psycopg.connect(enrolled) as conn:
+        assert conn.execute("SELECT pseudonym_key_id FROM batches").fetchall() == [("k1",)]
+
+
+def test_two_core_processes_store_a_batch_sent_to_both_once(enrolled, tmp_path):
+    """The same batches streamed to two cores at once: each stored once, in one ledger row."""
+    targets = [f"127.0.0.1:{free_loopback_port()}" for _ in range(2)]
+    cores = [
+        subprocess.Popen(
+            [str(BIN / "core-ingest"), "serve", "--dsn", enrolled, "--listen", t],
+            stderr=(tmp_path / f"core{i}.log").open("w"),
+        )
+        for i, t in enumerate(targets)
+    ]
+    try:
+        for target in targets:
+            wait_until(lambda t=target: core_healthy(t), timeout=30, what=f"core at {target}")
+        batches = [seal(payload(readings=50), sequence=s) for s in range(1, 21)]
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda t: send(t, *batches), targets))
+    finally:
+        for core in cores:
+            stop_process(core)
+    for sequence in range(20):
+        pair = sorted(answer(results[core][sequence]) for core in range(2))
+        assert pair == ["ACK_STATUS_ACCEPTED", "ACK_STATUS_DUPLICATE"], pair
+    assert counts(enrolled) == (20, 20 * 50, 0)
