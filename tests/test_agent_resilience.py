@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 
 import psycopg
 import pytest
@@ -104,3 +105,38 @@ def test_sigkill_loses_nothing_and_duplicates_nothing(
     finally:
         stop_process(process)
     assert stored(storage_dsn) == (3 * METERS, 3 * METERS)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.15, 0.3, 0.6])
+def test_sigkill_at_any_moment_of_a_cycle_loses_nothing(
+    simulator, agent_setup, core_server, storage_dsn, delay
+):
+    """Killed at any delay after an interval closes, the agent still delivers all exactly once.
+
+    The delays land mid-poll, mid-commit, mid-seal or mid-send; the concentrator's live table
+    still shows the last interval when the agent comes back.
+    """
+    sim = simulator(meters=METERS)
+    agent = agent_setup(core=core_server, modbus_port=sim.port)
+    for _ in range(4):
+        process = agent.run()
+        time.sleep(0.8)  # started and connected
+        sim.close_interval()
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    process = agent.run()
+    try:
+        wait_until(
+            lambda: stored(storage_dsn)[0] >= 4 * METERS,
+            timeout=60,
+            what="every interval in the database",
+        )
+        wait_until(
+            lambda: buffer_status(agent)["pending_batches"] == 0,
+            timeout=30,
+            what="every batch acknowledged",
+        )
+    finally:
+        stop_process(process)
+    assert stored(storage_dsn) == (4 * METERS, 4 * METERS)

@@ -64,3 +64,37 @@ def test_every_served_reading_is_stored_once_even_when_every_batch_is_sent_again
     answers = json.loads(resent.stdout)
     assert answers == {"sent": batches, "answers": {"duplicate": batches}}, resent.stdout
     assert stored_count(storage_dsn) == METERS * INTERVALS
+
+
+def test_no_meter_serial_reaches_the_buffer_the_wire_or_the_database(
+    simulator, core_server, agent_setup, storage_dsn
+):
+    """No serial past the agent's memory: not in the buffer, the sent batches or the database.
+
+    Sent batches are kept in the buffer for resend, so scanning the buffer covers the wire too.
+    """
+    sim = simulator(meters=200)
+    agent = agent_setup(core=core_server, modbus_port=sim.port)
+    process = agent.run()
+    try:
+        sim.close_interval()
+        wait_until(lambda: stored_count(storage_dsn) >= 200, timeout=60, what="the interval stored")
+    finally:
+        stop_process(process)
+    serials = {r.serial for r in sim.served()}
+    needles = {str(s).encode() for s in serials} | {s.to_bytes(8, "big") for s in serials}
+    files = [p for p in agent.folder.iterdir() if p.name.startswith("buffer.sqlite")]
+    assert files
+    for path in files:
+        content = path.read_bytes()
+        assert not [n for n in needles if n in content], path.name
+    with psycopg.connect(storage_dsn) as conn:
+        raw = b"".join(bytes(m) for (m,) in conn.execute("SELECT meter FROM meter_readings"))
+        text = "".join(
+            row
+            for (row,) in conn.execute(
+                "SELECT t::text FROM meter_readings t UNION ALL SELECT b::text FROM batches b"
+            )
+        ).encode()
+    assert len(raw) == 200 * 32
+    assert not [n for n in needles if n in raw or n in text]
