@@ -28,6 +28,7 @@ from edge_agent.errors import BufferUnavailable, ConfigError, SourceError
 from edge_agent.keys import load_pseudonym_key, load_signing_key
 from edge_agent.sinks.buffer import Buffer, BufferStatistics
 from edge_agent.sinks.uplink import Uplink
+from edge_agent.sources.breaker import CircuitBreaker
 from edge_agent.sources.modbus import ModbusConcentrator
 from edge_agent.sources.register_map import REGISTER_MAP_VERSION
 from edge_agent.transforms.batch import meter_payload
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 SEAL_RETRY_SECONDS = 5  # after a failed seal (e.g. disk full): readings stay pending, retried
 PRUNE_INTERVAL_SECONDS = 60  # retention is in hours; checking every minute is plenty
 RESTART_SECONDS = 5  # pause before a loop that failed unexpectedly starts again
+BREAKER_MAX_RESET_SECONDS = 600  # a dead device is still tried at least every 10 minutes
 
 
 def check_environment(config: AgentConfig) -> None:
@@ -73,7 +75,21 @@ class EdgeAgent:
         )
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-buffer")
         self.buffer = Buffer(config.buffer_path, synchronous=config.buffer_synchronous)
-        self.sources = [ModbusConcentrator(source) for source in config.modbus_sources]
+        cursors = self.buffer.device_cursors()
+        self.sources = [
+            ModbusConcentrator(source, delivered_up_to=cursors.get(source.device, 0))
+            for source in config.modbus_sources
+        ]
+        self.breakers = {
+            source.device: CircuitBreaker(
+                failure_threshold=source.config.failure_threshold,
+                reset_seconds=source.config.breaker_reset_seconds,
+                max_reset_seconds=max(
+                    BREAKER_MAX_RESET_SECONDS, source.config.breaker_reset_seconds
+                ),
+            )
+            for source in self.sources
+        }
         self.uplink = Uplink(
             target=config.core_target,
             buffer=self.buffer,
@@ -119,8 +135,8 @@ class EdgeAgent:
             self.config.core_target,
         )
         loops: dict[str, Callable[[], Awaitable[None]]] = {
-            f"poll[{source.config.name}]": functools.partial(self._poll_loop, source)
-            for source in self.sources
+            f"poll[{source.config.name}]": functools.partial(self._poll_loop, source, index)
+            for index, source in enumerate(self.sources)
         }
         loops |= {"seal": self._seal_loop, "uplink": self.uplink.run, "prune": self._prune_loop}
         async with asyncio.TaskGroup() as tasks:
@@ -143,34 +159,58 @@ class EdgeAgent:
                 )
                 await asyncio.sleep(RESTART_SECONDS)
 
-    async def _poll_loop(self, source: ModbusConcentrator) -> None:
+    async def _poll_loop(self, source: ModbusConcentrator, index: int = 0) -> None:
+        """Poll one device for ever; a failing device is skipped while its breaker is open.
+
+        Devices start staggered across one poll period, so a gateway's concentrators are not
+        all asked at the same instant.
+        """
         period = source.config.poll_interval_seconds
+        breaker = self.breakers[source.device]
+        await asyncio.sleep(period * index / max(1, len(self.sources)))
         while True:
             started = time.monotonic()
-            try:
-                await self.poll_once(source)
-            except (SourceError, BufferUnavailable) as exc:
-                self.source_errors[source.config.name] += 1
-                log.warning("poll of %s failed: %s", source.config.name, exc)
+            if breaker.allow():
+                try:
+                    await self.poll_once(source)
+                except (SourceError, BufferUnavailable) as exc:
+                    self.source_errors[source.config.name] += 1
+                    breaker.record_failure()
+                    log.warning(
+                        "poll of %s failed (%s, breaker %s)", source.config.name, exc, breaker.state
+                    )
+                else:
+                    breaker.record_success()
             await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))
 
     async def poll_once(self, source: ModbusConcentrator) -> int:
-        """Read one concentrator once and commit what is new; return how many readings."""
-        poll = await source.poll()
-        if not poll.records:
-            source.delivered(poll)  # nothing to commit: do not read the same empty table again
-            return 0
-        readings = [
-            self._pseudonymizer.apply(record, poll_time_ms=poll.poll_time_ms, device=source.device)
-            for record in poll.records
-        ]
-        fresh = await self.buffer_call(self.buffer.put_readings, readings)
-        source.delivered(poll)
-        if fresh:
-            self._pending_readings += fresh
-            self._buffered.set()
-            log.info("%s: buffered %d new readings", source.config.name, fresh)
-        return fresh
+        """Read one device once (backfill first, then live) and commit; return new readings."""
+        fresh_total = 0
+        async for poll in source.poll():
+            readings = [
+                self._pseudonymizer.apply(
+                    record, poll_time_ms=poll.poll_time_ms, device=source.device
+                )
+                for record in poll.records
+            ]
+            fresh = await self.buffer_call(
+                self.buffer.put_readings,
+                readings,
+                device=source.device,
+                interval_end=poll.interval_end,
+            )
+            source.delivered(poll)
+            fresh_total += fresh
+            if fresh:
+                self._pending_readings += fresh
+                self._buffered.set()
+                log.info(
+                    "%s: buffered %d new readings%s",
+                    source.config.name,
+                    fresh,
+                    " from the history" if poll.from_history else "",
+                )
+        return fresh_total
 
     async def _seal_loop(self) -> None:
         """Seal pending readings once a batch is full or its oldest reading is old enough."""

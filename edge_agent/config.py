@@ -14,6 +14,8 @@ from typing import Any
 from edge_agent.errors import ConfigError
 
 SYNCHRONOUS_MODES = ("full", "normal")
+WORD_ORDERS = ("high_first", "low_first")
+BYTE_ORDERS = ("big", "little")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +28,12 @@ class ModbusSourceConfig:
     unit_id: int
     poll_interval_seconds: float
     timeout_seconds: float
+    retries: int
+    word_order: str
+    byte_order: str
+    backfill: bool
+    failure_threshold: int
+    breaker_reset_seconds: float
 
     @property
     def device(self) -> str:
@@ -80,6 +88,12 @@ class _Section:
             raise ConfigError(self.key(name), f"must be {kind.__name__}, got {value!r}")
         return value
 
+    def choice(self, name: str, allowed: tuple[str, ...]) -> str:
+        value = self.get(name, str, allowed[0])
+        if value not in allowed:
+            raise ConfigError(self.key(name), f"must be one of {allowed}, got {value!r}")
+        return value
+
     def number(self, name: str, kind: type, default: float | None, low: float, high: float) -> Any:  # noqa: ANN401
         value = self.get(name, kind, default)
         if not low <= value <= high:
@@ -114,9 +128,7 @@ def parse_config(data: dict[str, Any], *, base: Path) -> AgentConfig:
     pseudo = root.table("pseudonymization")
     buffer = root.table("buffer")
     uplink = root.table("uplink")
-    synchronous = buffer.get("synchronous", str, "full")
-    if synchronous not in SYNCHRONOUS_MODES:
-        raise ConfigError(buffer.key("synchronous"), f"must be one of {SYNCHRONOUS_MODES}")
+    synchronous = buffer.choice("synchronous", SYNCHRONOUS_MODES)
     agent_id = agent.get("id", str)
     if not agent_id.strip() or len(agent_id) > 64:  # noqa: PLR2004 - fits the core's agent_id column
         raise ConfigError(agent.key("id"), "must be 1..64 characters")
@@ -160,6 +172,14 @@ def _modbus_sources(root: _Section) -> tuple[ModbusSourceConfig, ...]:
                     "poll_interval_seconds", float, 60.0, 0.05, 3_600
                 ),
                 timeout_seconds=section.number("timeout_seconds", float, 3.0, 0.1, 60),
+                retries=section.number("retries", int, 1, 0, 10),
+                word_order=section.choice("word_order", WORD_ORDERS),
+                byte_order=section.choice("byte_order", BYTE_ORDERS),
+                backfill=section.get("backfill", bool, True),
+                failure_threshold=section.number("failure_threshold", int, 3, 1, 100),
+                breaker_reset_seconds=section.number(
+                    "breaker_reset_seconds", float, 30.0, 0.1, 3_600
+                ),
             )
         )
     names = [s.name for s in sources]

@@ -70,10 +70,12 @@ class Concentrator:
         self._set_header()
 
     def _set_header(self) -> None:
+        held = self._slot_end[: min(self._slots, self.depth)]
         header = register_map.header_registers(
             meter_count=len(self.meters),
             last_interval_end=self.last_interval_end,
             history_depth=self.depth,
+            oldest_held=int(held.min()) if len(held) else 0,
         )
         self._live[: len(header)] = header
         self._live[register_map.SELECTOR_ADDRESS : register_map.SELECTOR_ADDRESS + 2] = [

@@ -29,16 +29,17 @@ def _words(value: int, count: int) -> list[int]:
     return [(value >> (16 * (count - 1 - i))) & 0xFFFF for i in range(count)]
 
 
-def header_registers(*, meter_count: int, last_interval_end: int, history_depth: int) -> list[int]:
-    """Live header: map version, meter count, last interval end, its length, history depth."""
+def header_registers(
+    *, meter_count: int, last_interval_end: int, history_depth: int, oldest_held: int
+) -> list[int]:
+    """Live header: version, meter count, last interval end, its length, history depth, oldest."""
     return [
         REGISTER_MAP_VERSION,
         meter_count,
         *_words(last_interval_end, 2),
         INTERVAL_SECONDS,
         history_depth,
-        0,
-        0,
+        *_words(oldest_held, 2),
     ]
 
 

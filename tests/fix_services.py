@@ -240,7 +240,18 @@ class AgentSetup:
 def agent_setup(tmp_path: Path, storage_dsn: str) -> Callable[..., AgentSetup]:
     """Factory: ``agent_setup(core=..., modbus_port=...)`` writes keys and config, enrolls."""
 
-    def make(*, core: str, modbus_port: int, agent_id: str = "substation-test-1") -> AgentSetup:
+    def make(
+        *,
+        core: str,
+        modbus_port: int,
+        agent_id: str = "substation-test-1",
+        extra_sources: tuple[str, ...] = (),
+        extra: str = "",
+    ) -> AgentSetup:
+        """Keys, enrollment and a config that reads ``modbus_port``.
+
+        ``extra_sources`` are more ``[[sources.modbus]]`` bodies; ``extra`` is TOML appended as is.
+        """
         folder = tmp_path / agent_id
         folder.mkdir()
         public_pem = generate_signing_key(folder / "agent.key")
@@ -254,6 +265,8 @@ def agent_setup(tmp_path: Path, storage_dsn: str) -> Callable[..., AgentSetup]:
             f'[uplink]\ntarget = "{core}"\nbatch_max_age_seconds = 0.05\n\n'
             f'[[sources.modbus]]\nname = "conc-1"\nhost = "127.0.0.1"\nport = {modbus_port}\n'
             "unit_id = 1\npoll_interval_seconds = 0.1\n"
+            + "".join(f"\n[[sources.modbus]]\n{body}\n" for body in extra_sources)
+            + extra
         )
         return AgentSetup(
             folder=folder,

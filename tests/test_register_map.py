@@ -23,16 +23,38 @@ def record(*, serial=1, interval_end=900, energy=1, register=1, status=0) -> lis
 
 
 def test_header_roundtrip():
-    """The agent reads back meter count, last interval end and history depth the device wrote."""
+    """The agent reads back count, last interval, history depth and oldest held interval."""
     words = device.header_registers(
-        meter_count=1_234, last_interval_end=1_790_000_100, history_depth=96
+        meter_count=1_234,
+        last_interval_end=1_790_000_100,
+        history_depth=96,
+        oldest_held=1_789_914_600,
     )
     header = client.decode_header(words, device="d")
-    assert (header.meter_count, header.last_interval_end, header.history_depth) == (
-        1_234,
+    assert (header.meter_count, header.last_interval_end) == (1_234, 1_790_000_100)
+    assert (header.history_depth, header.oldest_held) == (96, 1_789_914_600)
+
+
+def test_low_word_first_and_little_endian_devices_decode_the_same_values():
+    """A device with the other word order (or byte order) decodes once the order is set."""
+    words = record(serial=9_876_543_210, interval_end=1_790_000_100, energy=-1234, register=77)
+    low_first = list(words)
+    for first, size in ((0, 4), (4, 2), (6, 2), (8, 4)):
+        low_first[first : first + size] = words[first : first + size][::-1]
+    (decoded,) = client.decode_meter_table(low_first, device="d", word_order="low_first")
+    assert (decoded.serial, decoded.interval_end, decoded.energy_wh, decoded.register_wh) == (
+        9_876_543_210,
         1_790_000_100,
-        96,
+        -1234,
+        77,
     )
+    swapped = client.swap_bytes(words, "little")
+    assert swapped != words
+    assert client.swap_bytes(swapped, "little") == words
+    assert client.encode_u32(1_790_000_100, "low_first") == [
+        1_790_000_100 & 0xFFFF,
+        1_790_000_100 >> 16,
+    ]
 
 
 def test_meter_record_roundtrip_with_large_and_negative_values():
@@ -64,7 +86,9 @@ def test_time_off_the_grid_is_read_as_reported():
     """A drifting concentrator clock is data for validation, not a malformed reply."""
     (decoded,) = client.decode_meter_table(record(interval_end=1_000), device="d")
     assert decoded.interval_end == 1_000
-    words = device.header_registers(meter_count=1, last_interval_end=935, history_depth=96)
+    words = device.header_registers(
+        meter_count=1, last_interval_end=935, history_depth=96, oldest_held=35
+    )
     assert client.decode_header(words, device="d").last_interval_end == 935
 
 

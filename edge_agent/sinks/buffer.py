@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS meter_cursor (
     meter BLOB PRIMARY KEY,
     last_interval_end INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS device_cursor (
+    device TEXT PRIMARY KEY,
+    last_interval_end INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS batches (
     sequence INTEGER PRIMARY KEY,
     created_ms INTEGER NOT NULL,
@@ -115,14 +119,25 @@ class Buffer:
         """Close the file; every committed change is already on disk."""
         self._db.close()
 
-    def put_readings(self, readings: Iterable[PseudonymousReading]) -> int:
-        """Commit the readings of one poll cycle atomically; return how many were new.
+    def put_readings(
+        self,
+        readings: Iterable[PseudonymousReading],
+        *,
+        device: str | None = None,
+        interval_end: int = 0,
+    ) -> int:
+        """Commit the readings of one poll atomically; return how many were new.
 
         A reading whose meter already buffered this or a later interval is a re-read of the
         same register values and is skipped, so polling the same interval twice stores it once.
+        With ``device``, the device's delivery cursor moves to ``interval_end`` in the same
+        commit: a restarted agent backfills from exactly there.
         """
         fresh = [r for r in readings if r.interval_end > self._cursor.get(r.meter, 0)]
         if not fresh:
+            if device is not None:
+                with self._transaction():
+                    self._move_device_cursor(device, interval_end)
             return 0
         latest: dict[bytes, int] = {}
         for reading in fresh:
@@ -149,8 +164,21 @@ class Buffer:
                 "DO UPDATE SET last_interval_end = excluded.last_interval_end",
                 latest.items(),
             )
+            if device is not None:
+                self._move_device_cursor(device, interval_end)
         self._cursor.update(latest)
         return len(fresh)
+
+    def _move_device_cursor(self, device: str, interval_end: int) -> None:
+        self._db.execute(
+            "INSERT INTO device_cursor VALUES (?, ?) ON CONFLICT (device) DO UPDATE SET "
+            "last_interval_end = max(last_interval_end, excluded.last_interval_end)",
+            (device, interval_end),
+        )
+
+    def device_cursors(self) -> dict[str, int]:
+        """The last interval end committed per device."""
+        return dict(self._query("SELECT device, last_interval_end FROM device_cursor"))
 
     def seal_batch(self, seal: SealFunction, *, max_readings: int) -> StoredBatch | None:
         """Move up to ``max_readings`` pending readings into one new signed batch.

@@ -2,6 +2,8 @@
 
 Pure functions over lists of 16-bit words, so the decoding is tested without a device. Anything
 the map does not allow raises ``MalformedReply`` naming the device and the offending address.
+Devices differ in how they order a value's words (``high_first``, the Modbus convention, or
+``low_first``) and, rarely, the bytes within a word (``big`` or ``little``): both per device.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from proto.quality import QualityFlag
 REGISTER_MAP_VERSION = 1
 HEADER_ADDRESS = 0
 HEADER_REGISTERS = 8
+SELECTOR_ADDRESS = 10  # u32, writable: the interval the history (input registers) answers for
+HISTORY_HELD = 0
 METER_TABLE_ADDRESS = 100
 METER_RECORD_REGISTERS = 16
 MAX_METERS = (65_536 - METER_TABLE_ADDRESS) // METER_RECORD_REGISTERS
@@ -31,6 +35,7 @@ class ConcentratorHeader:
     meter_count: int
     last_interval_end: int
     history_depth: int
+    oldest_held: int  # oldest interval end the history holds, 0 when empty
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,14 +49,37 @@ class MeterRecord:
     quality_flags: int
 
 
-def _unsigned(words: list[int]) -> int:
+@dataclass(frozen=True, slots=True)
+class HistoryHeader:
+    """The history area's header: which interval it answers for, and whether it holds it."""
+
+    selected: int
+    held: bool
+
+
+def _unsigned(words: list[int], word_order: str = "high_first") -> int:
     value = 0
-    for word in words:
+    for word in words if word_order == "high_first" else reversed(words):
         value = (value << 16) | word
     return value
 
 
-def decode_header(words: list[int], *, device: str) -> ConcentratorHeader:
+def encode_u32(value: int, word_order: str) -> list[int]:
+    """Two registers holding ``value`` in the device's word order."""
+    words = [(value >> 16) & 0xFFFF, value & 0xFFFF]
+    return words if word_order == "high_first" else words[::-1]
+
+
+def swap_bytes(words: list[int], byte_order: str) -> list[int]:
+    """Registers as the map reads them: bytes swapped within each word for ``little`` devices."""
+    if byte_order == "big":
+        return list(words)
+    return [((w & 0xFF) << 8) | (w >> 8) for w in words]
+
+
+def decode_header(
+    words: list[int], *, device: str, word_order: str = "high_first"
+) -> ConcentratorHeader:
     """Decode the 8 header registers at address 0.
 
     The interval end is taken as the device reports it, even off the 15-minute grid: a
@@ -71,11 +99,25 @@ def decode_header(words: list[int], *, device: str) -> ConcentratorHeader:
     if words[4] != INTERVAL_SECONDS:
         raise MalformedReply(device, f"register 4 (interval length) is {words[4]}, expected 900")
     return ConcentratorHeader(
-        meter_count=meter_count, last_interval_end=_unsigned(words[2:4]), history_depth=words[5]
+        meter_count=meter_count,
+        last_interval_end=_unsigned(words[2:4], word_order),
+        history_depth=words[5],
+        oldest_held=_unsigned(words[6:8], word_order),
     )
 
 
-def decode_meter_table(words: list[int], *, device: str) -> list[MeterRecord]:
+def decode_history_header(
+    words: list[int], *, device: str, word_order: str = "high_first"
+) -> HistoryHeader:
+    """Decode the 8 history-header input registers."""
+    if len(words) != HEADER_REGISTERS or words[0] != REGISTER_MAP_VERSION:
+        raise MalformedReply(device, f"history header {words} is not map version 1")
+    return HistoryHeader(selected=_unsigned(words[2:4], word_order), held=words[5] == HISTORY_HELD)
+
+
+def decode_meter_table(
+    words: list[int], *, device: str, word_order: str = "high_first"
+) -> list[MeterRecord]:
     """Decode consecutive 16-register meter records, starting at the table's first address.
 
     A record whose interval end is 0 belongs to a meter with no closed interval (or, in the
@@ -86,20 +128,20 @@ def decode_meter_table(words: list[int], *, device: str) -> list[MeterRecord]:
     records = []
     for start in range(0, len(words), METER_RECORD_REGISTERS):
         record = words[start : start + METER_RECORD_REGISTERS]
-        interval_end = _unsigned(record[4:6])
+        interval_end = _unsigned(record[4:6], word_order)
         if interval_end == 0:
             continue
-        register_wh = _unsigned(record[8:12])
+        register_wh = _unsigned(record[8:12], word_order)
         if register_wh > REGISTER_MAX_WH:
             address = METER_TABLE_ADDRESS + start + 8
             raise MalformedReply(
                 device,
                 f"registers {address}-{address + 3} (register) {register_wh:#x} is not a reading",
             )
-        energy_wh = _unsigned(record[6:8])
+        energy_wh = _unsigned(record[6:8], word_order)
         records.append(
             MeterRecord(
-                serial=_unsigned(record[0:4]),
+                serial=_unsigned(record[0:4], word_order),
                 interval_end=interval_end,
                 energy_wh=energy_wh - (1 << 32) if energy_wh >= 1 << 31 else energy_wh,
                 register_wh=register_wh,
