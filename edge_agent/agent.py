@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from edge_agent import __version__
@@ -33,7 +34,9 @@ from edge_agent.sources.modbus import ModbusConcentrator
 from edge_agent.sources.register_map import REGISTER_MAP_VERSION
 from edge_agent.transforms.batch import meter_payload
 from edge_agent.transforms.pseudonymize import Pseudonymizer, PseudonymousReading
+from edge_agent.transforms.validate import Validation, Validator
 from proto import seal_batch
+from proto.quality import SUSPECT, QualityFlag
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,30 @@ def check_environment(config: AgentConfig) -> None:
         raise ConfigError("buffer.path", f"folder {folder} does not exist or is not writable")
 
 
+@dataclass
+class ValidationStatistics:
+    """Counts of what validation did since the agent started."""
+
+    readings: int = 0
+    estimated: int = 0
+    suspect: int = 0
+    quarantined: int = 0
+    dropped_rereads: int = 0
+    by_flag: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def count(self, checked: Validation) -> None:
+        """Add one poll's outcome."""
+        for reading in checked.readings:
+            flags = QualityFlag(reading.quality_flags)
+            self.readings += 1
+            self.estimated += bool(flags & QualityFlag.ESTIMATED)
+            self.suspect += bool(flags & SUSPECT)
+            for flag in flags:
+                self.by_flag[flag.name or str(int(flag))] += 1
+        self.quarantined += len(checked.quarantined)
+        self.dropped_rereads += checked.dropped
+
+
 class EdgeAgent:
     """One substation gateway's agent. ``async with`` opens it; ``run()`` works until cancelled."""
 
@@ -76,6 +103,9 @@ class EdgeAgent:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-buffer")
         self.buffer = Buffer(config.buffer_path, synchronous=config.buffer_synchronous)
         cursors = self.buffer.device_cursors()
+        self.validator = Validator(config.validation)
+        self.validation = ValidationStatistics()
+        self._meter_states = self.buffer.meter_states()
         self.sources = [
             ModbusConcentrator(source, delivered_up_to=cursors.get(source.device, 0))
             for source in config.modbus_sources
@@ -193,12 +223,17 @@ class EdgeAgent:
                 )
                 for record in poll.records
             ]
+            checked = self.validator.validate(readings, self._meter_states)
             fresh = await self.buffer_call(
                 self.buffer.put_readings,
-                readings,
+                checked.readings,
+                states=checked.states,
+                quarantined=checked.quarantined,
                 device=source.device,
                 interval_end=poll.interval_end,
             )
+            self._meter_states.update(checked.states)  # only now: the commit succeeded
+            self.validation.count(checked)
             source.delivered(poll)
             fresh_total += fresh
             if fresh:

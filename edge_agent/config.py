@@ -6,12 +6,14 @@ The configuration reference in README.md lists every key below.
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import ConfigError
+from edge_agent.transforms.validate import VeeRules
 
 SYNCHRONOUS_MODES = ("full", "normal")
 WORD_ORDERS = ("high_first", "low_first")
@@ -58,6 +60,7 @@ class AgentConfig:
     max_in_flight: int
     ack_timeout_seconds: float
     modbus_sources: tuple[ModbusSourceConfig, ...]
+    validation: VeeRules
 
 
 class _Section:
@@ -148,7 +151,22 @@ def parse_config(data: dict[str, Any], *, base: Path) -> AgentConfig:
         max_in_flight=uplink.number("max_in_flight", int, 8, 1, 256),
         ack_timeout_seconds=uplink.number("ack_timeout_seconds", float, 60.0, 1, 3_600),
         modbus_sources=_modbus_sources(root),
+        validation=_validation(root.table("validation")),
     )
+
+
+def _validation(table: _Section) -> VeeRules:
+    """The VEE thresholds; every key defaults to ruleset vee-1's value."""
+    defaults = VeeRules()
+    unknown = set(table.data) - {f.name for f in dataclasses.fields(VeeRules)}
+    if unknown:
+        raise ConfigError(table.key(min(unknown)), "is not a validation setting")
+    values = {}
+    for setting in dataclasses.fields(VeeRules):
+        default = getattr(defaults, setting.name)
+        kind = type(default)
+        values[setting.name] = table.number(setting.name, kind, default, 0, 10**9)
+    return VeeRules(**values)
 
 
 def _modbus_sources(root: _Section) -> tuple[ModbusSourceConfig, ...]:

@@ -1,4 +1,4 @@
-"""The edge buffer: one commit per cycle, no duplicates, nothing lost before acknowledgement."""
+"""The edge buffer: one commit per poll, validation state kept with it, nothing lost early."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import pytest
 from edge_agent.errors import BufferUnavailable
 from edge_agent.sinks.buffer import Buffer
 from edge_agent.transforms.pseudonymize import PseudonymousReading
+from edge_agent.transforms.validate import MeterState, Quarantined
 
 
 def reading(meter: int, interval_end: int, energy: int = 10) -> PseudonymousReading:
@@ -32,30 +33,38 @@ def seal_as_text(readings, sequence):
     return f"{sequence}:{len(readings)}".encode()
 
 
-def test_same_interval_read_twice_is_buffered_once(buffer):
-    """Polling the same registers again adds nothing."""
-    assert buffer.put_readings([reading(1, 900), reading(2, 900)]) == 2
-    assert buffer.put_readings([reading(1, 900), reading(2, 900)]) == 0
-    assert buffer.statistics().pending_readings == 2
-
-
-def test_interval_already_sealed_is_not_buffered_again(buffer):
-    """After a reading moved into a batch, re-reading it does not queue it again."""
-    buffer.put_readings([reading(1, 900)])
-    buffer.seal_batch(seal_as_text, max_readings=10)
-    assert buffer.put_readings([reading(1, 900), reading(1, 1800)]) == 1
-
-
-def test_cursor_survives_a_restart(tmp_path):
-    """The per-meter cursor is on disk: a restarted agent does not re-queue old intervals."""
-    first = Buffer(tmp_path / "b.sqlite")
-    first.put_readings([reading(1, 900)])
-    first.seal_batch(seal_as_text, max_readings=10)
-    first.close()
-    second = Buffer(tmp_path / "b.sqlite")
-    assert second.put_readings([reading(1, 900)]) == 0
-    assert second.statistics().pending_batches == 1
-    second.close()
+def test_poll_commits_readings_states_quarantine_and_cursor_together(tmp_path):
+    """Everything one poll decided is there after a reopen, or nothing is."""
+    buf = Buffer(tmp_path / "b.sqlite")
+    profile = (1.5,) + (float("nan"),) * 95
+    state = MeterState(
+        interval_end=900,
+        register_wh=20,
+        last_energy_wh=10,
+        last_valid_wh=10,
+        repeats=1,
+        zeros=0,
+        profile=profile,
+    )
+    buf.put_readings(
+        [reading(1, 900)],
+        states={reading(1, 900).meter: state},
+        quarantined=[Quarantined(reading(2, 900, energy=-5), "too big")],
+        device="dev",
+        interval_end=900,
+    )
+    buf.close()
+    buf = Buffer(tmp_path / "b.sqlite")
+    (restored,) = buf.meter_states().values()
+    assert restored.interval_end == 900
+    assert restored.profile[0] == 1.5
+    assert restored.repeats == 1
+    assert buf.device_cursors() == {"dev": 900}
+    (item,) = buf.quarantined()
+    assert (item["reason"], item["source"]) == ("too big", "modbus")
+    assert b'"energy_wh": -5' in item["payload"]
+    assert buf.statistics().pending_readings == 1
+    buf.close()
 
 
 def test_batches_take_at_most_max_readings_oldest_first(buffer):
@@ -122,14 +131,25 @@ def test_sequence_keeps_rising_after_everything_was_pruned(tmp_path):
 
 
 def test_full_disk_fails_cleanly_and_loses_nothing_committed(buffer):
-    """A full disk raises BufferUnavailable, leaves no partial cycle, and works again after."""
+    """A full disk raises BufferUnavailable, leaves no partial poll, and works again after."""
     buffer.put_readings([reading(1, 900)])
     page_count = buffer._db.execute("PRAGMA page_count").fetchone()[0]
     buffer._db.execute(f"PRAGMA max_page_count = {page_count}")  # SQLite's own "disk full"
-    big_cycle = [reading(m, 1800, energy=m) for m in range(2_000)]
+    big_poll = [reading(m, 1800, energy=m) for m in range(2_000)]
     with pytest.raises(BufferUnavailable, match="full"):
-        buffer.put_readings(big_cycle)
+        buffer.put_readings(big_poll, device="dev", interval_end=1800)
     assert buffer.statistics().pending_readings == 1
+    assert buffer.device_cursors() == {}
     buffer._db.execute("PRAGMA max_page_count = 1073741823")
-    assert buffer.put_readings(big_cycle) == 2_000
+    assert buffer.put_readings(big_poll) == 2_000
     assert buffer.statistics().pending_readings == 2_001
+
+
+def test_opening_something_that_is_not_a_buffer_is_a_clear_error(tmp_path):
+    """A file that is not a buffer (or a missing folder) is BufferUnavailable naming it."""
+    not_a_buffer = tmp_path / "notes.txt"
+    not_a_buffer.write_text("hello")
+    with pytest.raises(BufferUnavailable, match=r"notes\.txt"):
+        Buffer(not_a_buffer)
+    with pytest.raises(BufferUnavailable, match="missing"):
+        Buffer(tmp_path / "missing" / "b.sqlite")

@@ -1,10 +1,10 @@
 """The durable edge buffer: readings and sealed batches in one SQLite file (at-least-once).
 
-Life of a reading: ``put_readings`` commits it (one transaction per poll cycle) unless that meter
-already delivered this or a later interval; ``seal_batch`` moves pending readings into a signed
-batch in one transaction; ``acknowledge`` marks the batch delivered once the core confirms it.
-Nothing is deleted before the core's acknowledgement; acknowledged batches are kept for
-``retain_acknowledged_seconds`` so an operator can re-send them, then pruned.
+Life of a reading: ``put_readings`` commits it with validation's meter states (one transaction
+per poll); ``seal_batch`` moves pending readings into a signed batch in one transaction;
+``acknowledge`` marks the batch delivered once the core confirms it. Nothing is deleted before
+the core's acknowledgement; acknowledged batches are kept for ``retain_acknowledged_seconds``
+so an operator can re-send them, then pruned.
 
 Durability: WAL journal. ``synchronous=full`` (default) makes each commit survive a power cut;
 ``normal`` survives a crash of the agent but may lose the last commits on power loss (the
@@ -13,15 +13,18 @@ concentrator's history still holds them). Calls block: the agent runs them in on
 
 from __future__ import annotations
 
+import array
+import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import BufferUnavailable
 from edge_agent.transforms.pseudonymize import PseudonymousReading
+from edge_agent.transforms.validate import MeterState, Quarantined
 
 SCHEMA = """
 BEGIN IMMEDIATE;
@@ -35,10 +38,24 @@ CREATE TABLE IF NOT EXISTS readings (
     poll_time_ms INTEGER NOT NULL,
     device TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS meter_cursor (
+CREATE TABLE IF NOT EXISTS meter_state (
     meter BLOB PRIMARY KEY,
-    last_interval_end INTEGER NOT NULL
+    interval_end INTEGER NOT NULL,
+    register_wh INTEGER NOT NULL,
+    last_energy_wh INTEGER NOT NULL,
+    last_valid_wh INTEGER,
+    repeats INTEGER NOT NULL,
+    zeros INTEGER NOT NULL,
+    profile BLOB NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY,
+    received_ms INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    device TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS device_cursor (
     device TEXT PRIMARY KEY,
     last_interval_end INTEGER NOT NULL
@@ -109,9 +126,7 @@ class Buffer:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute(f"PRAGMA synchronous={self._synchronous}")
                 self._db.executescript(SCHEMA)
-            self._cursor = dict(
-                self._db.execute("SELECT meter, last_interval_end FROM meter_cursor")
-            )
+            self._db.execute("SELECT value FROM agent_state").fetchone()  # is it a buffer?
         except sqlite3.Error as exc:
             raise BufferUnavailable(f"cannot open the buffer {path}: {exc}") from exc
 
@@ -121,27 +136,22 @@ class Buffer:
 
     def put_readings(
         self,
-        readings: Iterable[PseudonymousReading],
+        readings: Sequence[PseudonymousReading],
         *,
+        states: Mapping[bytes, MeterState] | None = None,
+        quarantined: Sequence[Quarantined] = (),
         device: str | None = None,
         interval_end: int = 0,
     ) -> int:
-        """Commit the readings of one poll atomically; return how many were new.
+        """Commit one poll atomically: readings, meter states, quarantine, device cursor.
 
-        A reading whose meter already buffered this or a later interval is a re-read of the
-        same register values and is skipped, so polling the same interval twice stores it once.
-        With ``device``, the device's delivery cursor moves to ``interval_end`` in the same
-        commit: a restarted agent backfills from exactly there.
+        Validation decided what is new (``edge_agent.transforms.validate``); its ``states``
+        are saved in the same commit, so after a crash validation resumes exactly where the
+        buffer is. With ``device``, the device's delivery cursor moves to ``interval_end`` in
+        the same commit: a restarted agent backfills from exactly there. Returns the number of
+        readings written.
         """
-        fresh = [r for r in readings if r.interval_end > self._cursor.get(r.meter, 0)]
-        if not fresh:
-            if device is not None:
-                with self._transaction():
-                    self._move_device_cursor(device, interval_end)
-            return 0
-        latest: dict[bytes, int] = {}
-        for reading in fresh:
-            latest[reading.meter] = max(latest.get(reading.meter, 0), reading.interval_end)
+        now_ms = time.time_ns() // 1_000_000
         with self._transaction():
             self._db.executemany(
                 "INSERT INTO readings (meter, interval_end, energy_wh, register_wh, quality_flags,"
@@ -156,18 +166,70 @@ class Buffer:
                         r.poll_time_ms,
                         r.device,
                     )
-                    for r in fresh
+                    for r in readings
                 ],
             )
             self._db.executemany(
-                "INSERT INTO meter_cursor VALUES (?, ?) ON CONFLICT (meter) "
-                "DO UPDATE SET last_interval_end = excluded.last_interval_end",
-                latest.items(),
+                "INSERT OR REPLACE INTO meter_state VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        meter,
+                        s.interval_end,
+                        s.register_wh,
+                        s.last_energy_wh,
+                        s.last_valid_wh,
+                        s.repeats,
+                        s.zeros,
+                        array.array("f", s.profile).tobytes(),
+                    )
+                    for meter, s in (states or {}).items()
+                ],
+            )
+            self._db.executemany(
+                "INSERT INTO quarantine (received_ms, source, device, reason, payload)"
+                " VALUES (?, 'modbus', ?, ?, ?)",
+                [
+                    (now_ms, q.reading.device, q.reason, _reading_json(q.reading))
+                    for q in quarantined
+                ],
             )
             if device is not None:
                 self._move_device_cursor(device, interval_end)
-        self._cursor.update(latest)
-        return len(fresh)
+        return len(readings)
+
+    def put_quarantine(self, *, source: str, device: str, reason: str, payload: bytes) -> None:
+        """Keep one message that could not be used, raw, with the reason."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO quarantine (received_ms, source, device, reason, payload)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (time.time_ns() // 1_000_000, source, device, reason, payload),
+            )
+
+    def meter_states(self) -> dict[bytes, MeterState]:
+        """Validation's per-meter memory as last committed."""
+        return {
+            row[0]: MeterState(
+                interval_end=row[1],
+                register_wh=row[2],
+                last_energy_wh=row[3],
+                last_valid_wh=row[4],
+                repeats=row[5],
+                zeros=row[6],
+                profile=tuple(array.array("f", row[7])),
+            )
+            for row in self._query("SELECT * FROM meter_state")
+        }
+
+    def quarantined(self, *, limit: int = 100) -> list[dict[str, Any]]:
+        """The most recent quarantined items, newest first."""
+        rows = self._query(
+            "SELECT id, received_ms, source, device, reason, payload FROM quarantine"
+            " ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        keys = ("id", "received_ms", "source", "device", "reason", "payload")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
 
     def _move_device_cursor(self, device: str, interval_end: int) -> None:
         self._db.execute(
@@ -289,6 +351,13 @@ class Buffer:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
+
+
+def _reading_json(reading: PseudonymousReading) -> bytes:
+    """A quarantined reading as JSON (the pseudonym in hex)."""
+    fields = {slot: getattr(reading, slot) for slot in reading.__slots__}
+    fields["meter"] = reading.meter.hex()
+    return json.dumps(fields).encode()
 
 
 class _Transaction:
