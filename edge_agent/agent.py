@@ -31,9 +31,16 @@ from edge_agent.sinks.buffer import Buffer, BufferStatistics
 from edge_agent.sinks.uplink import Uplink
 from edge_agent.sources.breaker import CircuitBreaker
 from edge_agent.sources.modbus import ModbusConcentrator
+from edge_agent.sources.mqtt import MqttSource
 from edge_agent.sources.register_map import REGISTER_MAP_VERSION
-from edge_agent.transforms.batch import meter_payload
+from edge_agent.transforms.batch import batch_payload
 from edge_agent.transforms.pseudonymize import Pseudonymizer, PseudonymousReading
+from edge_agent.transforms.telemetry import (
+    Malformed,
+    TelemetryPoint,
+    TelemetryValidator,
+    decode,
+)
 from edge_agent.transforms.validate import Validation, Validator
 from proto import seal_batch
 from proto.quality import SUSPECT, QualityFlag
@@ -129,6 +136,9 @@ class EdgeAgent:
         )
         self._buffered = asyncio.Event()
         self._pending_readings = 0
+        self.mqtt = MqttSource(config.mqtt) if config.mqtt else None
+        self.telemetry_validator = TelemetryValidator()
+        self.telemetry: collections.Counter[str] = collections.Counter()
         self.source_errors: collections.Counter[str] = collections.Counter()
         self.stage_errors: collections.Counter[str] = collections.Counter()
 
@@ -140,8 +150,8 @@ class EdgeAgent:
     async def __aenter__(self) -> EdgeAgent:
         """Count what the buffer still holds from before a restart."""
         stats = await self.statistics()
-        self._pending_readings = stats.pending_readings
-        if stats.pending_readings:
+        self._pending_readings = stats.pending_readings + stats.pending_telemetry
+        if self._pending_readings:
             self._buffered.set()
         return self
 
@@ -169,6 +179,8 @@ class EdgeAgent:
             for index, source in enumerate(self.sources)
         }
         loops |= {"seal": self._seal_loop, "uplink": self.uplink.run, "prune": self._prune_loop}
+        if self.mqtt is not None:
+            loops["mqtt"] = functools.partial(self.mqtt.run, self.on_telemetry)
         async with asyncio.TaskGroup() as tasks:
             for name, loop in loops.items():
                 tasks.create_task(self._supervised(name, loop), name=name)
@@ -247,6 +259,36 @@ class EdgeAgent:
                 )
         return fresh_total
 
+    async def on_telemetry(self, topic: str, transformer: str, payload: bytes) -> None:
+        """Check, validate and commit one MQTT message; a bad one goes to quarantine, raw.
+
+        Returns only once the message is committed (as points or in quarantine), so the MQTT
+        source acknowledges nothing that is not on disk.
+        """
+        try:
+            message = decode(payload, transformer=transformer, topic=topic)
+        except Malformed as exc:
+            reason = str(exc)
+            kind = reason.split(maxsplit=1)[0].rstrip(":")
+            if self.telemetry[f"malformed:{kind}"] == 0:
+                log.warning("quarantined a malformed message on %s: %s", topic, reason)
+            self.telemetry[f"malformed:{kind}"] += 1
+            await self.buffer_call(
+                self.buffer.put_quarantine,
+                source="mqtt",
+                device=topic,
+                reason=reason,
+                payload=payload,
+            )
+            return
+        points = self.telemetry_validator.validate(message)
+        if points is None:
+            self.telemetry["duplicate"] += 1
+            return
+        self._pending_readings += await self.buffer_call(self.buffer.put_telemetry, points)
+        self.telemetry["messages"] += 1
+        self._buffered.set()
+
     async def _seal_loop(self) -> None:
         """Seal pending readings once a batch is full or its oldest reading is old enough."""
         max_readings = self.config.batch_max_readings
@@ -274,13 +316,16 @@ class EdgeAgent:
             made += 1
             self.uplink.notify()
         # Recount rather than subtract: polls may have committed while the seals ran.
-        self._pending_readings = (await self.statistics()).pending_readings
+        stats = await self.statistics()
+        self._pending_readings = stats.pending_readings + stats.pending_telemetry
         return made
 
-    def _seal(self, readings: list[PseudonymousReading], sequence: int) -> bytes:
+    def _seal(
+        self, readings: list[PseudonymousReading], points: list[TelemetryPoint], sequence: int
+    ) -> bytes:
         """Build, hash and sign one batch (runs in the I/O thread, inside the buffer's commit)."""
         signed = seal_batch(
-            meter_payload(readings),
+            batch_payload(readings, points),
             agent_id=self.config.agent_id,
             sequence=sequence,
             created_ms=time.time_ns() // 1_000_000,

@@ -7,6 +7,7 @@ The configuration reference in README.md lists every key below.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import Any
 
 from edge_agent.errors import ConfigError
 from edge_agent.transforms.validate import VeeRules
+
+log = logging.getLogger(__name__)
 
 SYNCHRONOUS_MODES = ("full", "normal")
 WORD_ORDERS = ("high_first", "low_first")
@@ -44,6 +47,17 @@ class ModbusSourceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MqttConfig:
+    """The broker transformer sensors publish to, and which topic is which transformer."""
+
+    host: str
+    port: int
+    client_id: str
+    qos: int
+    topics: dict[str, str]  # topic -> transformer id
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     """The whole validated configuration of one edge agent."""
 
@@ -61,6 +75,7 @@ class AgentConfig:
     ack_timeout_seconds: float
     modbus_sources: tuple[ModbusSourceConfig, ...]
     validation: VeeRules
+    mqtt: MqttConfig | None
 
 
 class _Section:
@@ -152,6 +167,41 @@ def parse_config(data: dict[str, Any], *, base: Path) -> AgentConfig:
         ack_timeout_seconds=uplink.number("ack_timeout_seconds", float, 60.0, 1, 3_600),
         modbus_sources=_modbus_sources(root),
         validation=_validation(root.table("validation")),
+        mqtt=_mqtt(root.table("mqtt"), agent_id),
+    )
+
+
+def _mqtt(table: _Section, agent_id: str) -> MqttConfig | None:
+    """The MQTT source, or None without an ``[mqtt]`` table."""
+    if not table.data:
+        return None
+    entries = table.data.get("transformers", [])
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(
+            table.key("transformers"),
+            "must list at least one [[mqtt.transformers]] with topic and id",
+        )
+    topics = {}
+    for index, entry in enumerate(entries):
+        section = _Section(entry, f"{table.key('transformers')}[{index}]")
+        topic = section.get("topic", str)
+        if any(c in topic for c in "+#"):
+            raise ConfigError(section.key("topic"), "must be a topic name, not a wildcard filter")
+        if topic in topics:
+            raise ConfigError(section.key("topic"), f"{topic!r} is mapped twice")
+        topics[topic] = section.get("transformer_id", str)
+    qos = table.number("qos", int, 1, 0, 2)
+    if qos == 0:
+        log.warning(
+            "mqtt.qos = 0: the broker will not redeliver messages lost while the agent "
+            "is away; telemetry is then best-effort, not at-least-once"
+        )
+    return MqttConfig(
+        host=table.get("host", str),
+        port=table.number("port", int, 1883, 1, 65_535),
+        client_id=table.get("client_id", str, f"edge-agent-{agent_id}"),
+        qos=qos,
+        topics=topics,
     )
 
 

@@ -82,6 +82,8 @@ class Concentrator:
             (self.selected >> 16) & 0xFFFF,
             self.selected & 0xFFFF,
         ]
+        head = register_map.METER_TABLE_ADDRESS
+        self._live_list[:head] = self._live[:head].tolist()
 
     def publish(
         self,
@@ -198,5 +200,4 @@ class Concentrator:
             selector = register_map.SELECTOR_ADDRESS
             self.selected = (words[selector] << 16) | words[selector + 1]
             self._set_header()
-            self._live_list[selector : selector + 2] = [words[selector], words[selector + 1]]
         return None

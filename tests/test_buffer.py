@@ -29,7 +29,7 @@ def buffer(tmp_path):
     buf.close()
 
 
-def seal_as_text(readings, sequence):
+def seal_as_text(readings, points, sequence):
     return f"{sequence}:{len(readings)}".encode()
 
 
@@ -80,7 +80,7 @@ def test_failed_seal_leaves_readings_pending_and_the_sequence_unused(buffer):
     """If signing fails mid-transaction, nothing moves and the next batch reuses the number."""
     buffer.put_readings([reading(1, 900)])
 
-    def broken(readings, sequence):
+    def broken(readings, points, sequence):
         raise RuntimeError("signing failed")
 
     with pytest.raises(RuntimeError):

@@ -24,6 +24,7 @@ from typing import Any
 
 from edge_agent.errors import BufferUnavailable
 from edge_agent.transforms.pseudonymize import PseudonymousReading
+from edge_agent.transforms.telemetry import TelemetryPoint
 from edge_agent.transforms.validate import MeterState, Quarantined
 
 SCHEMA = """
@@ -37,6 +38,14 @@ CREATE TABLE IF NOT EXISTS readings (
     quality_flags INTEGER NOT NULL,
     poll_time_ms INTEGER NOT NULL,
     device TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS telemetry (
+    id INTEGER PRIMARY KEY,
+    transformer TEXT NOT NULL,
+    time_ms INTEGER NOT NULL,
+    metric TEXT NOT NULL,
+    value REAL NOT NULL,
+    quality_flags INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meter_state (
     meter BLOB PRIMARY KEY,
@@ -84,6 +93,8 @@ class BufferStatistics:
     """What the buffer holds now."""
 
     pending_readings: int
+    pending_telemetry: int
+    quarantined: int
     pending_batches: int
     rejected_batches: int
     acknowledged_batches: int
@@ -100,7 +111,8 @@ class StoredBatch:
     readings: int
 
 
-SealFunction = Callable[[list[PseudonymousReading], int], bytes]
+# (meter readings, telemetry points, sequence) -> the serialized SignedBatch
+SealFunction = Callable[[list[PseudonymousReading], list[TelemetryPoint], int], bytes]
 
 
 class Buffer:
@@ -197,6 +209,16 @@ class Buffer:
                 self._move_device_cursor(device, interval_end)
         return len(readings)
 
+    def put_telemetry(self, points: Sequence[TelemetryPoint]) -> int:
+        """Commit one message's telemetry points; return how many."""
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO telemetry (transformer, time_ms, metric, value, quality_flags)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(p.transformer, p.time_ms, p.metric, p.value, p.quality_flags) for p in points],
+            )
+        return len(points)
+
     def put_quarantine(self, *, source: str, device: str, reason: str, payload: bytes) -> None:
         """Keep one message that could not be used, raw, with the reason."""
         with self._transaction():
@@ -259,28 +281,41 @@ class Buffer:
                 self._db.execute(f"PRAGMA synchronous={self._synchronous}")
 
     def _seal(self, seal: SealFunction, max_readings: int) -> StoredBatch | None:
+        """Oldest meter readings first, then telemetry points, ``max_readings`` in all."""
         with self._transaction():
             rows = self._db.execute(
                 "SELECT id, meter, interval_end, energy_wh, register_wh, quality_flags,"
                 " poll_time_ms, device FROM readings ORDER BY id LIMIT ?",
                 (max_readings,),
             ).fetchall()
-            if not rows:
+            points = self._db.execute(
+                "SELECT id, transformer, time_ms, metric, value, quality_flags FROM telemetry"
+                " ORDER BY id LIMIT ?",
+                (max_readings - len(rows),),
+            ).fetchall()
+            if not rows and not points:
                 return None
             sequence = self._db.execute(
                 "SELECT value FROM agent_state WHERE key = 'next_sequence'"
             ).fetchone()[0]
-            signed = seal([PseudonymousReading(*row[1:]) for row in rows], sequence)
+            signed = seal(
+                [PseudonymousReading(*row[1:]) for row in rows],
+                [TelemetryPoint(*point[1:]) for point in points],
+                sequence,
+            )
             self._db.execute(
                 "INSERT INTO batches (sequence, created_ms, readings, signed, state) "
                 "VALUES (?, ?, ?, ?, 'pending')",
-                (sequence, time.time_ns() // 1_000_000, len(rows), signed),
+                (sequence, time.time_ns() // 1_000_000, len(rows) + len(points), signed),
             )
             self._db.execute(
                 "UPDATE agent_state SET value = ? WHERE key = 'next_sequence'", (sequence + 1,)
             )
-            self._db.execute("DELETE FROM readings WHERE id <= ?", (rows[-1][0],))
-        return StoredBatch(sequence=sequence, signed=signed, readings=len(rows))
+            if rows:
+                self._db.execute("DELETE FROM readings WHERE id <= ?", (rows[-1][0],))
+            if points:
+                self._db.execute("DELETE FROM telemetry WHERE id <= ?", (points[-1][0],))
+        return StoredBatch(sequence=sequence, signed=signed, readings=len(rows) + len(points))
 
     def _query(self, sql: str, parameters: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         """A read; SQLite failures surface as ``BufferUnavailable``."""
@@ -342,6 +377,8 @@ class Buffer:
         )
         return BufferStatistics(
             pending_readings=pending_readings,
+            pending_telemetry=self._query("SELECT count(*) FROM telemetry")[0][0],
+            quarantined=self._query("SELECT count(*) FROM quarantine")[0][0],
             pending_batches=states.get("pending", 0),
             rejected_batches=states.get("rejected", 0),
             acknowledged_batches=states.get("acknowledged", 0),

@@ -1,18 +1,26 @@
-"""Lay buffered readings out as a columnar BatchPayload (pure, no I/O)."""
+"""Lay buffered readings and telemetry out as a columnar BatchPayload (pure, no I/O)."""
 
 from __future__ import annotations
 
 from edge_agent.transforms.pseudonymize import PseudonymousReading
+from edge_agent.transforms.telemetry import TelemetryPoint
 from proto import pb
 
 
-def meter_payload(readings: list[PseudonymousReading]) -> pb.BatchPayload:
-    """Columns for the readings, with meters and devices each listed once and indexed."""
+def _index(values: list, dictionary: dict) -> list[int]:
+    """Each value's position in ``dictionary``, adding values not seen yet."""
+    return [dictionary.setdefault(value, len(dictionary)) for value in values]
+
+
+def batch_payload(
+    readings: list[PseudonymousReading], points: list[TelemetryPoint] | None = None
+) -> pb.BatchPayload:
+    """Columns for both kinds of data; meters, devices, transformers, metrics listed once."""
     meters: dict[bytes, int] = {}
     devices: dict[str, int] = {}
     columns = pb.MeterReadings()
-    meter_index = [meters.setdefault(r.meter, len(meters)) for r in readings]
-    device_index = [devices.setdefault(r.device, len(devices)) for r in readings]
+    meter_index = _index([r.meter for r in readings], meters)
+    device_index = _index([r.device for r in readings], devices)
     columns.meters.extend(meters)
     columns.meter_index.extend(meter_index)
     columns.interval_end.extend(r.interval_end for r in readings)
@@ -21,4 +29,17 @@ def meter_payload(readings: list[PseudonymousReading]) -> pb.BatchPayload:
     columns.quality_flags.extend(r.quality_flags for r in readings)
     columns.poll_time_ms.extend(r.poll_time_ms for r in readings)
     columns.device_index.extend(device_index)
-    return pb.BatchPayload(meter_readings=columns, devices=list(devices))
+    telemetry = pb.TransformerTelemetry()
+    if points:
+        transformers: dict[str, int] = {}
+        metrics: dict[str, int] = {}
+        telemetry.transformer_index.extend(_index([p.transformer for p in points], transformers))
+        telemetry.metric_index.extend(_index([p.metric for p in points], metrics))
+        telemetry.transformers.extend(transformers)
+        telemetry.metrics.extend(metrics)
+        telemetry.time_ms.extend(p.time_ms for p in points)
+        telemetry.value.extend(p.value for p in points)
+        telemetry.quality_flags.extend(p.quality_flags for p in points)
+    return pb.BatchPayload(
+        meter_readings=columns, transformer_telemetry=telemetry, devices=list(devices)
+    )

@@ -1,0 +1,105 @@
+"""Transformer telemetry: schema checks that name the field, duplicates, range, rate, stuck."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge_agent.transforms.telemetry import Malformed, TelemetryValidator, decode
+from proto.quality import QualityFlag as Q
+
+GOOD = {
+    "schema": "meterpipe.transformer-telemetry/1",
+    "transformer_id": "T1",
+    "time": "2026-11-02T00:01:00Z",
+    "seq": 1,
+    "ambient_c": 10.0,
+    "top_oil_c": 40.0,
+    "hot_spot_c": 50.0,
+    "load_current_a": {"L1": 300.0, "L2": 301.0, "L3": 299.5},
+    "tap_position": 9,
+    "gases_ppm": {
+        "H2": 15.0,
+        "CH4": 8.0,
+        "C2H6": 5.0,
+        "C2H4": 3.0,
+        "C2H2": 0.2,
+        "CO": 250.0,
+        "CO2": 2200.0,
+    },
+}
+
+
+def payload(**changes) -> bytes:
+    document = {**GOOD, **changes}
+    return json.dumps({k: v for k, v in document.items() if v is not None}).encode()
+
+
+def test_a_good_message_becomes_fourteen_points():
+    message = decode(payload(), transformer="T1")
+    assert (message.seq, message.time_ms) == (1, 1_793_577_660_000)
+    points = {p.metric: p.value for p in message.points}
+    assert len(points) == 14
+    assert points["top_oil_c"] == 40.0
+    assert points["load_current_l2_a"] == 301.0
+    assert points["c2h2_ppm"] == 0.2
+
+
+@pytest.mark.parametrize(
+    ("raw", "names"),
+    [
+        (b"\xff\xfeTEMP=40", "not JSON"),
+        (b'{"schema": "meterpipe', "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (payload(schema="other/1"), "schema"),
+        (payload(transformer_id="T2"), "transformer_id"),
+        (payload(seq=0), "seq"),
+        (payload(time=None), "time"),
+        (payload(time="yesterday"), "time"),
+        (payload(top_oil_c="hot"), "top_oil_c"),
+        (payload(tap_position=9.5), "tap_position"),
+        (payload(load_current_a={"L1": 1}), "load_current_a.L2"),
+        (payload(gases_ppm=None), "gases_ppm"),
+        (json.dumps({"firmware": "2.3.1"}).encode(), "schema"),
+    ],
+)
+def test_malformed_messages_name_what_is_wrong(raw, names):
+    with pytest.raises(Malformed, match=names):
+        decode(raw, transformer="T1")
+
+
+def test_an_unmapped_topic_is_malformed():
+    with pytest.raises(Malformed, match="not mapped"):
+        decode(payload(), transformer="", topic="grid/x/y")
+
+
+def test_repeated_sequence_numbers_are_dropped_even_out_of_order():
+    validator = TelemetryValidator()
+    first, second = (decode(payload(seq=s), transformer="T1") for s in (1, 2))
+    assert validator.validate(second) is not None
+    assert validator.validate(first) is not None  # late, not a duplicate
+    assert validator.validate(second) is None
+    assert validator.validate(first) is None
+
+
+def test_range_rate_and_stuck_rules():
+    validator = TelemetryValidator()
+
+    def flags_at(minute: int, **values) -> dict[str, int]:
+        message = decode(
+            payload(
+                seq=minute + 1,
+                time=f"2026-11-02T{minute // 60:02d}:{minute % 60:02d}:00Z",
+                **values,
+            ),
+            transformer="T1",
+        )
+        return {p.metric: p.quality_flags for p in validator.validate(message)}
+
+    assert flags_at(0)["top_oil_c"] == 0
+    assert flags_at(1, top_oil_c=55.0)["top_oil_c"] == Q.RATE_OF_CHANGE  # 15 degrees a minute
+    assert flags_at(2, top_oil_c=200.0)["top_oil_c"] & Q.OUT_OF_RANGE
+    stuck = [flags_at(3 + i, ambient_c=10.0)["ambient_c"] for i in range(62)]
+    assert stuck[0] == 0
+    assert stuck[-1] == Q.STUCK
