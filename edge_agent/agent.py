@@ -25,7 +25,7 @@ from typing import Any
 
 from edge_agent import __version__
 from edge_agent.config import AgentConfig
-from edge_agent.errors import BufferUnavailable, ConfigError, SourceError
+from edge_agent.errors import BufferUnavailable, ConfigError, EdgeError, SourceError
 from edge_agent.keys import load_pseudonym_key, load_signing_key
 from edge_agent.sinks.buffer import Buffer, BufferStatistics
 from edge_agent.sinks.uplink import Uplink
@@ -156,7 +156,9 @@ class EdgeAgent:
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
-        """Close devices and the buffer; everything committed stays on disk."""
+        """Save validation profiles, close devices and the buffer; committed data stays."""
+        with contextlib.suppress(EdgeError):
+            await self.buffer_call(self.buffer.save_profiles, self._meter_states)
         for source in self.sources:
             source.close()
         await self.buffer_call(self.buffer.close)

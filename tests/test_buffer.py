@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import array
+
 import pytest
 
 from edge_agent.errors import BufferUnavailable
@@ -36,7 +38,7 @@ def seal_as_text(readings, points, sequence):
 def test_poll_commits_readings_states_quarantine_and_cursor_together(tmp_path):
     """Everything one poll decided is there after a reopen, or nothing is."""
     buf = Buffer(tmp_path / "b.sqlite")
-    profile = (1.5,) + (float("nan"),) * 95
+    profile = array.array("f", [1.5] + [float("nan")] * 95).tobytes()
     state = MeterState(
         interval_end=900,
         register_wh=20,
@@ -57,7 +59,7 @@ def test_poll_commits_readings_states_quarantine_and_cursor_together(tmp_path):
     buf = Buffer(tmp_path / "b.sqlite")
     (restored,) = buf.meter_states().values()
     assert restored.interval_end == 900
-    assert restored.profile[0] == 1.5
+    assert restored.profile == profile
     assert restored.repeats == 1
     assert buf.device_cursors() == {"dev": 900}
     (item,) = buf.quarantined()

@@ -13,8 +13,8 @@ concentrator's history still holds them). Calls block: the agent runs them in on
 
 from __future__ import annotations
 
-import array
 import json
+import operator
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,7 +25,7 @@ from typing import Any
 from edge_agent.errors import BufferUnavailable
 from edge_agent.transforms.pseudonymize import PseudonymousReading
 from edge_agent.transforms.telemetry import TelemetryPoint
-from edge_agent.transforms.validate import MeterState, Quarantined
+from edge_agent.transforms.validate import EMPTY_PROFILE, MeterState, Quarantined
 
 SCHEMA = """
 BEGIN IMMEDIATE;
@@ -54,7 +54,10 @@ CREATE TABLE IF NOT EXISTS meter_state (
     last_energy_wh INTEGER NOT NULL,
     last_valid_wh INTEGER,
     repeats INTEGER NOT NULL,
-    zeros INTEGER NOT NULL,
+    zeros INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meter_profile (
+    meter BLOB PRIMARY KEY,
     profile BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS quarantine (
@@ -111,6 +114,14 @@ class StoredBatch:
     readings: int
 
 
+FIRST_INTERVAL = 900  # seconds after midnight UTC of a day's first interval end
+_READING_ROW = operator.attrgetter(
+    "meter", "interval_end", "energy_wh", "register_wh", "quality_flags", "poll_time_ms", "device"
+)
+_STATE_ROW = operator.attrgetter(
+    "interval_end", "register_wh", "last_energy_wh", "last_valid_wh", "repeats", "zeros"
+)
+
 # (meter readings, telemetry points, sequence) -> the serialized SignedBatch
 SealFunction = Callable[[list[PseudonymousReading], list[TelemetryPoint], int], bytes]
 
@@ -159,43 +170,26 @@ class Buffer:
 
         Validation decided what is new (``edge_agent.transforms.validate``); its ``states``
         are saved in the same commit, so after a crash validation resumes exactly where the
-        buffer is. With ``device``, the device's delivery cursor moves to ``interval_end`` in
-        the same commit: a restarted agent backfills from exactly there. Returns the number of
-        readings written.
+        buffer is. Their time-of-day profiles (384 bytes a meter, a learned statistic) are
+        saved once a day, with each meter's first interval after midnight UTC, and by
+        ``save_profiles`` at shutdown: a crash forgets at most a day of learning. With
+        ``device``, the device's delivery cursor moves to ``interval_end`` in the same commit:
+        a restarted agent backfills from exactly there. Returns the number of readings written.
         """
+        states = states or {}
         now_ms = time.time_ns() // 1_000_000
         with self._transaction():
             self._db.executemany(
                 "INSERT INTO readings (meter, interval_end, energy_wh, register_wh, quality_flags,"
                 " poll_time_ms, device) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        r.meter,
-                        r.interval_end,
-                        r.energy_wh,
-                        r.register_wh,
-                        r.quality_flags,
-                        r.poll_time_ms,
-                        r.device,
-                    )
-                    for r in readings
-                ],
+                map(_READING_ROW, readings),
             )
             self._db.executemany(
-                "INSERT OR REPLACE INTO meter_state VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        meter,
-                        s.interval_end,
-                        s.register_wh,
-                        s.last_energy_wh,
-                        s.last_valid_wh,
-                        s.repeats,
-                        s.zeros,
-                        array.array("f", s.profile).tobytes(),
-                    )
-                    for meter, s in (states or {}).items()
-                ],
+                "INSERT OR REPLACE INTO meter_state VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(meter, *_STATE_ROW(state)) for meter, state in states.items()],
+            )
+            self._write_profiles(
+                {m: s for m, s in states.items() if s.interval_end % 86_400 <= FIRST_INTERVAL}
             )
             self._db.executemany(
                 "INSERT INTO quarantine (received_ms, source, device, reason, payload)"
@@ -228,8 +222,20 @@ class Buffer:
                 (time.time_ns() // 1_000_000, source, device, reason, payload),
             )
 
+    def _write_profiles(self, states: Mapping[bytes, MeterState]) -> None:
+        self._db.executemany(
+            "INSERT OR REPLACE INTO meter_profile VALUES (?, ?)",
+            [(meter, s.profile) for meter, s in states.items()],
+        )
+
+    def save_profiles(self, states: Mapping[bytes, MeterState]) -> None:
+        """Save every meter's time-of-day profile now (at shutdown)."""
+        with self._transaction():
+            self._write_profiles(states)
+
     def meter_states(self) -> dict[bytes, MeterState]:
         """Validation's per-meter memory as last committed."""
+        profiles = dict(self._query("SELECT meter, profile FROM meter_profile"))
         return {
             row[0]: MeterState(
                 interval_end=row[1],
@@ -238,7 +244,7 @@ class Buffer:
                 last_valid_wh=row[4],
                 repeats=row[5],
                 zeros=row[6],
-                profile=tuple(array.array("f", row[7])),
+                profile=bytes(profiles.get(row[0], EMPTY_PROFILE)),
             )
             for row in self._query("SELECT * FROM meter_state")
         }
