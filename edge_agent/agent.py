@@ -51,6 +51,14 @@ SEAL_RETRY_SECONDS = 5  # after a failed seal (e.g. disk full): readings stay pe
 PRUNE_INTERVAL_SECONDS = 60  # retention is in hours; checking every minute is plenty
 RESTART_SECONDS = 5  # pause before a loop that failed unexpectedly starts again
 BREAKER_MAX_RESET_SECONDS = 600  # a dead device is still tried at least every 10 minutes
+PRESSURE_CHECK_SECONDS = 1.0
+# Buffer fill thresholds. The fill counted is what is used now plus twice the largest single
+# commit seen, so one more poll can never hit the hard cap; the last 20 % stay free for
+# sealing batches and recording acknowledgements, which must always succeed.
+SHED_AT, RELAX_BELOW = 0.60, 0.50  # thin telemetry out / back to normal
+PAUSE_AT, UNPAUSE_BELOW = 0.80, 0.70  # stop / resume reading new intervals
+STEP_MEMORY = 0.95  # per check: a commit's size is forgotten within a minute or two
+TELEMETRY_KEEP_EVERY_MINUTES = 5  # when shedding, keep one telemetry message in five minutes
 
 
 def check_environment(config: AgentConfig) -> None:
@@ -92,6 +100,15 @@ class ValidationStatistics:
         self.dropped_rereads += checked.dropped
 
 
+def _pressure_level(current: str, fill: float) -> str:
+    """The buffer pressure level for a fill share, with hysteresis around each threshold."""
+    if fill >= PAUSE_AT or (current == "paused" and fill >= UNPAUSE_BELOW):
+        return "paused"
+    if fill >= SHED_AT or (current != "normal" and fill >= RELAX_BELOW):
+        return "shedding"
+    return "normal"
+
+
 class EdgeAgent:
     """One substation gateway's agent. ``async with`` opens it; ``run()`` works until cancelled."""
 
@@ -108,7 +125,14 @@ class EdgeAgent:
             key=load_pseudonym_key(config.pseudonym_key_file), key_id=config.pseudonym_key_id
         )
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-buffer")
-        self.buffer = Buffer(config.buffer_path, synchronous=config.buffer_synchronous)
+        self.buffer = Buffer(
+            config.buffer_path,
+            synchronous=config.buffer_synchronous,
+            max_bytes=config.buffer_max_bytes,
+        )
+        self.pressure = "normal"
+        self._last_fill = 0.0
+        self._largest_step = 0.0
         cursors = self.buffer.device_cursors()
         self.validator = Validator(config.validation)
         self.validation = ValidationStatistics()
@@ -180,7 +204,12 @@ class EdgeAgent:
             f"poll[{source.config.name}]": functools.partial(self._poll_loop, source, index)
             for index, source in enumerate(self.sources)
         }
-        loops |= {"seal": self._seal_loop, "uplink": self.uplink.run, "prune": self._prune_loop}
+        loops |= {
+            "seal": self._seal_loop,
+            "uplink": self.uplink.run,
+            "prune": self._prune_loop,
+            "pressure": self._pressure_loop,
+        }
         if self.mqtt is not None:
             loops["mqtt"] = functools.partial(self.mqtt.run, self.on_telemetry)
         async with asyncio.TaskGroup() as tasks:
@@ -214,7 +243,9 @@ class EdgeAgent:
         await asyncio.sleep(period * index / max(1, len(self.sources)))
         while True:
             started = time.monotonic()
-            if breaker.allow():
+            if self.pressure == "paused":
+                pass  # the buffer is nearly full: the concentrator's history keeps the intervals
+            elif breaker.allow():
                 try:
                     await self.poll_once(source)
                 except (SourceError, BufferUnavailable) as exc:
@@ -247,6 +278,7 @@ class EdgeAgent:
                 interval_end=poll.interval_end,
             )
             self._meter_states.update(checked.states)  # only now: the commit succeeded
+            await self.check_pressure()
             self.validation.count(checked)
             source.delivered(poll)
             fresh_total += fresh
@@ -282,6 +314,12 @@ class EdgeAgent:
                 reason=reason,
                 payload=payload,
             )
+            return
+        if self.pressure == "paused" or (
+            self.pressure == "shedding"
+            and (message.time_ms // 60_000) % TELEMETRY_KEEP_EVERY_MINUTES
+        ):
+            self.telemetry["shed"] += 1  # sensor detail goes first, billing data never
             return
         points = self.telemetry_validator.validate(message)
         if points is None:
@@ -337,6 +375,46 @@ class EdgeAgent:
             private_key=self._signing_key,
         )
         return signed.SerializeToString()
+
+    async def _pressure_loop(self) -> None:
+        """Watch the buffer's fill and shed load before the cap is reached.
+
+        From 80 % full: acknowledged batches kept for resend are dropped and telemetry is
+        thinned to one value every 5 minutes ("shedding"). From 95 %: no new intervals are read
+        and telemetry is dropped ("paused"); the concentrators' history keeps the intervals for
+        backfill. Back to normal below 70 % (shedding) or 90 % (paused). Every change of level
+        is logged as an alarm and written to the buffer, so ``edge-agent status`` shows it.
+        """
+        while True:
+            level = await self.check_pressure()
+            if level != "normal":
+                await self.buffer_call(self.buffer.prune, retain_seconds=0)
+                shed = await self.buffer_call(
+                    self.buffer.shed_telemetry, keep_every_minutes=TELEMETRY_KEEP_EVERY_MINUTES
+                )
+                self.telemetry["shed"] += shed
+            await asyncio.sleep(PRESSURE_CHECK_SECONDS)
+
+    async def check_pressure(self) -> str:
+        """Measure the buffer's fill, change level (and raise the alarm) if needed."""
+        fill = await self.buffer_call(self.buffer.fill)
+        # The largest recent commit, forgotten slowly (a one-off big commit must not keep the
+        # agent shedding for ever).
+        self._largest_step = max(fill - self._last_fill, self._largest_step * STEP_MEMORY)
+        self._last_fill = fill
+        level = _pressure_level(self.pressure, fill + 2 * self._largest_step)
+        if level != self.pressure:
+            log.log(
+                logging.INFO if level == "normal" else logging.ERROR,
+                "ALARM buffer %.0f %% full: %s -> %s",
+                fill * 100,
+                self.pressure,
+                level,
+            )
+            self.pressure = level
+            self.uplink.keep_delivered = level == "normal"
+            await self.buffer_call(self.buffer.set_pressure, level)
+        return level
 
     async def _prune_loop(self) -> None:
         while True:

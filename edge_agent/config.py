@@ -67,6 +67,7 @@ class AgentConfig:
     pseudonym_key_id: str
     buffer_path: Path
     buffer_synchronous: str
+    buffer_max_bytes: int
     retain_acknowledged_seconds: float
     core_target: str
     batch_max_readings: int
@@ -157,6 +158,7 @@ def parse_config(data: dict[str, Any], *, base: Path) -> AgentConfig:
         pseudonym_key_id=pseudo.get("key_id", str),
         buffer_path=base / buffer.get("path", str, "buffer.sqlite"),
         buffer_synchronous=synchronous,
+        buffer_max_bytes=buffer.number("max_bytes", int, 1 << 30, 1 << 20, 1 << 40),
         retain_acknowledged_seconds=buffer.number(
             "retain_acknowledged_seconds", float, 86_400.0, 0, 30 * 86_400
         ),

@@ -138,8 +138,8 @@ class RunningSimulator:
         self._thread.start()
         self._call(self._runner.__aenter__())
 
-    def _call(self, coroutine: object) -> object:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)  # type: ignore[arg-type]
+    def _call(self, coroutine: object, timeout: float = 30) -> object:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=timeout)  # type: ignore[arg-type]
 
     def close_interval(self) -> int:
         """Close one interval on the simulator's loop; return its end."""
@@ -151,9 +151,9 @@ class RunningSimulator:
 
     def run_clock(self, *, speed: float, intervals: int) -> None:
         """Run the simulator's clock for ``intervals`` at ``speed`` and wait until done."""
-        self._call(self._runner.run_clock(speed=speed, intervals=intervals))
+        self._call(self._runner.run_clock(speed=speed, intervals=intervals), timeout=300)
         if self._runner.mqtt is not None:
-            self._call(self._runner.mqtt.wait_published())
+            self._call(self._runner.mqtt.wait_published(), timeout=60)
 
     def served(self) -> list[ServedReading]:
         """What the first concentrator served so far, from the simulator's own record."""

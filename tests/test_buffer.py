@@ -6,9 +6,11 @@ import array
 
 import pytest
 
+from edge_agent.agent import _pressure_level
 from edge_agent.errors import BufferUnavailable
 from edge_agent.sinks.buffer import Buffer
 from edge_agent.transforms.pseudonymize import PseudonymousReading
+from edge_agent.transforms.telemetry import TelemetryPoint
 from edge_agent.transforms.validate import MeterState, Quarantined
 
 
@@ -155,3 +157,42 @@ def test_opening_something_that_is_not_a_buffer_is_a_clear_error(tmp_path):
         Buffer(not_a_buffer)
     with pytest.raises(BufferUnavailable, match="missing"):
         Buffer(tmp_path / "missing" / "b.sqlite")
+
+
+@pytest.mark.parametrize(
+    ("current", "fill", "expected"),
+    [
+        ("normal", 0.59, "normal"),
+        ("normal", 0.60, "shedding"),
+        ("normal", 0.85, "paused"),
+        ("shedding", 0.55, "shedding"),
+        ("shedding", 0.45, "normal"),
+        ("paused", 0.75, "paused"),
+        ("paused", 0.65, "shedding"),
+        ("paused", 0.2, "normal"),
+    ],
+)
+def test_pressure_levels_have_hysteresis(current, fill, expected):
+    """Thresholds 60 / 80 % going up, 50 / 70 % coming down, so levels do not flap."""
+    assert _pressure_level(current, fill) == expected
+
+
+def test_thinning_telemetry_keeps_one_minute_in_five_and_no_meter_reading(buffer):
+    """Shedding deletes unsealed telemetry off the 5-minute grid; meter readings stay."""
+    buffer.put_readings([reading(1, 900)])
+    points = [TelemetryPoint("T1", minute * 60_000, "top_oil_c", 40.0, 0) for minute in range(10)]
+    buffer.put_telemetry(points)
+    assert buffer.shed_telemetry(keep_every_minutes=5) == 8
+    stats = buffer.statistics()
+    assert (stats.pending_telemetry, stats.pending_readings) == (2, 1)
+
+
+def test_the_cap_is_recorded_so_status_sees_the_same_fill(tmp_path):
+    """A read-only view of the file reports the fill against the agent's cap."""
+    writer = Buffer(tmp_path / "b.sqlite", max_bytes=1 << 20)
+    writer.put_readings([reading(m, 900) for m in range(2_000)])
+    reader = Buffer(tmp_path / "b.sqlite", read_only=True)
+    assert reader.fill() == pytest.approx(writer.fill())
+    assert writer.fill() > 0.1
+    reader.close()
+    writer.close()

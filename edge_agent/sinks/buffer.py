@@ -99,6 +99,8 @@ class BufferStatistics:
     pending_telemetry: int
     quarantined: int
     pending_batches: int
+    pressure: str
+    fill: float
     rejected_batches: int
     acknowledged_batches: int
     next_sequence: int
@@ -115,6 +117,7 @@ class StoredBatch:
 
 
 FIRST_INTERVAL = 900  # seconds after midnight UTC of a day's first interval end
+PRESSURE_LEVELS = ("normal", "shedding", "paused")
 _READING_ROW = operator.attrgetter(
     "meter", "interval_end", "energy_wh", "register_wh", "quality_flags", "poll_time_ms", "device"
 )
@@ -129,7 +132,14 @@ SealFunction = Callable[[list[PseudonymousReading], list[TelemetryPoint], int], 
 class Buffer:
     """One SQLite file holding what has not been delivered yet."""
 
-    def __init__(self, path: Path, *, synchronous: str = "full", read_only: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "full",
+        read_only: bool = False,
+        max_bytes: int | None = None,
+    ) -> None:
         """Open the buffer at ``path``, creating it unless ``read_only`` (for status reports).
 
         Raises:
@@ -147,8 +157,21 @@ class Buffer:
             else:
                 self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
                 self._db.execute("PRAGMA journal_mode=WAL")
+                # Checkpoint every 1 MB of WAL and truncate it back to 4 MB at most, so the
+                # file's write-ahead log stays small beside the capped database.
+                self._db.execute("PRAGMA wal_autocheckpoint = 256")
+                self._db.execute("PRAGMA journal_size_limit = 4194304")
                 self._db.execute(f"PRAGMA synchronous={self._synchronous}")
                 self._db.executescript(SCHEMA)
+                if max_bytes is not None:
+                    # The file never grows past the cap: a write beyond it fails cleanly
+                    # (BufferUnavailable) instead of filling the gateway's disk.
+                    page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
+                    pages = max(64, max_bytes // page_size)
+                    self._db.execute(f"PRAGMA max_page_count = {pages}")
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO agent_state VALUES ('max_pages', ?)", (pages,)
+                    )
             self._db.execute("SELECT value FROM agent_state").fetchone()  # is it a buffer?
         except sqlite3.Error as exc:
             raise BufferUnavailable(f"cannot open the buffer {path}: {exc}") from exc
@@ -347,8 +370,18 @@ class Buffer:
         )
         return [StoredBatch(*row) for row in rows]
 
-    def acknowledge(self, sequence: int, *, outcome: str, detail: str, refused: bool) -> None:
-        """Record the core's answer; a refused batch stays on disk, marked for the operator."""
+    def acknowledge(
+        self, sequence: int, *, outcome: str, detail: str, refused: bool, keep: bool = True
+    ) -> None:
+        """Record the core's answer; a refused batch stays on disk, marked for the operator.
+
+        With ``keep`` False (the buffer is under pressure) a delivered batch is deleted at once
+        instead of kept for resend: that frees space and needs none.
+        """
+        if not keep and not refused:
+            with self._transaction():
+                self._db.execute("DELETE FROM batches WHERE sequence = ?", (sequence,))
+            return
         with self._transaction():
             self._db.execute(
                 "UPDATE batches SET state = ?, outcome = ?, detail = ?, acknowledged_ms = ? "
@@ -361,6 +394,39 @@ class Buffer:
                     sequence,
                 ),
             )
+
+    def set_pressure(self, level: str) -> None:
+        """Record the pressure level the agent is at, for ``edge-agent status``."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR REPLACE INTO agent_state VALUES ('pressure', ?)",
+                (PRESSURE_LEVELS.index(level),),
+            )
+
+    def fill(self) -> float:
+        """How full the buffer is, as a share of its cap (pages in use / the page limit).
+
+        The cap is the one the agent set (``max_bytes``), recorded in the file, so a read-only
+        status report sees the same share as the agent.
+        """
+        ((used, free, limit, recorded),) = self._query(
+            "SELECT (SELECT page_count FROM pragma_page_count()),"
+            " (SELECT freelist_count FROM pragma_freelist_count()),"
+            " (SELECT max_page_count FROM pragma_max_page_count()),"
+            " (SELECT value FROM agent_state WHERE key = 'max_pages')"
+        )
+        return (used - free) / (recorded or limit)
+
+    def shed_telemetry(self, *, keep_every_minutes: int) -> int:
+        """Thin out telemetry not yet sealed to one point per metric every N minutes.
+
+        Billing data (meter readings) is never touched. Returns the points deleted.
+        """
+        with self._transaction():
+            cursor = self._db.execute(
+                "DELETE FROM telemetry WHERE (time_ms / 60000) % ? != 0", (keep_every_minutes,)
+            )
+        return cursor.rowcount
 
     def prune(self, *, retain_seconds: float, now_ms: int | None = None) -> int:
         """Delete acknowledged batches older than ``retain_seconds``; return how many."""
@@ -383,6 +449,10 @@ class Buffer:
         )
         return BufferStatistics(
             pending_readings=pending_readings,
+            pressure=PRESSURE_LEVELS[
+                dict(self._query("SELECT key, value FROM agent_state")).get("pressure", 0)
+            ],
+            fill=round(self.fill(), 4),
             pending_telemetry=self._query("SELECT count(*) FROM telemetry")[0][0],
             quarantined=self._query("SELECT count(*) FROM quarantine")[0][0],
             pending_batches=states.get("pending", 0),

@@ -119,6 +119,7 @@ class Uplink:
         self._batch_ready = asyncio.Event()
         self.acks: collections.Counter[str] = collections.Counter()
         self.sessions = 0
+        self.keep_delivered = True  # False while the buffer is under pressure
 
     def notify(self) -> None:
         """Tell the sender a new batch was sealed (no waiting, never blocks)."""
@@ -224,6 +225,7 @@ class Uplink:
                 outcome=label,
                 detail=ack.detail,
                 refused=refused,
+                keep=self.keep_delivered,
             )
         except BufferUnavailable as exc:
             # The batch stays pending and is sent again later; the core answers DUPLICATE.
