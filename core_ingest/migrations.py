@@ -123,9 +123,33 @@ def _add_header_hash(conn: psycopg.Connection, _storage: str) -> None:
     conn.execute("ALTER TABLE batches ADD COLUMN header_sha256 bytea")
 
 
+def _add_pseudonym_map(conn: psycopg.Connection, _storage: str) -> None:
+    """Where an edge rotated its pseudonymization key: old pseudonym -> current one."""
+    conn.execute(PSEUDONYM_MAP.encode())
+
+
+PSEUDONYM_MAP = """
+CREATE TABLE pseudonym_map (
+    old_meter bytea PRIMARY KEY,
+    new_meter bytea NOT NULL,
+    old_key_id text NOT NULL,
+    new_key_id text NOT NULL,
+    agent_id text NOT NULL,
+    batch_sequence bigint NOT NULL
+);
+COMMENT ON TABLE pseudonym_map IS
+    'Edge key rotations: every older pseudonym of a meter mapped to its current one';
+CREATE VIEW meter_readings_continuous AS
+    SELECT coalesce(p.new_meter, r.meter) AS meter_now, r.*
+    FROM meter_readings r LEFT JOIN pseudonym_map p ON p.old_meter = r.meter;
+COMMENT ON VIEW meter_readings_continuous IS
+    'Readings with meter_now: one pseudonym per meter across edge key rotations';
+"""
+
 MIGRATIONS = (
     Migration(1, "base-schema", _create_base_schema),
     Migration(2, "batch-header-hash", _add_header_hash),
+    Migration(3, "pseudonym-map", _add_pseudonym_map),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

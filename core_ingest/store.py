@@ -216,6 +216,7 @@ class BatchStore:
                 return await self._already_stored(opened)
             await self._copy_meter_readings(opened)
             await self._copy_telemetry(opened)
+            await self._apply_rotations(opened)
         return pb.ACK_STATUS_ACCEPTED
 
     async def _already_stored(self, opened: OpenedBatch) -> int:
@@ -237,6 +238,33 @@ class BatchStore:
             f"batch {opened.header.agent_id}#{opened.header.sequence} was stored before "
             "with different content",
         )
+
+    async def _apply_rotations(self, opened: OpenedBatch) -> None:
+        """Record old -> new pseudonyms; earlier mappings to an old one now point to the new.
+
+        Stored readings keep the pseudonym they arrived with (lineage); the
+        ``meter_readings_continuous`` view resolves every one to the meter's current pseudonym.
+        """
+        for rotation in opened.payload.rotations:
+            old, new = list(rotation.old_meters), list(rotation.new_meters)
+            await self.conn.execute(
+                "UPDATE pseudonym_map p SET new_meter = m.new FROM unnest(%s::bytea[], %s::bytea[])"
+                " AS m(old, new) WHERE p.new_meter = m.old",
+                (old, new),
+            )
+            await self.conn.execute(
+                "INSERT INTO pseudonym_map SELECT m.old, m.new, %s, %s, %s, %s"
+                " FROM unnest(%s::bytea[], %s::bytea[]) AS m(old, new)"
+                " ON CONFLICT (old_meter) DO UPDATE SET new_meter = excluded.new_meter",
+                (
+                    rotation.old_key_id,
+                    rotation.new_key_id,
+                    opened.header.agent_id,
+                    opened.header.sequence,
+                    old,
+                    new,
+                ),
+            )
 
     async def _copy_meter_readings(self, opened: OpenedBatch) -> None:
         columns = opened.payload.meter_readings

@@ -27,7 +27,7 @@ from edge_agent import __version__
 from edge_agent.config import AgentConfig
 from edge_agent.errors import BufferUnavailable, ConfigError, EdgeError, SourceError
 from edge_agent.keys import load_pseudonym_key, load_signing_key
-from edge_agent.sinks.buffer import Buffer, BufferStatistics
+from edge_agent.sinks.buffer import Buffer, BufferStatistics, Rotation
 from edge_agent.sinks.uplink import Uplink
 from edge_agent.sources.breaker import CircuitBreaker
 from edge_agent.sources.modbus import ModbusConcentrator
@@ -74,6 +74,22 @@ def check_environment(config: AgentConfig) -> None:
     folder = config.buffer_path.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise ConfigError("buffer.path", f"folder {folder} does not exist or is not writable")
+    if config.buffer_path.exists():
+        buffer = Buffer(config.buffer_path, read_only=True)
+        try:
+            _check_key_id(config, buffer.pseudonym_key_id())
+        finally:
+            buffer.close()
+
+
+def _check_key_id(config: AgentConfig, buffered: str | None) -> None:
+    """The configured pseudonymization key must be the one the buffer's meters are under."""
+    if buffered not in (None, config.pseudonym_key_id):
+        raise ConfigError(
+            "pseudonymization.key_id",
+            f"is {config.pseudonym_key_id!r} but the buffered meters are pseudonymized under "
+            f"{buffered!r}; switch keys with `edge-agent rotate-pseudonym-key`",
+        )
 
 
 @dataclass
@@ -133,6 +149,12 @@ class EdgeAgent:
         self.pressure = "normal"
         self._last_fill = 0.0
         self._largest_step = 0.0
+        try:
+            _check_key_id(config, self.buffer.pseudonym_key_id())
+        except ConfigError:
+            self.buffer.close()
+            raise
+        self.buffer.adopt_pseudonym_key_id(config.pseudonym_key_id)
         cursors = self.buffer.device_cursors()
         self.validator = Validator(config.validation)
         self.validation = ValidationStatistics()
@@ -361,11 +383,17 @@ class EdgeAgent:
         return made
 
     def _seal(
-        self, readings: list[PseudonymousReading], points: list[TelemetryPoint], sequence: int
+        self,
+        readings: list[PseudonymousReading],
+        points: list[TelemetryPoint],
+        sequence: int,
+        rotations: list[Rotation],
     ) -> bytes:
         """Build, hash and sign one batch (runs in the I/O thread, inside the buffer's commit)."""
         signed = seal_batch(
-            batch_payload(readings, points),
+            batch_payload(
+                readings, points, [(r.old_key_id, r.new_key_id, r.pairs()) for r in rotations]
+            ),
             agent_id=self.config.agent_id,
             sequence=sequence,
             created_ms=time.time_ns() // 1_000_000,

@@ -22,6 +22,7 @@ from edge_agent.agent import EdgeAgent, check_environment
 from edge_agent.config import AgentConfig, load_config
 from edge_agent.errors import ConfigError, EdgeError
 from edge_agent.keys import generate_pseudonym_key, generate_signing_key
+from edge_agent.rotation import rotate_pseudonym_key
 from edge_agent.sinks.buffer import Buffer
 from edge_agent.sinks.uplink import ack_label
 
@@ -104,6 +105,39 @@ def pseudonym_keygen(out: Path) -> None:
     except EdgeError as exc:
         raise click.ClickException(str(exc)) from None
     _print({"pseudonym_key": str(out)})
+
+
+@main.command("rotate-pseudonym-key")
+@config_option
+@click.option(
+    "--new-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The new key, from `edge-agent pseudonym-keygen` (mode 0600).",
+)
+@click.option("--new-key-id", required=True, help="The new key's public name.")
+def rotate_pseudonym_key_command(config_path: Path, new_key_file: Path, new_key_id: str) -> None:
+    """Switch to a new pseudonymization key, keeping every meter's central history joined.
+
+    Stop the agent first. Reads every concentrator once, re-keys the buffer, and queues the
+    signed old -> new mapping for the core. Then set pseudonymization.key_file and key_id to
+    the new key and start the agent (it refuses to start under the old key id).
+
+    Example: edge-agent rotate-pseudonym-key --new-key-file p2.key --new-key-id north-2027-01
+    """
+    config = _load(config_path)
+    try:
+        mapped = rotate_pseudonym_key(config, new_key_file=new_key_file, new_key_id=new_key_id)
+    except EdgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    _print(
+        {
+            "meters_mapped": mapped,
+            "old_key_id": config.pseudonym_key_id,
+            "new_key_id": new_key_id,
+            "next": "set pseudonymization.key_file and key_id to the new key, then start the agent",
+        }
+    )
 
 
 @main.command("check-config")

@@ -20,6 +20,7 @@ from proto import meterpipe_pb2 as pb
 
 PAYLOAD_SCHEMA_VERSION = 1  # the only BatchPayload layout this release writes and reads
 MAX_AGENT_ID_LENGTH = 64
+PSEUDONYM_BYTES = 32  # HMAC-SHA-256 output
 MAX_SEQUENCE = 2**63 - 1  # sequences are stored as signed 64-bit integers
 SPOKEN_SCHEMA_VERSIONS = frozenset({1})
 # Domain separation: a signature made for a batch can never be valid for any other message type.
@@ -155,8 +156,14 @@ def _check_columns(payload: pb.BatchPayload) -> None:
             ("device_index", readings.device_index, len(payload.devices)),
         ),
     )
-    if any(len(meter) != 32 for meter in readings.meters):  # noqa: PLR2004 - SHA-256 digest size
+    if any(len(meter) != PSEUDONYM_BYTES for meter in readings.meters):
         raise EnvelopeError(pb.REJECT_REASON_MALFORMED, "a meter pseudonym is not 32 bytes")
+    for rotation in payload.rotations:
+        meters = [*rotation.old_meters, *rotation.new_meters]
+        if len(rotation.old_meters) != len(rotation.new_meters) or any(
+            len(m) != PSEUDONYM_BYTES for m in meters
+        ):
+            raise EnvelopeError(pb.REJECT_REASON_MALFORMED, "a pseudonym rotation is not pairwise")
     telemetry = payload.transformer_telemetry
     _check_table(
         "telemetry",

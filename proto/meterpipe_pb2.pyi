@@ -79,15 +79,29 @@ class TransformerTelemetry(_message.Message):
     quality_flags: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, transformers: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Iterable[str]] = ..., transformer_index: _Optional[_Iterable[int]] = ..., metric_index: _Optional[_Iterable[int]] = ..., time_ms: _Optional[_Iterable[int]] = ..., value: _Optional[_Iterable[float]] = ..., quality_flags: _Optional[_Iterable[int]] = ...) -> None: ...
 
+class PseudonymRotation(_message.Message):
+    __slots__ = ("old_key_id", "new_key_id", "old_meters", "new_meters")
+    OLD_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    NEW_KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    OLD_METERS_FIELD_NUMBER: _ClassVar[int]
+    NEW_METERS_FIELD_NUMBER: _ClassVar[int]
+    old_key_id: str
+    new_key_id: str
+    old_meters: _containers.RepeatedScalarFieldContainer[bytes]
+    new_meters: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, old_key_id: _Optional[str] = ..., new_key_id: _Optional[str] = ..., old_meters: _Optional[_Iterable[bytes]] = ..., new_meters: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
 class BatchPayload(_message.Message):
-    __slots__ = ("meter_readings", "transformer_telemetry", "devices")
+    __slots__ = ("meter_readings", "transformer_telemetry", "devices", "rotations")
     METER_READINGS_FIELD_NUMBER: _ClassVar[int]
     TRANSFORMER_TELEMETRY_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
+    ROTATIONS_FIELD_NUMBER: _ClassVar[int]
     meter_readings: MeterReadings
     transformer_telemetry: TransformerTelemetry
     devices: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, meter_readings: _Optional[_Union[MeterReadings, _Mapping]] = ..., transformer_telemetry: _Optional[_Union[TransformerTelemetry, _Mapping]] = ..., devices: _Optional[_Iterable[str]] = ...) -> None: ...
+    rotations: _containers.RepeatedCompositeFieldContainer[PseudonymRotation]
+    def __init__(self, meter_readings: _Optional[_Union[MeterReadings, _Mapping]] = ..., transformer_telemetry: _Optional[_Union[TransformerTelemetry, _Mapping]] = ..., devices: _Optional[_Iterable[str]] = ..., rotations: _Optional[_Iterable[_Union[PseudonymRotation, _Mapping]]] = ...) -> None: ...
 
 class BatchHeader(_message.Message):
     __slots__ = ("agent_id", "sequence", "created_ms", "schema_version", "pseudonym_key_id", "payload_sha256", "software_version", "register_map_version")

@@ -33,7 +33,7 @@ def buffer(tmp_path):
     buf.close()
 
 
-def seal_as_text(readings, points, sequence):
+def seal_as_text(readings, points, sequence, rotations):
     return f"{sequence}:{len(readings)}".encode()
 
 
@@ -84,7 +84,7 @@ def test_failed_seal_leaves_readings_pending_and_the_sequence_unused(buffer):
     """If signing fails mid-transaction, nothing moves and the next batch reuses the number."""
     buffer.put_readings([reading(1, 900)])
 
-    def broken(readings, points, sequence):
+    def broken(readings, points, sequence, rotations):
         raise RuntimeError("signing failed")
 
     with pytest.raises(RuntimeError):

@@ -46,6 +46,7 @@ def test_catalog_lists_the_stored_datasets_with_descriptions(storage_dsn, storag
         "schema_migrations",
         "storage_settings",
         "transformer_telemetry",
+        "pseudonym_map",
     }
     assert "pseudonymous meter" in datasets["meter_readings"]["description"]
     assert datasets["meter_readings"]["rows"] == 1

@@ -39,7 +39,8 @@ def fill(buffer: Buffer, batches: int) -> None:
         [PseudonymousReading(m.to_bytes(32, "big"), 900, 1, 1, 0, 0, "d") for m in range(batches)]
     )
     while buffer.seal_batch(
-        lambda readings, points, seq: pb.SignedBatch().SerializeToString(), max_readings=1
+        lambda readings, points, seq, rotations: pb.SignedBatch().SerializeToString(),
+        max_readings=1,
     ):
         pass
 

@@ -60,6 +60,13 @@ CREATE TABLE IF NOT EXISTS meter_profile (
     meter BLOB PRIMARY KEY,
     profile BLOB NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rotations (
+    id INTEGER PRIMARY KEY,
+    old_key_id TEXT NOT NULL,
+    new_key_id TEXT NOT NULL,
+    old_meters BLOB NOT NULL,
+    new_meters BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY,
     received_ms INTEGER NOT NULL,
@@ -125,8 +132,28 @@ _STATE_ROW = operator.attrgetter(
     "interval_end", "register_wh", "last_energy_wh", "last_valid_wh", "repeats", "zeros"
 )
 
-# (meter readings, telemetry points, sequence) -> the serialized SignedBatch
-SealFunction = Callable[[list[PseudonymousReading], list[TelemetryPoint], int], bytes]
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """A key rotation still to be sent: pseudonyms under the old key and the new, in order."""
+
+    old_key_id: str
+    new_key_id: str
+    old_meters: bytes  # concatenated 32-byte pseudonyms
+    new_meters: bytes
+
+    def pairs(self) -> list[tuple[bytes, bytes]]:
+        """(old, new) pseudonym pairs."""
+        return [
+            (self.old_meters[i : i + 32], self.new_meters[i : i + 32])
+            for i in range(0, len(self.old_meters), 32)
+        ]
+
+
+# (meter readings, telemetry points, sequence, key rotations) -> the serialized SignedBatch
+SealFunction = Callable[
+    [list[PseudonymousReading], list[TelemetryPoint], int, list[Rotation]], bytes
+]
 
 
 class Buffer:
@@ -322,7 +349,10 @@ class Buffer:
                 " ORDER BY id LIMIT ?",
                 (max_readings - len(rows),),
             ).fetchall()
-            if not rows and not points:
+            rotations = self._db.execute(
+                "SELECT id, old_key_id, new_key_id, old_meters, new_meters FROM rotations"
+            ).fetchall()
+            if not rows and not points and not rotations:
                 return None
             sequence = self._db.execute(
                 "SELECT value FROM agent_state WHERE key = 'next_sequence'"
@@ -331,7 +361,9 @@ class Buffer:
                 [PseudonymousReading(*row[1:]) for row in rows],
                 [TelemetryPoint(*point[1:]) for point in points],
                 sequence,
+                [Rotation(*rotation[1:]) for rotation in rotations],
             )
+            self._db.execute("DELETE FROM rotations")
             self._db.execute(
                 "INSERT INTO batches (sequence, created_ms, readings, signed, state) "
                 "VALUES (?, ?, ?, ?, 'pending')",
@@ -394,6 +426,49 @@ class Buffer:
                     sequence,
                 ),
             )
+
+    def pseudonym_key_id(self) -> str | None:
+        """The key id the buffer's meters are pseudonymized under (None for a new buffer)."""
+        rows = self._query("SELECT value FROM agent_state WHERE key = 'pseudonym_key_id'")
+        return str(rows[0][0]) if rows else None
+
+    def adopt_pseudonym_key_id(self, key_id: str) -> None:
+        """Record the key id of a new buffer's first pseudonyms."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR IGNORE INTO agent_state VALUES ('pseudonym_key_id', ?)", (key_id,)
+            )
+
+    def rotate_pseudonyms(
+        self, mapping: Mapping[bytes, bytes], *, old_key_id: str, new_key_id: str
+    ) -> int:
+        """Move everything buffered to the new pseudonyms and queue the mapping for the core.
+
+        One transaction: pending readings, validation state and profiles are re-keyed, the
+        mapping waits to travel in the next batch, and the buffer's key id changes. Batches
+        already sealed keep their old pseudonyms and old key id. Returns the meters mapped.
+        """
+        pairs = list(mapping.items())
+        with self._transaction():
+            for table in ("readings", "meter_state", "meter_profile"):
+                self._db.executemany(
+                    f"UPDATE {table} SET meter = ? WHERE meter = ?",  # noqa: S608 - fixed names
+                    [(new, old) for old, new in pairs],
+                )
+            self._db.execute(
+                "INSERT INTO rotations (old_key_id, new_key_id, old_meters, new_meters)"
+                " VALUES (?, ?, ?, ?)",
+                (
+                    old_key_id,
+                    new_key_id,
+                    b"".join(o for o, _ in pairs),
+                    b"".join(n for _, n in pairs),
+                ),
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO agent_state VALUES ('pseudonym_key_id', ?)", (new_key_id,)
+            )
+        return len(pairs)
 
     def set_pressure(self, level: str) -> None:
         """Record the pressure level the agent is at, for ``edge-agent status``."""

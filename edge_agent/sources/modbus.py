@@ -103,7 +103,8 @@ class ModbusConcentrator:
             raise SourceError(self.device, f"history selector write failed: {exc}") from exc
         self._check(reply, "history selector write")
 
-    async def _read_table(self, meter_count: int, *, history: bool) -> list[MeterRecord]:
+    async def read_table(self, meter_count: int, *, history: bool) -> list[MeterRecord]:
+        """Read and decode the whole meter table (live, or the selected history interval)."""
         words: list[int] = []
         table_size = meter_count * register_map.METER_RECORD_REGISTERS
         for address, count in register_map.block_reads(
@@ -136,7 +137,7 @@ class ModbusConcentrator:
             )
         if not header.held:
             return None
-        return await self._read_table(meter_count, history=True)
+        return await self.read_table(meter_count, history=True)
 
     async def poll(self) -> AsyncIterator[Poll]:
         """Missed intervals from the history (oldest first), then the live one if it is new."""
@@ -156,7 +157,7 @@ class ModbusConcentrator:
         # The header was read before the table: if an interval closes during the table read,
         # the next poll sees a newer header and reads again.
         poll_time_ms = time.time_ns() // 1_000_000
-        records = await self._read_table(header.meter_count, history=False)
+        records = await self.read_table(header.meter_count, history=False)
         yield Poll(records, poll_time_ms, header.last_interval_end)
 
     def _missed(self, header: ConcentratorHeader) -> list[int]:

@@ -13,7 +13,9 @@ def _index(values: list, dictionary: dict) -> list[int]:
 
 
 def batch_payload(
-    readings: list[PseudonymousReading], points: list[TelemetryPoint] | None = None
+    readings: list[PseudonymousReading],
+    points: list[TelemetryPoint] | None = None,
+    rotations: list[tuple[str, str, list[tuple[bytes, bytes]]]] | None = None,
 ) -> pb.BatchPayload:
     """Columns for both kinds of data; meters, devices, transformers, metrics listed once."""
     meters: dict[bytes, int] = {}
@@ -40,6 +42,14 @@ def batch_payload(
         telemetry.time_ms.extend(p.time_ms for p in points)
         telemetry.value.extend(p.value for p in points)
         telemetry.quality_flags.extend(p.quality_flags for p in points)
-    return pb.BatchPayload(
+    payload = pb.BatchPayload(
         meter_readings=columns, transformer_telemetry=telemetry, devices=list(devices)
     )
+    for old_key_id, new_key_id, pairs in rotations or []:
+        payload.rotations.add(
+            old_key_id=old_key_id,
+            new_key_id=new_key_id,
+            old_meters=[old for old, _ in pairs],
+            new_meters=[new for _, new in pairs],
+        )
+    return payload
