@@ -1,9 +1,9 @@
 """Benchmark: validate + pseudonymize + buffer on one core, and a 24-hour backlog read back.
 
 1. Throughput: 5,000 meters x 24 intervals of decoded records go through pseudonymization,
-   VEE validation and the buffer commit (one commit per 1,000-meter poll, synchronous=full),
-   as the agent does them. Baseline in the same run: the bare SQLite insert of the same rows
-   into the same table, one commit per 1,000 rows.
+   VEE validation and the buffer commit (one commit per poll of a 1,000- and of a 2,500-meter
+   concentrator, synchronous=full), as the agent does them. Baseline in the same run: the bare
+   SQLite insert of the same rows into the same table, one commit per poll.
 2. Backlog: a simulated concentrator of 5,000 meters closes 96 intervals (24 hours) with no
    agent; then an agent-equivalent poll reads all of it back over Modbus TCP from the history
    and buffers it. Prints the wall time and readings/s.
@@ -57,19 +57,19 @@ def records(meters: int, intervals: int) -> list[list[MeterRecord]]:
     return polls
 
 
-def pipeline(polls: list[list[MeterRecord]], folder: Path) -> float:
+def pipeline(polls: list[list[MeterRecord]], folder: Path, poll_size: int = 1_000) -> float:
     """Readings per second through pseudonymize + validate + buffer."""
-    buffer = Buffer(folder / "pipeline.sqlite")
+    buffer = Buffer(folder / f"pipeline-{poll_size}.sqlite")
     pseudonymizer = Pseudonymizer(key=KEY, key_id="k")
     validator = Validator()
     states: dict[bytes, MeterState] = {}
     count = 0
     started = time.perf_counter()
     for poll in polls:
-        for chunk in range(0, len(poll), 1_000):
+        for chunk in range(0, len(poll), poll_size):
             readings = [
                 pseudonymizer.apply(r, poll_time_ms=0, device="d")
-                for r in poll[chunk : chunk + 1_000]
+                for r in poll[chunk : chunk + poll_size]
             ]
             checked = validator.validate(readings, states)
             buffer.put_readings(
@@ -85,16 +85,16 @@ def pipeline(polls: list[list[MeterRecord]], folder: Path) -> float:
     return count / elapsed
 
 
-def bare_insert(polls: list[list[MeterRecord]], folder: Path) -> float:
+def bare_insert(polls: list[list[MeterRecord]], folder: Path, poll_size: int = 1_000) -> float:
     """Readings per second for the bare insert of the same rows, same table, same sync."""
-    Buffer(folder / "bare.sqlite").close()
-    db = sqlite3.connect(folder / "bare.sqlite", isolation_level=None)
+    Buffer(folder / f"bare-{poll_size}.sqlite").close()
+    db = sqlite3.connect(folder / f"bare-{poll_size}.sqlite", isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     count = 0
     started = time.perf_counter()
     for poll in polls:
-        for chunk in range(0, len(poll), 1_000):
+        for chunk in range(0, len(poll), poll_size):
             rows = [
                 (
                     r.serial.to_bytes(32, "big"),
@@ -105,7 +105,7 @@ def bare_insert(polls: list[list[MeterRecord]], folder: Path) -> float:
                     0,
                     "d",
                 )
-                for r in poll[chunk : chunk + 1_000]
+                for r in poll[chunk : chunk + poll_size]
             ]
             db.execute("BEGIN")
             db.executemany(
@@ -271,12 +271,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         polls = records(5_000, 24)
-        rate = pipeline(polls, folder)
-        base = bare_insert(polls, folder)
-        print(
-            f"validate + pseudonymize + buffer: {rate:9,.0f} readings/s on one core "
-            f"(bare SQLite insert of the same rows: {base:9,.0f} readings/s)"
-        )
+        for poll_size in (1_000, 2_500):
+            rate = pipeline(polls, folder, poll_size)
+            base = bare_insert(polls, folder, poll_size)
+            print(
+                f"validate + pseudonymize + buffer, {poll_size:,}-meter polls: {rate:9,.0f} "
+                f"readings/s on one core (bare SQLite insert of the same rows: {base:9,.0f})"
+            )
         elapsed, total = backlog(folder)
         print(
             f"24-hour backlog: {total:,} readings of 5,000 meters read back over Modbus and "

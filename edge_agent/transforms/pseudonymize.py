@@ -54,12 +54,12 @@ class Pseudonymizer:
 
     def apply(self, record: MeterRecord, *, poll_time_ms: int, device: str) -> PseudonymousReading:
         """Turn a decoded record into a reading that no longer carries the serial."""
-        return PseudonymousReading(
-            meter=self.pseudonym(record.serial),
-            interval_end=record.interval_end,
-            energy_wh=record.energy_wh,
-            register_wh=record.register_wh,
-            quality_flags=record.quality_flags,
-            poll_time_ms=poll_time_ms,
-            device=device,
+        return PseudonymousReading(  # positional: this runs once per reading
+            self.pseudonym(record.serial),
+            record.interval_end,
+            record.energy_wh,
+            record.register_wh,
+            record.quality_flags,
+            poll_time_ms,
+            device,
         )

@@ -240,14 +240,14 @@ class Validator:
         if valid:
             learned = energy if usual != usual else usual + rules.profile_weight * (energy - usual)  # noqa: PLR0124
             profile = _profile_with(profile, slot, learned)
-        new_state = MeterState(
-            interval_end=reading.interval_end,
-            register_wh=reading.register_wh,
-            last_energy_wh=energy,
-            last_valid_wh=energy if valid else state.last_valid_wh,
-            repeats=repeats,
-            zeros=zeros,
-            profile=profile,
+        new_state = MeterState(  # positional, in field order: this runs once per reading
+            end,
+            reading.register_wh,
+            energy,
+            energy if valid else state.last_valid_wh,
+            repeats,
+            zeros,
+            profile,
         )
         flagged = PseudonymousReading(
             reading.meter,
