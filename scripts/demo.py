@@ -45,8 +45,8 @@ def spawn(*args: str, log: IO[str], env: dict[str, str] | None = None) -> subpro
     return subprocess.Popen([str(BIN / args[0]), *args[1:]], env=env, stderr=log)
 
 
-def write_agent_config(work: Path, *, core_port: int, sim_port: int) -> Path:
-    """The agent's TOML configuration for this demo: the two concentrators of ``small``."""
+def write_agent_config(work: Path, *, core_port: int, sim_port: int, mqtt_port: int) -> Path:
+    """The agent's TOML configuration: the two concentrators and the transformer of ``small``."""
     path = work / "edge-agent.toml"
     path.write_text(
         f"""
@@ -76,6 +76,14 @@ name = "N-S01-C2"
 host = "127.0.0.1"
 port = {sim_port + 1}
 poll_interval_seconds = 0.2
+
+[mqtt]
+host = "127.0.0.1"
+port = {mqtt_port}
+
+[[mqtt.transformers]]
+topic = "grid/North/N-S01/N-S01-T1/telemetry"
+transformer_id = "N-S01-T1"
 """
     )
     return path
@@ -121,7 +129,9 @@ def main() -> int:
             broker, mqtt_port = start_broker(work)
             processes.append(broker)
             core_port, sim_port = free_loopback_port(), free_loopback_ports(3)
-            config = write_agent_config(work, core_port=core_port, sim_port=sim_port)
+            config = write_agent_config(
+                work, core_port=core_port, sim_port=sim_port, mqtt_port=mqtt_port
+            )
             logs = (work / "logs.txt").open("w")
             processes.append(
                 spawn(
@@ -180,7 +190,8 @@ def report(dsn: str, record_path: Path, expected: int, stored: int) -> None:
     with psycopg.connect(dsn) as conn:
         row = conn.execute(
             "SELECT count(*), count(DISTINCT meter), count(DISTINCT interval_end),"
-            " sum(energy_wh)::bigint, (SELECT count(*) FROM batches) FROM meter_readings"
+            " sum(energy_wh)::bigint, (SELECT count(*) FROM batches),"
+            " (SELECT count(*) FROM transformer_telemetry) FROM meter_readings"
         ).fetchone()
     print(
         json.dumps(
@@ -196,6 +207,7 @@ def report(dsn: str, record_path: Path, expected: int, stored: int) -> None:
                     "intervals": row[2],
                     "energy_wh": row[3],
                     "batches": row[4],
+                    "transformer_telemetry_points": row[5],
                 },
                 "complete": stored == expected and row[3] == served_wh[1],
             },
