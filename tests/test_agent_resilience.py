@@ -74,6 +74,25 @@ def test_readings_wait_in_the_buffer_until_the_core_comes_up(
     assert stored(storage_dsn) == (2 * METERS, 2 * METERS)
 
 
+def assert_restart_delivers_each_once(agent, dsn: str, *, intervals: int) -> None:
+    """Start the agent once more: every interval arrives, each reading exactly once."""
+    process = agent.run()
+    try:
+        wait_until(
+            lambda: stored(dsn)[0] >= intervals * METERS,
+            timeout=60,
+            what="every interval in the database",
+        )
+        wait_until(
+            lambda: buffer_status(agent)["pending_batches"] == 0,
+            timeout=30,
+            what="every batch acknowledged",
+        )
+    finally:
+        stop_process(process)
+    assert stored(dsn) == (intervals * METERS, intervals * METERS)
+
+
 def test_sigkill_loses_nothing_and_duplicates_nothing(
     simulator, agent_setup, core_server, storage_dsn
 ):
@@ -90,21 +109,7 @@ def test_sigkill_loses_nothing_and_duplicates_nothing(
         )
         process.send_signal(signal.SIGKILL)
         process.wait()
-    process = agent.run()
-    try:
-        wait_until(
-            lambda: stored(storage_dsn)[0] >= 3 * METERS,
-            timeout=60,
-            what="every interval in the database",
-        )
-        wait_until(
-            lambda: buffer_status(agent)["pending_batches"] == 0,
-            timeout=30,
-            what="every batch acknowledged",
-        )
-    finally:
-        stop_process(process)
-    assert stored(storage_dsn) == (3 * METERS, 3 * METERS)
+    assert_restart_delivers_each_once(agent, storage_dsn, intervals=3)
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.15, 0.3, 0.6])
@@ -125,18 +130,4 @@ def test_sigkill_at_any_moment_of_a_cycle_loses_nothing(
         time.sleep(delay)
         process.send_signal(signal.SIGKILL)
         process.wait()
-    process = agent.run()
-    try:
-        wait_until(
-            lambda: stored(storage_dsn)[0] >= 4 * METERS,
-            timeout=60,
-            what="every interval in the database",
-        )
-        wait_until(
-            lambda: buffer_status(agent)["pending_batches"] == 0,
-            timeout=30,
-            what="every batch acknowledged",
-        )
-    finally:
-        stop_process(process)
-    assert stored(storage_dsn) == (4 * METERS, 4 * METERS)
+    assert_restart_delivers_each_once(agent, storage_dsn, intervals=4)

@@ -45,13 +45,10 @@ def fill(buffer: Buffer, batches: int) -> None:
         pass
 
 
-def test_streams_ended_by_the_core_are_retried_and_nothing_is_dropped(tmp_path):
-    """Writes racing a stream the core ended never crash the uplink; unanswered batches stay."""
-    buffer = Buffer(tmp_path / "b.sqlite")
-    fill(buffer, 20)
-    core = AbortingCore()
+def run_uplink_until(core, buffer: Buffer, done, *, ack_timeout: float = 60.0) -> Uplink:
+    """Run an uplink against ``core`` (a real gRPC server on loopback) until ``done(uplink)``."""
 
-    async def scenario() -> None:
+    async def scenario() -> Uplink:
         server = grpc.aio.server()
         pb_grpc.add_IngestServicer_to_server(core, server)
         port = server.add_insecure_port(f"127.0.0.1:{free_loopback_port()}")
@@ -65,19 +62,29 @@ def test_streams_ended_by_the_core_are_retried_and_nothing_is_dropped(tmp_path):
             buffer=buffer,
             buffer_call=direct,
             max_in_flight=8,
+            ack_timeout_seconds=ack_timeout,
             rng=random.Random(1),
         )
         runner = asyncio.create_task(uplink.run())
         try:
             async with asyncio.timeout(30):
-                while core.streams < 5:
+                while not done(uplink):
                     assert not runner.done(), runner.exception()
                     await asyncio.sleep(0.05)
         finally:
             runner.cancel()
             await server.stop(None)
+        return uplink
 
-    asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_streams_ended_by_the_core_are_retried_and_nothing_is_dropped(tmp_path):
+    """Writes racing a stream the core ended never crash the uplink; unanswered batches stay."""
+    buffer = Buffer(tmp_path / "b.sqlite")
+    fill(buffer, 20)
+    core = AbortingCore()
+    run_uplink_until(core, buffer, lambda _uplink: core.streams >= 5)
     stats = buffer.statistics()
     assert (stats.acknowledged_batches, stats.pending_batches) == (1, 19)
     buffer.close()
@@ -120,35 +127,7 @@ def test_unanswered_batches_break_the_session_after_the_ack_timeout(tmp_path):
     """A core that reads but never answers is given up on, and the batches stay pending."""
     buffer = Buffer(tmp_path / "b.sqlite")
     fill(buffer, 3)
-
-    async def scenario() -> int:
-        server = grpc.aio.server()
-        pb_grpc.add_IngestServicer_to_server(SilentCore(), server)
-        port = server.add_insecure_port(f"127.0.0.1:{free_loopback_port()}")
-        await server.start()
-
-        async def direct(method, *args, **kwargs):
-            return method(*args, **kwargs)
-
-        uplink = Uplink(
-            target=f"127.0.0.1:{port}",
-            buffer=buffer,
-            buffer_call=direct,
-            max_in_flight=8,
-            ack_timeout_seconds=1.5,
-            rng=random.Random(1),
-        )
-        runner = asyncio.create_task(uplink.run())
-        try:
-            async with asyncio.timeout(20):
-                while uplink.sessions < 2:
-                    assert not runner.done(), runner.exception()
-                    await asyncio.sleep(0.05)
-        finally:
-            runner.cancel()
-            await server.stop(None)
-        return uplink.sessions
-
-    assert asyncio.run(scenario()) >= 2
+    uplink = run_uplink_until(SilentCore(), buffer, lambda up: up.sessions >= 2, ack_timeout=1.5)
+    assert uplink.sessions >= 2
     assert buffer.statistics().pending_batches == 3
     buffer.close()
