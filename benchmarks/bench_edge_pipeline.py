@@ -68,15 +68,16 @@ def pipeline(polls: list[list[MeterRecord]], folder: Path, poll_size: int = 1_00
     started = time.perf_counter()
     for poll in polls:
         for chunk in range(0, len(poll), poll_size):
+            device = f"d{chunk}"  # one concentrator per poll_size meters
             readings = [
-                pseudonymizer.apply(r, poll_time_ms=0, device="d")
+                pseudonymizer.apply(r, poll_time_ms=0, device=device)
                 for r in poll[chunk : chunk + poll_size]
             ]
             checked = validator.validate(readings, states)
             buffer.put_readings(
                 checked.readings,
-                states=checked.states,
-                device="d",
+                states=checked.states,  # every meter of the device polls every interval here
+                device=device,
                 interval_end=readings[0].interval_end,
             )
             states.update(checked.states)

@@ -159,6 +159,7 @@ class EdgeAgent:
         self.validator = Validator(config.validation)
         self.validation = ValidationStatistics()
         self._meter_states = self.buffer.meter_states()
+        self._device_meters = self.buffer.device_meters()  # meters behind each device
         self.sources = [
             ModbusConcentrator(source, delivered_up_to=cursors.get(source.device, 0))
             for source in config.modbus_sources
@@ -291,10 +292,13 @@ class EdgeAgent:
                 for record in poll.records
             ]
             checked = self.validator.validate(readings, self._meter_states)
+            known = self._device_meters.setdefault(source.device, set())
+            known.update(checked.states)
+            device_states = {m: checked.states.get(m) or self._meter_states[m] for m in known}
             fresh = await self.buffer_call(
                 self.buffer.put_readings,
                 checked.readings,
-                states=checked.states,
+                states=device_states,
                 quarantined=checked.quarantined,
                 device=source.device,
                 interval_end=poll.interval_end,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import operator
 import sqlite3
+import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,14 +48,9 @@ CREATE TABLE IF NOT EXISTS telemetry (
     value REAL NOT NULL,
     quality_flags INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS meter_state (
-    meter BLOB PRIMARY KEY,
-    interval_end INTEGER NOT NULL,
-    register_wh INTEGER NOT NULL,
-    last_energy_wh INTEGER NOT NULL,
-    last_valid_wh INTEGER,
-    repeats INTEGER NOT NULL,
-    zeros INTEGER NOT NULL
+CREATE TABLE IF NOT EXISTS device_state (
+    device TEXT PRIMARY KEY,
+    states BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meter_profile (
     meter BLOB PRIMARY KEY,
@@ -128,9 +124,26 @@ PRESSURE_LEVELS = ("normal", "shedding", "paused")
 _READING_ROW = operator.attrgetter(
     "meter", "interval_end", "energy_wh", "register_wh", "quality_flags", "poll_time_ms", "device"
 )
-_STATE_ROW = operator.attrgetter(
-    "interval_end", "register_wh", "last_energy_wh", "last_valid_wh", "repeats", "zeros"
-)
+# One meter's validation state, packed: pseudonym, interval end, register, last energy, last
+# valid energy (NO_VALUE when none), repeats, zeros.
+_STATE = struct.Struct("<32sqqqqii")
+NO_VALUE = -(2**63)
+
+
+def _pack_states(states: Mapping[bytes, MeterState]) -> bytes:
+    pack = _STATE.pack
+    return b"".join(
+        pack(
+            meter,
+            s.interval_end,
+            s.register_wh,
+            s.last_energy_wh,
+            NO_VALUE if s.last_valid_wh is None else s.last_valid_wh,
+            s.repeats,
+            s.zeros,
+        )
+        for meter, s in states.items()
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,11 +231,12 @@ class Buffer:
     ) -> int:
         """Commit one poll atomically: readings, meter states, quarantine, device cursor.
 
-        Validation decided what is new (``edge_agent.transforms.validate``); its ``states``
-        are saved in the same commit, so after a crash validation resumes exactly where the
-        buffer is. Their time-of-day profiles (384 bytes a meter, a learned statistic) are
-        saved once a day, with each meter's first interval after midnight UTC, and by
-        ``save_profiles`` at shutdown: a crash forgets at most a day of learning. With
+        Validation decided what is new (``edge_agent.transforms.validate``); ``states`` (all
+        of the device's meters) are saved in the same commit, so after a crash validation
+        resumes exactly where the buffer is. Their time-of-day profiles (384 bytes a meter, a
+        learned statistic) are saved once a day, with each meter's first interval after
+        midnight UTC, and by ``save_profiles`` at shutdown: a crash forgets at most a day of
+        learning. With
         ``device``, the device's delivery cursor moves to ``interval_end`` in the same commit:
         a restarted agent backfills from exactly there. Returns the number of readings written.
         """
@@ -234,10 +248,13 @@ class Buffer:
                 " poll_time_ms, device) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 map(_READING_ROW, readings),
             )
-            self._db.executemany(
-                "INSERT OR REPLACE INTO meter_state VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(meter, *_STATE_ROW(state)) for meter, state in states.items()],
-            )
+            if states:
+                # All of a device's meters in one packed row: one write per poll instead of
+                # one per meter (the per-meter upserts cost a fifth of the throughput).
+                self._db.execute(
+                    "INSERT OR REPLACE INTO device_state VALUES (?, ?)",
+                    (device or "", _pack_states(states)),
+                )
             self._write_profiles(
                 {m: s for m, s in states.items() if s.interval_end % 86_400 <= FIRST_INTERVAL}
             )
@@ -283,21 +300,29 @@ class Buffer:
         with self._transaction():
             self._write_profiles(states)
 
+    def device_meters(self) -> dict[str, set[bytes]]:
+        """Which meters each device's saved state covers."""
+        return {
+            device: {row[0] for row in _STATE.iter_unpack(packed)}
+            for device, packed in self._query("SELECT device, states FROM device_state")
+        }
+
     def meter_states(self) -> dict[bytes, MeterState]:
         """Validation's per-meter memory as last committed."""
         profiles = dict(self._query("SELECT meter, profile FROM meter_profile"))
-        return {
-            row[0]: MeterState(
-                interval_end=row[1],
-                register_wh=row[2],
-                last_energy_wh=row[3],
-                last_valid_wh=row[4],
-                repeats=row[5],
-                zeros=row[6],
-                profile=bytes(profiles.get(row[0], EMPTY_PROFILE)),
-            )
-            for row in self._query("SELECT * FROM meter_state")
-        }
+        states = {}
+        for (packed,) in self._query("SELECT states FROM device_state"):
+            for meter, end, register, last, valid, repeats, zeros in _STATE.iter_unpack(packed):
+                states[meter] = MeterState(
+                    end,
+                    register,
+                    last,
+                    None if valid == NO_VALUE else valid,
+                    repeats,
+                    zeros,
+                    bytes(profiles.get(meter, EMPTY_PROFILE)),
+                )
+        return states
 
     def quarantined(self, *, limit: int = 100) -> list[dict[str, Any]]:
         """The most recent quarantined items, newest first."""
@@ -450,7 +475,15 @@ class Buffer:
         """
         pairs = list(mapping.items())
         with self._transaction():
-            for table in ("readings", "meter_state", "meter_profile"):
+            for device, packed in self._db.execute("SELECT * FROM device_state").fetchall():
+                rows = [
+                    (mapping.get(row[0], row[0]), *row[1:]) for row in _STATE.iter_unpack(packed)
+                ]
+                self._db.execute(
+                    "UPDATE device_state SET states = ? WHERE device = ?",
+                    (b"".join(_STATE.pack(*row) for row in rows), device),
+                )
+            for table in ("readings", "meter_profile"):
                 self._db.executemany(
                     f"UPDATE {table} SET meter = ? WHERE meter = ?",  # noqa: S608 - fixed names
                     [(new, old) for old, new in pairs],
