@@ -199,6 +199,35 @@ def status(config_path: Path) -> None:
 @main.command()
 @config_option
 @click.option(
+    "--limit",
+    type=click.IntRange(1, 10_000),
+    default=20,
+    show_default=True,
+    help="How many of the most recent items to show.",
+)
+def quarantine(config_path: Path, limit: int) -> None:
+    """Show the most recent quarantined readings and messages, with the reason for each.
+
+    Example: edge-agent quarantine --config edge-agent.toml --limit 5
+    """
+    config = _load(config_path)
+    try:
+        buffer = Buffer(config.buffer_path, read_only=True)
+    except EdgeError as exc:
+        raise click.ClickException(f"{exc} (has the agent run yet?)") from None
+    try:
+        items = buffer.quarantined(limit=limit)
+    finally:
+        buffer.close()
+    for item in items:
+        payload = bytes(item["payload"])
+        item["payload"] = payload.decode("utf-8", errors="replace")
+    _print(items)
+
+
+@main.command()
+@config_option
+@click.option(
     "--from-sequence",
     type=click.IntRange(min=1),
     required=True,

@@ -93,3 +93,15 @@ def test_check_config_refuses_a_buffer_in_a_missing_folder(gateway):
     done = edge_agent("check-config", cwd=gateway)
     assert done.returncode == 78
     assert "buffer.path: folder" in done.stderr
+
+
+def test_quarantine_lists_what_was_kept_out_with_the_reason(gateway):
+    """Quarantined items come back newest first, payload readable, reason given."""
+    buffer = Buffer(gateway / "buffer.sqlite")
+    buffer.put_quarantine(source="mqtt", device="grid/x", reason="not JSON", payload=b"\xffTEMP")
+    buffer.put_quarantine(source="mqtt", device="grid/x", reason="seq must be", payload=b"{}")
+    buffer.close()
+    done = edge_agent("quarantine", "--limit", "1", cwd=gateway)
+    assert done.returncode == 0, done.stderr
+    (item,) = json.loads(done.stdout)
+    assert (item["reason"], item["payload"], item["source"]) == ("seq must be", "{}", "mqtt")
