@@ -12,7 +12,7 @@ import dataclasses
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,21 @@ def _load(config_path: Path) -> AgentConfig:
     except ConfigError as exc:
         click.echo(f"Error: invalid configuration: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
+
+
+@contextlib.contextmanager
+def _read_only_buffer(config: AgentConfig) -> Iterator[Buffer]:
+    """The buffer opened for reading only; its errors become one-line messages."""
+    try:
+        buffer = Buffer(config.buffer_path, read_only=True)
+    except EdgeError as exc:
+        raise click.ClickException(f"{exc} (has the agent run yet?)") from None
+    try:
+        yield buffer
+    except EdgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        buffer.close()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -184,16 +199,8 @@ def status(config_path: Path) -> None:
     Example: edge-agent status --config /etc/edge-agent/edge-agent.toml
     """
     config = _load(config_path)
-    try:
-        buffer = Buffer(config.buffer_path, read_only=True)
-    except EdgeError as exc:
-        raise click.ClickException(f"{exc} (has the agent run yet?)") from None
-    try:
+    with _read_only_buffer(config) as buffer:
         _print({"agent_id": config.agent_id, **dataclasses.asdict(buffer.statistics())})
-    except EdgeError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        buffer.close()
 
 
 @main.command()
@@ -211,14 +218,8 @@ def quarantine(config_path: Path, limit: int) -> None:
     Example: edge-agent quarantine --config edge-agent.toml --limit 5
     """
     config = _load(config_path)
-    try:
-        buffer = Buffer(config.buffer_path, read_only=True)
-    except EdgeError as exc:
-        raise click.ClickException(f"{exc} (has the agent run yet?)") from None
-    try:
+    with _read_only_buffer(config) as buffer:
         items = buffer.quarantined(limit=limit)
-    finally:
-        buffer.close()
     for item in items:
         payload = bytes(item["payload"])
         item["payload"] = payload.decode("utf-8", errors="replace")
