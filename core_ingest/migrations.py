@@ -146,10 +146,17 @@ COMMENT ON VIEW meter_readings_continuous IS
     'Readings with meter_now: one pseudonym per meter across edge key rotations';
 """
 
+
+def _add_validation_ruleset(conn: psycopg.Connection, _storage: str) -> None:
+    """Which VEE ruleset set a batch's quality flags (lineage of every flag)."""
+    conn.execute("ALTER TABLE batches ADD COLUMN validation_ruleset text")
+
+
 MIGRATIONS = (
     Migration(1, "base-schema", _create_base_schema),
     Migration(2, "batch-header-hash", _add_header_hash),
     Migration(3, "pseudonym-map", _add_pseudonym_map),
+    Migration(4, "batch-validation-ruleset", _add_validation_ruleset),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -192,8 +192,9 @@ class BatchStore:
             cur = await self.conn.execute(
                 "INSERT INTO batches (agent_id, sequence, payload_sha256, header_sha256,"
                 " schema_version, pseudonym_key_id, software_version, register_map_version,"
-                " devices, created_at, received_at, meter_readings, telemetry_points, core_version)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " devices, created_at, received_at, meter_readings, telemetry_points, core_version,"
+                " validation_ruleset)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (agent_id, sequence) DO NOTHING RETURNING 1",
                 (
                     header.agent_id,
@@ -210,6 +211,7 @@ class BatchStore:
                     len(payload.meter_readings.interval_end),
                     len(payload.transformer_telemetry.time_ms),
                     __version__,
+                    header.validation_ruleset or None,
                 ),
             )
             if await cur.fetchone() is None:

@@ -41,7 +41,7 @@ from edge_agent.transforms.telemetry import (
     TelemetryValidator,
     decode,
 )
-from edge_agent.transforms.validate import Validation, Validator
+from edge_agent.transforms.validate import RULESET_VERSION, Validation, Validator
 from proto import seal_batch
 from proto.quality import SUSPECT, QualityFlag
 
@@ -404,6 +404,7 @@ class EdgeAgent:
             pseudonym_key_id=self._pseudonymizer.key_id,
             software_version=__version__,
             register_map_version=REGISTER_MAP_VERSION,
+            validation_ruleset=RULESET_VERSION,
             private_key=self._signing_key,
         )
         return signed.SerializeToString()

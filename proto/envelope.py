@@ -56,6 +56,7 @@ def seal_batch(  # noqa: PLR0913 - one keyword per header field
     software_version: str,
     register_map_version: int,
     private_key: Ed25519PrivateKey,
+    validation_ruleset: str = "",
 ) -> pb.SignedBatch:
     """Serialize ``payload`` once, hash it, and sign a header that names it."""
     payload_bytes = payload.SerializeToString(deterministic=True)
@@ -68,6 +69,7 @@ def seal_batch(  # noqa: PLR0913 - one keyword per header field
         payload_sha256=hashlib.sha256(payload_bytes).digest(),
         software_version=software_version,
         register_map_version=register_map_version,
+        validation_ruleset=validation_ruleset,
     )
     header_bytes = header.SerializeToString(deterministic=True)
     signature = private_key.sign(SIGNING_CONTEXT + header_bytes)

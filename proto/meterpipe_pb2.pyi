@@ -104,7 +104,7 @@ class BatchPayload(_message.Message):
     def __init__(self, meter_readings: _Optional[_Union[MeterReadings, _Mapping]] = ..., transformer_telemetry: _Optional[_Union[TransformerTelemetry, _Mapping]] = ..., devices: _Optional[_Iterable[str]] = ..., rotations: _Optional[_Iterable[_Union[PseudonymRotation, _Mapping]]] = ...) -> None: ...
 
 class BatchHeader(_message.Message):
-    __slots__ = ("agent_id", "sequence", "created_ms", "schema_version", "pseudonym_key_id", "payload_sha256", "software_version", "register_map_version")
+    __slots__ = ("agent_id", "sequence", "created_ms", "schema_version", "pseudonym_key_id", "payload_sha256", "software_version", "register_map_version", "validation_ruleset")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     CREATED_MS_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +113,7 @@ class BatchHeader(_message.Message):
     PAYLOAD_SHA256_FIELD_NUMBER: _ClassVar[int]
     SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
     REGISTER_MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_RULESET_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     sequence: int
     created_ms: int
@@ -121,7 +122,8 @@ class BatchHeader(_message.Message):
     payload_sha256: bytes
     software_version: str
     register_map_version: int
-    def __init__(self, agent_id: _Optional[str] = ..., sequence: _Optional[int] = ..., created_ms: _Optional[int] = ..., schema_version: _Optional[int] = ..., pseudonym_key_id: _Optional[str] = ..., payload_sha256: _Optional[bytes] = ..., software_version: _Optional[str] = ..., register_map_version: _Optional[int] = ...) -> None: ...
+    validation_ruleset: str
+    def __init__(self, agent_id: _Optional[str] = ..., sequence: _Optional[int] = ..., created_ms: _Optional[int] = ..., schema_version: _Optional[int] = ..., pseudonym_key_id: _Optional[str] = ..., payload_sha256: _Optional[bytes] = ..., software_version: _Optional[str] = ..., register_map_version: _Optional[int] = ..., validation_ruleset: _Optional[str] = ...) -> None: ...
 
 class SignedBatch(_message.Message):
     __slots__ = ("header", "payload", "signature")

@@ -29,9 +29,14 @@ def test_migrate_creates_the_schema_once_and_status_names_the_storage(empty_dsn,
     first = core_ingest("migrate", "--storage", storage, dsn=empty_dsn)
     assert first.returncode == 0, first.stderr
     report = json.loads(first.stdout)
-    assert report["applied"] == ["base-schema", "batch-header-hash", "pseudonym-map"]
+    assert report["applied"] == [
+        "base-schema",
+        "batch-header-hash",
+        "pseudonym-map",
+        "batch-validation-ruleset",
+    ]
     assert report["storage"] == storage
-    assert report["schema_version"] == report["release_schema_version"] == 3
+    assert report["schema_version"] == report["release_schema_version"] == 4
     again = json.loads(core_ingest("migrate", dsn=empty_dsn).stdout)
     assert again["applied"] == []
     status = json.loads(core_ingest("status", dsn=empty_dsn).stdout)
@@ -40,7 +45,12 @@ def test_migrate_creates_the_schema_once_and_status_names_the_storage(empty_dsn,
     assert (status["timescaledb_version"] is not None) == (storage == TIMESCALEDB)
     assert status["meter_readings_rows"] == 0
     listing = json.loads(core_ingest("migrate", "--list", dsn=empty_dsn).stdout)
-    assert [m["name"] for m in listing] == ["base-schema", "batch-header-hash", "pseudonym-map"]
+    assert [m["name"] for m in listing] == [
+        "base-schema",
+        "batch-header-hash",
+        "pseudonym-map",
+        "batch-validation-ruleset",
+    ]
     assert all(m["applied_at"] is not None for m in listing)
 
 
@@ -105,7 +115,7 @@ def test_status_and_list_on_an_empty_database_write_nothing(empty_dsn):
     """Reports only read: no bookkeeping table appears before migrate runs."""
     assert json.loads(core_ingest("status", dsn=empty_dsn).stdout)["schema_version"] == 0
     listing = json.loads(core_ingest("migrate", "--list", dsn=empty_dsn).stdout)
-    assert [m["applied_at"] for m in listing] == [None, None, None]
+    assert [m["applied_at"] for m in listing] == [None, None, None, None]
     with psycopg.connect(empty_dsn) as conn:
         tables = conn.execute(
             "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"

@@ -56,8 +56,10 @@ def test_every_served_reading_is_stored_once_even_when_every_batch_is_sent_again
             " FROM meter_readings"
         ).fetchall()
         batches = conn.execute("SELECT count(*) FROM batches").fetchone()[0]
+        rulesets = conn.execute("SELECT DISTINCT validation_ruleset FROM batches").fetchall()
     assert len(rows) == METERS * INTERVALS
     assert {(bytes(m), e, w, r) for m, e, w, r in rows} == expected
+    assert rulesets == [("vee-1",)]  # every flag traceable to the ruleset that set it
 
     resent = agent.command("resend", "--from-sequence", "1")
     assert resent.returncode == 0, resent.stderr
