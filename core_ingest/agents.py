@@ -21,6 +21,8 @@ class EnrolledAgent:
     public_key: bytes
     enrolled_at: datetime
     revoked_at: datetime | None
+    substation: str
+    region: str
 
     @property
     def fingerprint(self) -> str:
@@ -39,14 +41,33 @@ def public_key_from_pem(pem: bytes) -> bytes:
     return public_key_bytes(key)
 
 
-def enroll(conn: psycopg.Connection, agent_id: str, public_key: bytes) -> None:
-    """Enroll an agent, or give a known agent a new key (which also lifts a revocation)."""
+UNASSIGNED_REGION = "unassigned"
+
+
+def enroll(
+    conn: psycopg.Connection,
+    agent_id: str,
+    public_key: bytes,
+    *,
+    substation: str | None = None,
+    region: str = UNASSIGNED_REGION,
+) -> None:
+    """Enroll an agent, or give a known agent a new key (which also lifts a revocation).
+
+    ``substation`` (default: the agent id, one agent per substation) and ``region`` place the
+    agent's meters in the rollups and in per-region access.
+    """
     if not 1 <= len(agent_id) <= 64:  # noqa: PLR2004 - the agents.agent_id CHECK
         raise EnrollmentError(f"agent id must be 1..64 characters, got {agent_id!r}")
+    for name, value in (("substation", substation), ("region", region)):
+        if value is not None and not value.strip():
+            raise EnrollmentError(f"{name} must not be empty")
     conn.execute(
-        "INSERT INTO agents (agent_id, public_key) VALUES (%s, %s) ON CONFLICT (agent_id) "
-        "DO UPDATE SET public_key = excluded.public_key, enrolled_at = now(), revoked_at = NULL",
-        (agent_id, public_key),
+        "INSERT INTO agents (agent_id, public_key, substation, region) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT (agent_id) DO UPDATE SET public_key = excluded.public_key,"
+        " substation = excluded.substation, region = excluded.region,"
+        " enrolled_at = now(), revoked_at = NULL",
+        (agent_id, public_key, substation or agent_id, region),
     )
 
 
@@ -63,6 +84,7 @@ def revoke(conn: psycopg.Connection, agent_id: str) -> None:
 def list_agents(conn: psycopg.Connection) -> list[EnrolledAgent]:
     """Every enrolled agent, revoked ones included."""
     rows = conn.execute(
-        "SELECT agent_id, public_key, enrolled_at, revoked_at FROM agents ORDER BY agent_id"
+        "SELECT agent_id, public_key, enrolled_at, revoked_at, substation, region FROM agents"
+        " ORDER BY agent_id"
     ).fetchall()
     return [EnrolledAgent(*row) for row in rows]

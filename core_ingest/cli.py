@@ -153,17 +153,37 @@ def agents_group() -> None:
     required=True,
     help="The agent's public key (PEM), written by `edge-agent keygen` as KEY.pub.",
 )
-def agents_add(
-    config_path: Path | None, dsn: str | None, agent_id: str, public_key_file: Path
+@click.option("--substation", help="The substation the agent serves (default: the agent id).")
+@click.option(
+    "--region",
+    default=agent_registry.UNASSIGNED_REGION,
+    show_default=True,
+    help="The substation's region: the unit of rollups and per-region access.",
+)
+def agents_add(  # noqa: PLR0913, PLR0917 - click passes one parameter per option
+    config_path: Path | None,
+    dsn: str | None,
+    agent_id: str,
+    public_key_file: Path,
+    substation: str | None,
+    region: str,
 ) -> None:
     """Enroll an agent's public key (re-enrolling replaces its key and lifts a revocation).
 
     Example: core-ingest agents add --agent-id sub-north-001 --public-key-file agent.key.pub
+    --substation north-001 --region North
     """
     with _database(_config(config_path, dsn=dsn)) as conn:
         key = agent_registry.public_key_from_pem(public_key_file.read_bytes())
-        agent_registry.enroll(conn, agent_id, key)
-        _print({"enrolled": agent_id, "public_key": key.hex()})
+        agent_registry.enroll(conn, agent_id, key, substation=substation, region=region)
+        _print(
+            {
+                "enrolled": agent_id,
+                "public_key": key.hex(),
+                "substation": substation or agent_id,
+                "region": region,
+            }
+        )
 
 
 @agents_group.command("list")
@@ -181,6 +201,8 @@ def agents_list(config_path: Path | None, dsn: str | None) -> None:
                     "public_key": a.fingerprint,
                     "enrolled_at": a.enrolled_at,
                     "revoked_at": a.revoked_at,
+                    "substation": a.substation,
+                    "region": a.region,
                 }
                 for a in agent_registry.list_agents(conn)
             ]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import psycopg
 
 from core_ingest.errors import SchemaError
+from proto.quality import SUSPECT, QualityFlag
 
 TIMESCALEDB = "timescaledb"
 NATIVE = "native-partitioning"
@@ -152,11 +153,201 @@ def _add_validation_ruleset(conn: psycopg.Connection, _storage: str) -> None:
     conn.execute("ALTER TABLE batches ADD COLUMN validation_ruleset text")
 
 
+METERS_DIMENSION = """
+ALTER TABLE agents ADD COLUMN substation text;
+UPDATE agents SET substation = agent_id;
+ALTER TABLE agents ALTER COLUMN substation SET NOT NULL;
+ALTER TABLE agents ADD COLUMN region text NOT NULL DEFAULT 'unassigned';
+COMMENT ON COLUMN agents.substation IS 'Substation the agent serves; its meters belong to it';
+COMMENT ON COLUMN agents.region IS 'Region of the substation: the unit of rollups and access';
+CREATE TABLE meters (
+    meter_id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    pseudonym bytea NOT NULL UNIQUE CHECK (length(pseudonym) BETWEEN 1 AND 64),
+    substation text NOT NULL,
+    region text NOT NULL,
+    first_agent_id text NOT NULL,
+    first_seen timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE meters IS
+    'Meters dimension: pseudonym -> compact meter_id, with the substation and region it feeds';
+CREATE INDEX meters_region ON meters (region, substation);
+ALTER TABLE batches ADD COLUMN batch_id bigint GENERATED ALWAYS AS IDENTITY UNIQUE;
+ALTER TABLE batches ADD COLUMN substation text;
+ALTER TABLE batches ADD COLUMN region text;
+UPDATE batches b SET substation = a.substation, region = a.region FROM agents a
+    WHERE a.agent_id = b.agent_id;
+ALTER TABLE batches ADD COLUMN poll_start timestamptz;
+ALTER TABLE batches ADD COLUMN poll_end timestamptz;
+ALTER TABLE batches ADD COLUMN readings_stored integer;
+UPDATE batches SET readings_stored = meter_readings;
+ALTER TABLE batches ADD COLUMN quality_counts jsonb NOT NULL DEFAULT '{}';
+ALTER TABLE batches ADD COLUMN suspect_readings integer NOT NULL DEFAULT 0;
+CREATE INDEX batches_received ON batches (received_at);
+INSERT INTO meters (pseudonym, substation, region, first_agent_id)
+    SELECT DISTINCT ON (r.meter) r.meter, a.substation, a.region, r.agent_id
+    FROM meter_readings r JOIN agents a USING (agent_id) ORDER BY r.meter, r.interval_end;
+DROP VIEW meter_readings_continuous;
+ALTER TABLE meter_readings ADD COLUMN meter_id integer;
+ALTER TABLE meter_readings ADD COLUMN batch_id bigint;
+ALTER TABLE meter_readings ADD COLUMN device_no smallint;
+UPDATE meter_readings r
+    SET meter_id = m.meter_id, batch_id = b.batch_id,
+        device_no = array_position(b.devices, r.device)
+    FROM meters m, batches b
+    WHERE m.pseudonym = r.meter AND b.agent_id = r.agent_id AND b.sequence = r.batch_sequence;
+CREATE TABLE reading_quarantine (
+    meter_id integer NOT NULL,
+    interval_end timestamptz NOT NULL,
+    energy_wh bigint NOT NULL,
+    register_wh bigint NOT NULL,
+    quality_flags integer NOT NULL,
+    poll_time timestamptz NOT NULL,
+    batch_id bigint NOT NULL,
+    device_no smallint NOT NULL,
+    reason text NOT NULL,
+    quarantined_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE reading_quarantine IS
+    'Readings not stored: another value for the same meter and interval was stored first';
+INSERT INTO reading_quarantine
+        (meter_id, interval_end, energy_wh, register_wh, quality_flags, poll_time, batch_id,
+         device_no, reason)
+    SELECT r.meter_id, r.interval_end, r.energy_wh, r.register_wh, r.quality_flags, r.poll_time,
+           r.batch_id, r.device_no, 'duplicate-before-schema-5'
+    FROM meter_readings r JOIN meter_readings d
+        ON d.meter_id = r.meter_id AND d.interval_end = r.interval_end
+        AND (d.batch_id < r.batch_id OR (d.batch_id = r.batch_id AND d.ctid < r.ctid));
+DELETE FROM meter_readings r USING meter_readings d
+    WHERE d.meter_id = r.meter_id AND d.interval_end = r.interval_end
+    AND (d.batch_id < r.batch_id OR (d.batch_id = r.batch_id AND d.ctid < r.ctid));
+ALTER TABLE meter_readings DROP COLUMN meter;
+ALTER TABLE meter_readings DROP COLUMN device;
+ALTER TABLE meter_readings DROP COLUMN agent_id;
+ALTER TABLE meter_readings DROP COLUMN batch_sequence;
+ALTER TABLE meter_readings ALTER COLUMN meter_id SET NOT NULL;
+ALTER TABLE meter_readings ALTER COLUMN batch_id SET NOT NULL;
+ALTER TABLE meter_readings ALTER COLUMN device_no SET NOT NULL;
+CREATE UNIQUE INDEX meter_readings_meter_time ON meter_readings (meter_id, interval_end);
+CREATE INDEX meter_readings_batch ON meter_readings (batch_id);
+COMMENT ON COLUMN meter_readings.device_no IS 'Position (from 1) in batches.devices';
+CREATE VIEW meter_readings_continuous AS
+    SELECT coalesce(p.new_meter, m.pseudonym) AS meter_now, m.pseudonym AS meter, r.*
+    FROM meter_readings r JOIN meters m USING (meter_id)
+    LEFT JOIN pseudonym_map p ON p.old_meter = m.pseudonym;
+COMMENT ON VIEW meter_readings_continuous IS
+    'Readings with meter_now: one pseudonym per meter across edge key rotations';
+"""
+
+QUALITY_AND_ROLLUPS = """
+CREATE TABLE substation_hourly (
+    substation text NOT NULL,
+    region text NOT NULL,
+    hour timestamptz NOT NULL,
+    energy_wh bigint NOT NULL,
+    received bigint NOT NULL,
+    estimated bigint NOT NULL,
+    suspect bigint NOT NULL,
+    PRIMARY KEY (substation, hour)
+);
+COMMENT ON TABLE substation_hourly IS
+    'Energy and reading counts per substation and hour (interval start), kept by the core';
+CREATE TABLE substation_daily (LIKE substation_hourly);
+ALTER TABLE substation_daily RENAME COLUMN hour TO day;
+ALTER TABLE substation_daily ADD PRIMARY KEY (substation, day);
+COMMENT ON TABLE substation_daily IS
+    'Energy and reading counts per substation and UTC day (interval start), kept by the core';
+CREATE INDEX substation_hourly_region ON substation_hourly (region, hour);
+CREATE INDEX substation_daily_region ON substation_daily (region, day);
+CREATE VIEW region_hourly AS
+    SELECT region, hour, sum(energy_wh)::bigint AS energy_wh, sum(received)::bigint AS received,
+           sum(estimated)::bigint AS estimated, sum(suspect)::bigint AS suspect
+    FROM substation_hourly GROUP BY region, hour;
+COMMENT ON VIEW region_hourly IS 'Energy and reading counts per region and hour';
+CREATE VIEW region_daily AS
+    SELECT region, day, sum(energy_wh)::bigint AS energy_wh, sum(received)::bigint AS received,
+           sum(estimated)::bigint AS estimated, sum(suspect)::bigint AS suspect
+    FROM substation_daily GROUP BY region, day;
+COMMENT ON VIEW region_daily IS 'Energy and reading counts per region and UTC day';
+CREATE VIEW region_day_quality AS
+    SELECT d.region, d.day, d.received, 96 * coalesce(m.meters, 0) AS expected, d.estimated,
+           d.suspect AS flagged, coalesce(m.meters, 0) AS meters
+    FROM region_daily d
+    LEFT JOIN (SELECT region, count(*) AS meters FROM meters GROUP BY region) m USING (region);
+COMMENT ON VIEW region_day_quality IS
+    'Per region and day: readings received, expected (96 per known meter), estimated, flagged';
+CREATE VIEW meter_day_quality AS
+    SELECT meter_id, ((interval_end - interval '15 minutes') AT TIME ZONE 'UTC')::date AS day,
+           count(*) FILTER (WHERE quality_flags & {estimated} = 0) AS received,
+           96 AS expected,
+           count(*) FILTER (WHERE quality_flags & {estimated} <> 0) AS estimated,
+           count(*) FILTER (WHERE quality_flags & {suspect} <> 0) AS flagged
+    FROM meter_readings GROUP BY 1, 2;
+COMMENT ON VIEW meter_day_quality IS
+    'Per meter and UTC day: readings received, expected (96), estimated, flagged';
+CREATE TABLE quality_alerts (
+    alert_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind text NOT NULL,
+    window_start timestamptz NOT NULL,
+    window_end timestamptz NOT NULL,
+    received bigint NOT NULL,
+    flagged bigint NOT NULL,
+    threshold double precision NOT NULL,
+    raised_at timestamptz NOT NULL DEFAULT now(),
+    raised_by text NOT NULL
+);
+COMMENT ON TABLE quality_alerts IS
+    'Data-quality alerts, e.g. more than 0.5 % of the last hour''s readings flagged';
+CREATE INDEX quality_alerts_kind_time ON quality_alerts (kind, raised_at);
+CREATE VIEW reading_lineage AS
+    SELECT m.pseudonym AS meter, r.interval_end, s.step_no, s.step, s.at, s.actor, s.detail
+    FROM meter_readings r
+    JOIN meters m USING (meter_id)
+    JOIN batches b USING (batch_id)
+    CROSS JOIN LATERAL (VALUES
+        (1, 'acquire', r.poll_time, b.devices[r.device_no],
+         jsonb_build_object('register_wh', r.register_wh, 'energy_wh', r.energy_wh,
+                            'register_map_version', b.register_map_version,
+                            'read', r.quality_flags & {estimated} = 0)),
+        (2, CASE WHEN r.quality_flags & {estimated} = 0 THEN 'validate' ELSE 'estimate' END,
+         r.poll_time, 'edge-agent ' || b.agent_id,
+         jsonb_build_object('ruleset', b.validation_ruleset, 'quality_flags', r.quality_flags)),
+        (3, 'pseudonymize', r.poll_time, 'edge-agent ' || b.agent_id,
+         jsonb_build_object('key_id', b.pseudonym_key_id)),
+        (4, 'sign', b.created_at, 'edge-agent ' || b.agent_id,
+         jsonb_build_object('sequence', b.sequence, 'software_version', b.software_version,
+                            'payload_sha256', encode(b.payload_sha256, 'hex'))),
+        (5, 'transmit', b.received_at, 'core-ingest ' || b.core_version,
+         jsonb_build_object('agent_id', b.agent_id, 'sequence', b.sequence)),
+        (6, 'ingest', b.committed_at, 'core-ingest ' || b.core_version,
+         jsonb_build_object('batch_id', b.batch_id, 'substation', b.substation,
+                            'region', b.region, 'table', 'meter_readings'))
+    ) AS s(step_no, step, at, actor, detail);
+COMMENT ON VIEW reading_lineage IS
+    'Every recorded step of every stored reading, from the device read to the commit';
+"""
+
+
+def _add_meters_dimension(conn: psycopg.Connection, _storage: str) -> None:
+    """Compact meter ids, one stored reading per (meter, interval), lineage keys per batch."""
+    conn.execute(METERS_DIMENSION.encode())
+
+
+def _add_quality_and_rollups(conn: psycopg.Connection, _storage: str) -> None:
+    """Rollups and quality records the core keeps as batches commit, the alert table, lineage."""
+    conn.execute(
+        QUALITY_AND_ROLLUPS.format(
+            estimated=int(QualityFlag.ESTIMATED), suspect=int(SUSPECT)
+        ).encode()
+    )
+
+
 MIGRATIONS = (
     Migration(1, "base-schema", _create_base_schema),
     Migration(2, "batch-header-hash", _add_header_hash),
     Migration(3, "pseudonym-map", _add_pseudonym_map),
     Migration(4, "batch-validation-ruleset", _add_validation_ruleset),
+    Migration(5, "meters-dimension", _add_meters_dimension),
+    Migration(6, "quality-rollups-lineage", _add_quality_and_rollups),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

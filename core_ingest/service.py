@@ -18,7 +18,7 @@ import psycopg
 
 from core_ingest import __version__
 from core_ingest.errors import StorageUnavailable
-from core_ingest.store import BatchStore, Partitions
+from core_ingest.store import AgentKey, BatchStore, MeterDirectory, Partitions
 from proto import (
     PAYLOAD_SCHEMA_VERSION,
     EnvelopeError,
@@ -58,6 +58,7 @@ class IngestService(pb_grpc.IngestServicer):
         """Args: dsn: the PostgreSQL connection string (schema already migrated)."""
         self.dsn = dsn
         self._partitions = Partitions()
+        self._meters = MeterDirectory()
         self.outcomes: collections.Counter[str] = collections.Counter()
 
     async def StreamBatches(  # noqa: N802 - name fixed by the generated servicer
@@ -82,7 +83,9 @@ class IngestService(pb_grpc.IngestServicer):
         if old is not None:
             await old.close()
         try:
-            return await BatchStore.connect(self.dsn, partitions=self._partitions)
+            return await BatchStore.connect(
+                self.dsn, partitions=self._partitions, meters=self._meters
+            )
         except StorageUnavailable as exc:
             log.warning("storage unavailable: %s", exc)
             return None
@@ -93,8 +96,8 @@ class IngestService(pb_grpc.IngestServicer):
         header = None
         try:
             header = read_header(batch)
-            opened = await self._verify(batch, header, store)
-            status = await store.write(opened, received_at=received_at)
+            opened, agent = await self._verify(batch, header, store)
+            status = await store.write(opened, agent=agent, received_at=received_at)
         except EnvelopeError as exc:
             log.warning("refused batch: %s", exc.detail)
             return _rejection(header, exc)
@@ -119,7 +122,7 @@ class IngestService(pb_grpc.IngestServicer):
     @staticmethod
     async def _verify(
         batch: pb.SignedBatch, header: pb.BatchHeader, store: BatchStore | None
-    ) -> OpenedBatch:
+    ) -> tuple[OpenedBatch, AgentKey]:
         """Check the sender is enrolled and unrevoked, then the envelope against its key."""
         if store is None:
             raise StorageUnavailable("database unreachable")
@@ -132,7 +135,7 @@ class IngestService(pb_grpc.IngestServicer):
             raise EnvelopeError(
                 pb.REJECT_REASON_REVOKED_AGENT, f"agent {header.agent_id!r} is revoked"
             )
-        return open_batch(batch, load_public_key(key.public_key))
+        return open_batch(batch, load_public_key(key.public_key)), key
 
     async def Health(  # noqa: N802 - name fixed by the generated servicer
         self,
@@ -141,7 +144,9 @@ class IngestService(pb_grpc.IngestServicer):
     ) -> pb.HealthReply:
         """Whether the database answers, and which storage and schema version the core speaks."""
         try:
-            store = await BatchStore.connect(self.dsn, partitions=self._partitions)
+            store = await BatchStore.connect(
+                self.dsn, partitions=self._partitions, meters=self._meters
+            )
         except StorageUnavailable as exc:
             return pb.HealthReply(serving=False, version=__version__, detail=str(exc))
         await store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -208,6 +209,27 @@ def core_server(storage_dsn: str, tmp_path: Path) -> Iterator[str]:
         yield target
     finally:
         stop_process(process)
+
+
+@contextlib.contextmanager
+def core_processes(dsn: str, folder: Path, count: int) -> Iterator[list[str]]:
+    """``count`` ``core-ingest serve`` processes on one database; yields their targets."""
+    first = free_loopback_ports(count)
+    targets = [f"127.0.0.1:{first + i}" for i in range(count)]
+    cores = [
+        subprocess.Popen(
+            [str(BIN / "core-ingest"), "serve", "--dsn", dsn, "--listen", target],
+            stderr=(folder / f"core{i}.log").open("w"),
+        )
+        for i, target in enumerate(targets)
+    ]
+    try:
+        for target in targets:
+            wait_until(lambda t=target: core_healthy(t), timeout=30, what=f"core at {target}")
+        yield targets
+    finally:
+        for core in cores:
+            stop_process(core)
 
 
 @dataclass

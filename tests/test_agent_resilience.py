@@ -19,9 +19,11 @@ METERS = 200
 
 
 def stored(dsn: str) -> tuple[int, int]:
+    """Readings stored, and readings sent in accepted batches: equal when none was sent twice."""
     with psycopg.connect(dsn) as conn:
         return conn.execute(
-            "SELECT count(*), count(DISTINCT (meter, interval_end)) FROM meter_readings"
+            "SELECT count(*), (SELECT coalesce(sum(meter_readings), 0) FROM batches)::bigint"
+            " FROM meter_readings"
         ).fetchone()
 
 

@@ -34,9 +34,11 @@ def test_migrate_creates_the_schema_once_and_status_names_the_storage(empty_dsn,
         "batch-header-hash",
         "pseudonym-map",
         "batch-validation-ruleset",
+        "meters-dimension",
+        "quality-rollups-lineage",
     ]
     assert report["storage"] == storage
-    assert report["schema_version"] == report["release_schema_version"] == 4
+    assert report["schema_version"] == report["release_schema_version"] == 6
     again = json.loads(core_ingest("migrate", dsn=empty_dsn).stdout)
     assert again["applied"] == []
     status = json.loads(core_ingest("status", dsn=empty_dsn).stdout)
@@ -50,6 +52,8 @@ def test_migrate_creates_the_schema_once_and_status_names_the_storage(empty_dsn,
         "batch-header-hash",
         "pseudonym-map",
         "batch-validation-ruleset",
+        "meters-dimension",
+        "quality-rollups-lineage",
     ]
     assert all(m["applied_at"] is not None for m in listing)
 
@@ -115,7 +119,7 @@ def test_status_and_list_on_an_empty_database_write_nothing(empty_dsn):
     """Reports only read: no bookkeeping table appears before migrate runs."""
     assert json.loads(core_ingest("status", dsn=empty_dsn).stdout)["schema_version"] == 0
     listing = json.loads(core_ingest("migrate", "--list", dsn=empty_dsn).stdout)
-    assert [m["applied_at"] for m in listing] == [None, None, None, None]
+    assert [m["applied_at"] for m in listing] == [None] * 6
     with psycopg.connect(empty_dsn) as conn:
         tables = conn.execute(
             "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"

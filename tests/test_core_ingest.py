@@ -9,7 +9,8 @@ import grpc
 import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fix_services import BIN, core_healthy, stop_process, wait_until
+from fix_services import BIN, core_healthy, core_processes, stop_process, wait_until
+from signed_batches import AGENT, KEY, answer, payload, seal, send
 
 from core_ingest import agents
 from core_ingest.migrations import TIMESCALEDB
@@ -18,62 +19,7 @@ from proto import pb, pb_grpc, public_key_bytes, seal_batch
 from proto.envelope import SIGNING_CONTEXT
 
 pytestmark = pytest.mark.integration
-KEY = Ed25519PrivateKey.generate()
-AGENT = "agent-core-test"
 one_storage = pytest.mark.parametrize("storage", [TIMESCALEDB])
-
-
-def payload(*, readings: int = 4, energy: int = 100, telemetry: int = 0) -> pb.BatchPayload:
-    body = pb.BatchPayload(devices=["modbus://10.0.0.5:502/1"])
-    columns = body.meter_readings
-    columns.meters.extend(bytes([m]) * 32 for m in range(readings))
-    columns.meter_index.extend(range(readings))
-    columns.interval_end.extend([1_790_000_100 - 1_790_000_100 % 900] * readings)
-    columns.energy_wh.extend([energy] * readings)
-    columns.register_wh.extend([10_000 + m for m in range(readings)])
-    columns.quality_flags.extend([0] * readings)
-    columns.poll_time_ms.extend([1_790_000_000_000] * readings)
-    columns.device_index.extend([0] * readings)
-    if telemetry:
-        values = body.transformer_telemetry
-        values.transformers.append("T1")
-        values.metrics.extend(["top_oil_c", "hot_spot_c"])
-        values.transformer_index.extend([0] * telemetry)
-        values.metric_index.extend([i % 2 for i in range(telemetry)])
-        values.time_ms.extend([1_790_000_000_000 + 60_000 * i for i in range(telemetry)])
-        values.value.extend([55.5 + i for i in range(telemetry)])
-        values.quality_flags.extend([0] * telemetry)
-    return body
-
-
-def seal(
-    body: pb.BatchPayload | None = None,
-    *,
-    sequence: int = 1,
-    agent_id: str = AGENT,
-    key: Ed25519PrivateKey = KEY,
-) -> pb.SignedBatch:
-    return seal_batch(
-        body or payload(),
-        agent_id=agent_id,
-        sequence=sequence,
-        created_ms=1_790_000_000_000,
-        pseudonym_key_id="k1",
-        software_version="test",
-        register_map_version=1,
-        private_key=key,
-    )
-
-
-def send(target: str, *batches: pb.SignedBatch) -> list[pb.Ack]:
-    with grpc.insecure_channel(target) as channel:
-        return list(pb_grpc.IngestStub(channel).StreamBatches(iter(batches), timeout=30))
-
-
-def answer(ack: pb.Ack) -> str:
-    if ack.status == pb.ACK_STATUS_REJECTED:
-        return pb.RejectReason.Name(ack.reason)
-    return pb.AckStatus.Name(ack.status)
 
 
 @pytest.fixture
@@ -232,23 +178,12 @@ def test_same_payload_with_another_header_is_a_conflict_not_a_duplicate(core_ser
 
 def test_two_core_processes_store_a_batch_sent_to_both_once(enrolled, tmp_path):
     """The same batches streamed to two cores at once: each stored once, in one ledger row."""
-    targets = [f"127.0.0.1:{free_loopback_port()}" for _ in range(2)]
-    cores = [
-        subprocess.Popen(
-            [str(BIN / "core-ingest"), "serve", "--dsn", enrolled, "--listen", t],
-            stderr=(tmp_path / f"core{i}.log").open("w"),
-        )
-        for i, t in enumerate(targets)
-    ]
-    try:
-        for target in targets:
-            wait_until(lambda t=target: core_healthy(t), timeout=30, what=f"core at {target}")
-        batches = [seal(payload(readings=50), sequence=s) for s in range(1, 21)]
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            results = list(pool.map(lambda t: send(t, *batches), targets))
-    finally:
-        for core in cores:
-            stop_process(core)
+    batches = [seal(payload(readings=50, interval=s), sequence=s) for s in range(1, 21)]
+    with (
+        core_processes(enrolled, tmp_path, 2) as targets,
+        concurrent.futures.ThreadPoolExecutor(2) as pool,
+    ):
+        results = list(pool.map(lambda t: send(t, *batches), targets))
     for sequence in range(20):
         pair = sorted(answer(results[core][sequence]) for core in range(2))
         assert pair == ["ACK_STATUS_ACCEPTED", "ACK_STATUS_DUPLICATE"], pair

@@ -52,8 +52,8 @@ def test_every_served_reading_is_stored_once_even_when_every_batch_is_sent_again
     }
     with psycopg.connect(storage_dsn) as conn:
         rows = conn.execute(
-            "SELECT meter, extract(epoch FROM interval_end)::bigint, energy_wh, register_wh"
-            " FROM meter_readings"
+            "SELECT m.pseudonym, extract(epoch FROM interval_end)::bigint, energy_wh, register_wh"
+            " FROM meter_readings JOIN meters m USING (meter_id)"
         ).fetchall()
         batches = conn.execute("SELECT count(*) FROM batches").fetchone()[0]
         rulesets = conn.execute("SELECT DISTINCT validation_ruleset FROM batches").fetchall()
@@ -91,11 +91,12 @@ def test_no_meter_serial_reaches_the_buffer_the_wire_or_the_database(
         content = path.read_bytes()
         assert not [n for n in needles if n in content], path.name
     with psycopg.connect(storage_dsn) as conn:
-        raw = b"".join(bytes(m) for (m,) in conn.execute("SELECT meter FROM meter_readings"))
+        raw = b"".join(bytes(m) for (m,) in conn.execute("SELECT pseudonym FROM meters"))
         text = "".join(
             row
             for (row,) in conn.execute(
                 "SELECT t::text FROM meter_readings t UNION ALL SELECT b::text FROM batches b"
+                " UNION ALL SELECT m::text FROM meters m"
             )
         ).encode()
     assert len(raw) == 200 * 32

@@ -22,9 +22,9 @@ def store_one_reading(dsn: str, storage: str) -> None:
                 " FOR VALUES FROM ('2026-01-01 00:00+00') TO ('2026-01-02 00:00+00')"
             )
         conn.execute(
-            "INSERT INTO meter_readings VALUES (%s, '2026-01-01 00:15+00', 1, 1, 0,"
-            " '2026-01-01 00:16+00', 'd', 'a', 1)",
-            (bytes(32),),
+            "INSERT INTO meter_readings (meter_id, interval_end, energy_wh, register_wh,"
+            " quality_flags, poll_time, batch_id, device_no)"
+            " VALUES (1, '2026-01-01 00:15+00', 1, 1, 0, '2026-01-01 00:16+00', 1, 1)"
         )
 
 
@@ -47,6 +47,11 @@ def test_catalog_lists_the_stored_datasets_with_descriptions(storage_dsn, storag
         "storage_settings",
         "transformer_telemetry",
         "pseudonym_map",
+        "meters",
+        "reading_quarantine",
+        "substation_hourly",
+        "substation_daily",
+        "quality_alerts",
     }
     assert "pseudonymous meter" in datasets["meter_readings"]["description"]
     assert datasets["meter_readings"]["rows"] == 1

@@ -62,7 +62,7 @@ def test_history_stays_continuous_across_a_key_rotation(
     finally:
         stop_process(process)
     with psycopg.connect(storage_dsn) as conn:
-        raw = conn.execute("SELECT count(DISTINCT meter) FROM meter_readings").fetchone()[0]
+        raw = conn.execute("SELECT count(DISTINCT meter_id) FROM meter_readings").fetchone()[0]
         joined = conn.execute(
             "SELECT count(DISTINCT meter_now), min(n), max(n) FROM ("
             " SELECT meter_now, count(*) AS n FROM meter_readings_continuous GROUP BY meter_now) m"

@@ -1,0 +1,250 @@
+"""What the core keeps: one row per (meter, interval), rollups, lineage, quality records.
+
+Over real gRPC into a real PostgreSQL (TimescaleDB and native partitions).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import random
+
+import psycopg
+import pytest
+from fix_services import core_processes
+from signed_batches import AGENT, DEVICE, FIRST_END, KEY, answer, meter, payload, seal, send
+
+from core_ingest import agents
+from core_ingest.migrations import NATIVE, TIMESCALEDB, migrate
+from proto import public_key_bytes
+from proto.quality import QualityFlag
+
+pytestmark = pytest.mark.integration
+one_storage = pytest.mark.parametrize("storage", [TIMESCALEDB])
+SUBSTATION, REGION = "north-001", "North"
+
+
+@pytest.fixture
+def enrolled(storage_dsn: str) -> str:
+    with psycopg.connect(storage_dsn, autocommit=True) as conn:
+        agents.enroll(
+            conn, AGENT, public_key_bytes(KEY.public_key()), substation=SUBSTATION, region=REGION
+        )
+    return storage_dsn
+
+
+def query(dsn: str, sql: str, params: tuple = ()) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def test_a_reading_stored_before_is_not_stored_again_from_another_batch(core_server, enrolled):
+    """A backfill re-read in a new batch adds only new readings.
+
+    A re-read with another value is quarantined; the stored value stays.
+    """
+    first = seal(payload(meters=range(4)), sequence=1)
+    overlapping = seal(payload(meters=range(8)), sequence=2)
+    conflicting = seal(payload(meters=[0, 9], energy=[555, 100]), sequence=3)
+    acks = send(core_server, first, overlapping, conflicting)
+    assert [answer(a) for a in acks] == ["ACK_STATUS_ACCEPTED"] * 3
+    assert query(enrolled, "SELECT count(*), count(DISTINCT meter_id) FROM meter_readings") == [
+        (9, 9)
+    ]
+    assert query(
+        enrolled, "SELECT sequence, meter_readings, readings_stored FROM batches ORDER BY 1"
+    ) == [(1, 4, 4), (2, 8, 4), (3, 2, 1)]
+    stored_value = query(
+        enrolled,
+        "SELECT r.energy_wh FROM meter_readings r JOIN meters m USING (meter_id)"
+        " WHERE m.pseudonym = %s",
+        (meter(0),),
+    )
+    assert stored_value == [(100,)]
+    assert query(enrolled, "SELECT energy_wh, reason FROM reading_quarantine") == [
+        (555, "conflicts-with-stored")
+    ]
+
+
+def test_two_cores_given_overlapping_batches_store_each_reading_once(enrolled, tmp_path):
+    """Every reading sent by two agents through two cores at once is stored once.
+
+    The batches go in opposite orders, so the cores race on the same (meter, interval) rows;
+    each is stored and counted in the rollups once.
+    """
+    other = "agent-core-test-2"
+    with psycopg.connect(enrolled, autocommit=True) as conn:
+        agents.enroll(conn, other, public_key_bytes(KEY.public_key()), substation=SUBSTATION)
+    bodies = [
+        payload(meters=range(40 * (i % 3), 40 * (i % 3) + 100), interval=i) for i in range(12)
+    ]
+    mine = [seal(b, sequence=s) for s, b in enumerate(bodies, 1)]
+    theirs = [seal(b, sequence=s, agent_id=other) for s, b in enumerate(reversed(bodies), 1)]
+    with (
+        core_processes(enrolled, tmp_path, 2) as targets,
+        concurrent.futures.ThreadPoolExecutor(2) as pool,
+    ):
+        results = list(pool.map(lambda t, b: send(t, *b), targets, [mine, theirs]))
+    assert {answer(a) for acks in results for a in acks} == {"ACK_STATUS_ACCEPTED"}
+    assert query(enrolled, "SELECT count(*) FROM meter_readings") == [(12 * 100,)]
+    assert query(enrolled, "SELECT sum(readings_stored)::int FROM batches") == [(12 * 100,)]
+    assert query(enrolled, "SELECT sum(received)::int FROM substation_daily") == [(12 * 100,)]
+
+
+DIRECT_HOURLY = """
+SELECT m.substation, date_bin('1 hour', r.interval_end - interval '15 minutes',
+                              timestamptz '2000-01-01 00:00+00') AS hour,
+       sum(r.energy_wh)::bigint, count(*) FILTER (WHERE r.quality_flags & 2 = 0),
+       count(*) FILTER (WHERE r.quality_flags & 2 <> 0)
+FROM meter_readings r JOIN meters m USING (meter_id) GROUP BY 1, 2 ORDER BY 1, 2
+"""
+DIRECT_REGION_DAILY = """
+SELECT m.region, date_bin('1 day', r.interval_end - interval '15 minutes',
+                          timestamptz '2000-01-01 00:00+00') AS day,
+       sum(r.energy_wh)::bigint, count(*)
+FROM meter_readings r JOIN meters m USING (meter_id) GROUP BY 1, 2 ORDER BY 1, 2
+"""
+
+
+def test_rollups_equal_a_direct_aggregate_after_late_and_resent_data(core_server, enrolled):
+    """Rollups equal a direct aggregate of the stored readings, whatever the arrival.
+
+    Two days of intervals arrive shuffled (late data), some batches twice (resends), some
+    readings again in another batch (backfill).
+    """
+    rng = random.Random(5)
+    bodies = []
+    for interval in range(0, 200, 3):  # 200 intervals: more than two days, across midnight
+        meters = range(20)
+        energy = [rng.randrange(0, 900) for _ in meters]
+        flags = [int(QualityFlag.ESTIMATED) if rng.random() < 0.1 else 0 for _ in meters]
+        bodies.append(payload(meters=meters, interval=interval, energy=energy, flags=flags))
+    batches = [seal(b, sequence=s) for s, b in enumerate(bodies, 1)]
+    rng.shuffle(batches)
+    backfill = seal(bodies[5], sequence=len(bodies) + 1)  # same readings, new batch
+    acks = send(core_server, *batches, *batches[:10], backfill)
+    assert [answer(a) for a in acks].count("ACK_STATUS_DUPLICATE") == 10
+    hourly = query(
+        enrolled,
+        "SELECT substation, hour, energy_wh, received, estimated FROM substation_hourly"
+        " ORDER BY 1, 2",
+    )
+    assert hourly == query(enrolled, DIRECT_HOURLY)
+    assert len(hourly) > 48
+    daily = query(
+        enrolled,
+        "SELECT region, day, energy_wh, received + estimated FROM region_daily ORDER BY 1, 2",
+    )
+    assert daily == query(enrolled, DIRECT_REGION_DAILY)
+    assert len(daily) == 3
+
+
+@one_storage
+def test_one_query_returns_the_whole_lineage_of_a_reading(core_server, enrolled):
+    """From a stored reading: acquire, validate, pseudonymize, sign, transmit, ingest."""
+    flags = [0, int(QualityFlag.SPIKE), 0, 0]
+    (ack,) = send(core_server, seal(payload(flags=flags, energy=[1, 2, 3, 4]), sequence=7))
+    assert answer(ack) == "ACK_STATUS_ACCEPTED"
+    steps = query(
+        enrolled,
+        "SELECT step, actor, detail FROM reading_lineage"
+        " WHERE meter = %s AND interval_end = to_timestamp(%s) ORDER BY step_no",
+        (meter(1), FIRST_END),
+    )
+    assert [s[0] for s in steps] == [
+        "acquire",
+        "validate",
+        "pseudonymize",
+        "sign",
+        "transmit",
+        "ingest",
+    ]
+    acquire, validate, pseudonymize, sign, _transmit, ingest = steps
+    assert acquire[1] == DEVICE
+    assert (acquire[2]["energy_wh"], acquire[2]["register_map_version"]) == (2, 1)
+    assert validate[2] == {"ruleset": "vee-1", "quality_flags": int(QualityFlag.SPIKE)}
+    assert pseudonymize[2] == {"key_id": "k1"}
+    assert (sign[1], sign[2]["sequence"]) == (f"edge-agent {AGENT}", 7)
+    assert (ingest[2]["substation"], ingest[2]["region"]) == (SUBSTATION, REGION)
+    window = query(
+        enrolled, "SELECT poll_start = poll_end, received_at <= committed_at FROM batches"
+    )
+    assert window == [(True, True)]
+
+
+@one_storage
+def test_quality_records_per_batch_meter_day_and_region_day(core_server, enrolled):
+    """Counts by flag per batch; received, expected, estimated, flagged per meter and region-day."""
+    estimated, spike = int(QualityFlag.ESTIMATED), int(QualityFlag.SPIKE)
+    first = payload(meters=range(3), flags=[0, spike, estimated])
+    second = payload(meters=range(3), interval=1, flags=[spike | int(QualityFlag.SUM_CHECK), 0, 0])
+    acks = send(core_server, seal(first, sequence=1), seal(second, sequence=2))
+    assert [answer(a) for a in acks] == ["ACK_STATUS_ACCEPTED"] * 2
+    assert query(
+        enrolled, "SELECT quality_counts, suspect_readings FROM batches ORDER BY sequence"
+    ) == [
+        ({"ESTIMATED": 1, "SPIKE": 1}, 1),
+        ({"SPIKE": 1, "SUM_CHECK": 1}, 1),
+    ]
+    per_meter = query(
+        enrolled,
+        "SELECT m.pseudonym, q.received, q.expected, q.estimated, q.flagged"
+        " FROM meter_day_quality q JOIN meters m USING (meter_id) ORDER BY 1",
+    )
+    assert per_meter == [
+        (meter(0), 2, 96, 0, 1),
+        (meter(1), 2, 96, 0, 1),
+        (meter(2), 1, 96, 1, 0),
+    ]
+    assert query(
+        enrolled, "SELECT region, received, expected, estimated, flagged FROM region_day_quality"
+    ) == [(REGION, 5, 3 * 96, 1, 2)]
+
+
+V4_READING = (
+    "INSERT INTO meter_readings (meter, interval_end, energy_wh, register_wh, quality_flags,"
+    " poll_time, device, agent_id, batch_sequence)"
+    " VALUES (%s, to_timestamp(%s), %s, 1000, 0, to_timestamp(%s), %s, %s, %s)"
+)
+
+
+def test_upgrade_from_schema_4_keeps_every_reading_and_quarantines_duplicates(empty_dsn, storage):
+    """Readings stored by release 0.4 get meter ids and batch ids; duplicates are kept aside."""
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        migrate(conn, storage=storage, stop_before=5)
+        conn.execute(
+            "INSERT INTO agents (agent_id, public_key) VALUES (%s, %s)",
+            (AGENT, public_key_bytes(KEY.public_key())),
+        )
+        for sequence in (1, 2):
+            conn.execute(
+                "INSERT INTO batches (agent_id, sequence, payload_sha256, schema_version,"
+                " pseudonym_key_id, software_version, register_map_version, devices, created_at,"
+                " received_at, meter_readings, telemetry_points, core_version)"
+                " VALUES (%s, %s, '\\x00', 1, 'k1', '0.4', 1, %s, now(), now(), 2, 0, '0.4')",
+                (AGENT, sequence, ["modbus://a:502/1", DEVICE]),
+            )
+        if storage == NATIVE:
+            day_before, day_after = FIRST_END - 86_400, FIRST_END + 86_400
+            conn.execute(
+                "CREATE TABLE meter_readings_p1 PARTITION OF meter_readings FOR VALUES"
+                f" FROM (to_timestamp({day_before})) TO (to_timestamp({day_after}))"
+            )
+        conn.execute(V4_READING, (meter(1), FIRST_END, 10, FIRST_END, DEVICE, AGENT, 1))
+        conn.execute(V4_READING, (meter(2), FIRST_END, 20, FIRST_END, DEVICE, AGENT, 1))
+        conn.execute(V4_READING, (meter(1), FIRST_END, 11, FIRST_END, DEVICE, AGENT, 2))
+        conn.execute(V4_READING, (meter(2), FIRST_END + 900, 21, FIRST_END, DEVICE, AGENT, 2))
+        migrate(conn)
+    assert query(
+        empty_dsn,
+        "SELECT m.pseudonym, r.energy_wh, b.sequence, b.devices[r.device_no]"
+        " FROM meter_readings r JOIN meters m USING (meter_id) JOIN batches b USING (batch_id)"
+        " ORDER BY 1, r.interval_end",
+    ) == [
+        (meter(1), 10, 1, DEVICE),
+        (meter(2), 20, 1, DEVICE),
+        (meter(2), 21, 2, DEVICE),
+    ]
+    assert query(empty_dsn, "SELECT energy_wh, reason FROM reading_quarantine") == [
+        (11, "duplicate-before-schema-5")
+    ]
+    assert query(empty_dsn, "SELECT substation, region FROM agents") == [(AGENT, "unassigned")]
