@@ -89,7 +89,14 @@ def serve_command(config_path: Path | None, dsn: str | None, listen: str | None)
     """
     config = _config(config_path, dsn=dsn, listen=listen)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(dsn=config.dsn, listen=config.listen))
+        asyncio.run(
+            serve(
+                dsn=config.dsn,
+                listen=config.listen,
+                pool_size=config.pool_size,
+                batches_per_stream=config.batches_per_stream,
+            )
+        )
 
 
 @main.command("migrate")

@@ -15,6 +15,10 @@ from core_ingest.errors import ConfigError
 from core_ingest.migrations import STORAGE_CHOICES
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+# Connections shared by every agent's stream: a few per database core is plenty.
+DEFAULT_POOL_SIZE = 8
+# Batches of one stream verified and written at once; the agent keeps 8 in flight.
+DEFAULT_BATCHES_PER_STREAM = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +28,8 @@ class CoreConfig:
     dsn: str
     listen: str
     storage: str
+    pool_size: int
+    batches_per_stream: int
 
 
 def _read(path: Path | None) -> dict[str, Any]:
@@ -51,6 +57,13 @@ def _string(
     return value
 
 
+def _integer(data: dict[str, Any], table: str, key: str, default: int, high: int) -> int:
+    value = data.get(table, {}).get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+        raise ConfigError(f"{table}.{key}", f"must be an integer from 1 to {high}, got {value!r}")
+    return value
+
+
 def load_config(
     path: Path | None,
     *,
@@ -64,6 +77,10 @@ def load_config(
         dsn=_string(data, "database", "dsn", dsn, None),
         listen=_string(data, "server", "listen", listen, DEFAULT_LISTEN),
         storage=_string(data, "database", "storage", storage, "auto"),
+        pool_size=_integer(data, "database", "pool_size", DEFAULT_POOL_SIZE, 1_000),
+        batches_per_stream=_integer(
+            data, "server", "batches_per_stream", DEFAULT_BATCHES_PER_STREAM, 64
+        ),
     )
     if config.storage not in STORAGE_CHOICES:
         raise ConfigError("database.storage", f"must be one of {STORAGE_CHOICES}")

@@ -228,7 +228,11 @@ ALTER TABLE meter_readings ALTER COLUMN meter_id SET NOT NULL;
 ALTER TABLE meter_readings ALTER COLUMN batch_id SET NOT NULL;
 ALTER TABLE meter_readings ALTER COLUMN device_no SET NOT NULL;
 CREATE UNIQUE INDEX meter_readings_meter_time ON meter_readings (meter_id, interval_end);
-CREATE INDEX meter_readings_batch ON meter_readings (batch_id);
+-- Readings arrive roughly in batch and time order: block-range indexes find them by batch or
+-- time at a fraction of a B-tree's cost per insert (TimescaleDB's default B-tree goes).
+DROP INDEX IF EXISTS meter_readings_interval_end_idx;
+CREATE INDEX meter_readings_batch ON meter_readings USING brin (batch_id);
+CREATE INDEX meter_readings_time ON meter_readings USING brin (interval_end);
 COMMENT ON COLUMN meter_readings.device_no IS 'Position (from 1) in batches.devices';
 CREATE VIEW meter_readings_continuous AS
     SELECT coalesce(p.new_meter, m.pseudonym) AS meter_now, m.pseudonym AS meter, r.*

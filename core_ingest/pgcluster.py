@@ -40,9 +40,18 @@ def timescaledb_installed(bindir: Path) -> bool:
 class PostgresCluster:
     """``start()`` creates and starts the cluster; ``stop()`` stops it and deletes its files."""
 
-    def __init__(self, *, port: int, timescaledb: bool = True) -> None:
-        """Args: port: loopback TCP port; timescaledb: preload it when it is installed."""
+    def __init__(self, *, port: int, timescaledb: bool = True, durable: bool = False) -> None:
+        """Set up, do not start.
+
+        Args:
+            port: loopback TCP port.
+            timescaledb: preload TimescaleDB when it is installed.
+            durable: keep PostgreSQL's crash safety (fsync, synchronous commit) as in
+                production, for benchmarks; tests trade it for speed.
+
+        """
         self.port = port
+        self.durable = durable
         self.bindir = server_bindir()
         self.timescaledb = timescaledb and timescaledb_installed(self.bindir)
         self.directory = Path(tempfile.mkdtemp(prefix="meterpipe-pg-"))
@@ -76,11 +85,10 @@ class PostgresCluster:
             "unix_socket_directories": f"'{self.directory}'",
             "max_connections": "200",
             "shared_buffers": "256MB",
-            # A throwaway cluster: durability traded for speed. Never use these in production.
-            "fsync": "off",
-            "synchronous_commit": "off",
-            "full_page_writes": "off",
         }
+        if not self.durable:
+            # A throwaway cluster: durability traded for speed. Never use these in production.
+            settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
         if self.timescaledb:
             settings["shared_preload_libraries"] = "'timescaledb'"
             settings["timescaledb.telemetry_level"] = "off"

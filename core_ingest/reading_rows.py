@@ -143,11 +143,21 @@ def suspect_count(flags: Int64s) -> int:
 class RollupDelta:
     """What a set of newly stored readings adds to each period bucket (hour or day)."""
 
-    bucket: list[dt.datetime]
+    bucket: list[int]  # Unix seconds of each bucket's start
     energy_wh: list[int]
     received: list[int]
     estimated: list[int]
     suspect: list[int]
+
+    def columns(self) -> dict[str, list[int]]:
+        """The sums by column name, as the rollup statement takes them."""
+        return {
+            "bucket": self.bucket,
+            "energy": self.energy_wh,
+            "received": self.received,
+            "estimated": self.estimated,
+            "suspect": self.suspect,
+        }
 
 
 def rollup_delta(
@@ -167,7 +177,7 @@ def rollup_delta(
     np.add.at(energy, slot, energy_wh)
     size = len(buckets)
     return RollupDelta(
-        bucket=[dt.datetime.fromtimestamp(int(b), dt.UTC) for b in buckets],
+        bucket=buckets.tolist(),
         energy_wh=energy.tolist(),
         received=np.bincount(slot, weights=~estimated, minlength=size).astype(np.int64).tolist(),
         estimated=np.bincount(slot, weights=estimated, minlength=size).astype(np.int64).tolist(),

@@ -1,24 +1,38 @@
 """The gRPC ingest service: receive → verify → store → acknowledge, one Ack per batch.
 
-Each stream (one per connected agent) gets its own database connection and handles its batches
-in order. The core is stateless: exactly-once lives in the database transaction, so any number
-of core processes can serve the same database. While the database is down every batch is
-answered REJECTED / STORAGE_UNAVAILABLE and the agent keeps it and retries later.
+Batches of all streams share one pool of database connections, so a country's thousands of
+agents need tens of connections, not thousands. Each stream has up to
+``batches_per_stream`` of its batches verified and written at once (the agent keeps several in
+flight); acks go back as each batch commits, so they may overtake each other: the agent
+matches them by sequence number. The core is stateless: exactly-once lives in the database
+transaction, so any number of core processes can serve the same database. While the database
+is down every batch is answered REJECTED / STORAGE_UNAVAILABLE and the agent keeps it and
+retries later.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 
 import grpc
 import psycopg
+import psycopg_pool
 
 from core_ingest import __version__
 from core_ingest.errors import StorageUnavailable
-from core_ingest.store import AgentKey, BatchStore, MeterDirectory, Partitions
+from core_ingest.store import (
+    AgentDirectory,
+    AgentKey,
+    BatchStore,
+    MeterDirectory,
+    Partitions,
+    recorded_storage,
+)
 from proto import (
     PAYLOAD_SCHEMA_VERSION,
     EnvelopeError,
@@ -39,6 +53,8 @@ SERVER_OPTIONS = (
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 20_000),
     ("grpc.http2.max_ping_strikes", 0),
 )
+# How long a batch waits for a database connection before it is answered STORAGE_UNAVAILABLE.
+CONNECTION_WAIT_SECONDS = 5.0
 
 
 def _rejection(header: pb.BatchHeader | None, error: EnvelopeError) -> pb.Ack:
@@ -51,53 +67,101 @@ def _rejection(header: pb.BatchHeader | None, error: EnvelopeError) -> pb.Ack:
     )
 
 
-class IngestService(pb_grpc.IngestServicer):
-    """Implements ``meterpipe.v1.Ingest``."""
+def connection_pool(dsn: str, size: int) -> psycopg_pool.AsyncConnectionPool:
+    """An unopened pool of autocommit connections (open it inside the event loop)."""
+    return psycopg_pool.AsyncConnectionPool(
+        dsn,
+        min_size=1,
+        max_size=size,
+        open=False,
+        kwargs={"autocommit": True, "connect_timeout": 5},
+    )
 
-    def __init__(self, *, dsn: str) -> None:
-        """Args: dsn: the PostgreSQL connection string (schema already migrated)."""
-        self.dsn = dsn
+
+class IngestService(pb_grpc.IngestServicer):
+    """Implements ``meterpipe.v1.Ingest`` on an open connection pool."""
+
+    def __init__(
+        self, pool: psycopg_pool.AsyncConnectionPool, *, batches_per_stream: int = 4
+    ) -> None:
+        """Args: pool: connections to the migrated database; batches_per_stream: see module."""
+        self._pool = pool
+        self._batches_per_stream = batches_per_stream
         self._partitions = Partitions()
         self._meters = MeterDirectory()
+        self._agents = AgentDirectory()
+        self._storage: str | None = None
         self.outcomes: collections.Counter[str] = collections.Counter()
 
     async def StreamBatches(  # noqa: N802 - name fixed by the generated servicer
         self, request_iterator: AsyncIterator[pb.SignedBatch], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Ack]:
-        """Answer every batch of the stream with one Ack, in arrival order."""
-        store: BatchStore | None = None
-        peer = context.peer()
+        """Answer every batch of the stream with one Ack, as each is done."""
+        acks: asyncio.Queue[pb.Ack | None] = asyncio.Queue()
+        reader = asyncio.create_task(self._handle_stream(request_iterator, acks))
         try:
-            async for batch in request_iterator:
-                if store is None or store.broken:
-                    store = await self._reconnect(store)
-                ack = await self.handle(batch, store)
-                self.outcomes[pb.AckStatus.Name(ack.status)] += 1
+            while (ack := await acks.get()) is not None:
                 yield ack
+            await reader  # re-raises what ended the stream early, if anything
         finally:
-            if store is not None:
-                await store.close()
-            log.debug("stream from %s ended", peer)
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+            log.debug("stream from %s ended", context.peer())
 
-    async def _reconnect(self, old: BatchStore | None) -> BatchStore | None:
-        if old is not None:
-            await old.close()
+    async def _handle_stream(
+        self, request_iterator: AsyncIterator[pb.SignedBatch], acks: asyncio.Queue[pb.Ack | None]
+    ) -> None:
+        """Handle up to ``batches_per_stream`` batches at once; None in ``acks`` marks the end."""
+        slots = asyncio.Semaphore(self._batches_per_stream)
+
+        async def answer(batch: pb.SignedBatch) -> None:
+            try:
+                ack = await self.handle(batch)
+                self.outcomes[pb.AckStatus.Name(ack.status)] += 1
+                acks.put_nowait(ack)
+            finally:
+                slots.release()
+
         try:
-            return await BatchStore.connect(
-                self.dsn, partitions=self._partitions, meters=self._meters
-            )
-        except StorageUnavailable as exc:
-            log.warning("storage unavailable: %s", exc)
-            return None
+            async with asyncio.TaskGroup() as tasks:
+                async for batch in request_iterator:
+                    await slots.acquire()
+                    tasks.create_task(answer(batch))
+        finally:
+            acks.put_nowait(None)
 
-    async def handle(self, batch: pb.SignedBatch, store: BatchStore | None) -> pb.Ack:
+    @contextlib.asynccontextmanager
+    async def _store(self) -> AsyncIterator[BatchStore]:
+        """A store on a pooled connection.
+
+        Raises:
+            StorageUnavailable: no connection within CONNECTION_WAIT_SECONDS, or no schema.
+
+        """
+        try:
+            async with self._pool.connection(timeout=CONNECTION_WAIT_SECONDS) as conn:
+                if self._storage is None:
+                    self._storage = await recorded_storage(conn)
+                    if self._storage is None:
+                        raise StorageUnavailable(
+                            "database has no schema yet; run `core-ingest migrate`"
+                        )
+                yield BatchStore(
+                    conn, storage=self._storage, partitions=self._partitions, meters=self._meters
+                )
+        except psycopg_pool.PoolTimeout as exc:
+            raise StorageUnavailable(f"no database connection: {exc}") from exc
+
+    async def handle(self, batch: pb.SignedBatch) -> pb.Ack:
         """Verify and store one batch; every outcome, refusals included, becomes an Ack."""
         received_at = dt.datetime.now(dt.UTC)
         header = None
         try:
             header = read_header(batch)
-            opened, agent = await self._verify(batch, header, store)
-            status = await store.write(opened, agent=agent, received_at=received_at)
+            async with self._store() as store:
+                opened, agent = await self._verify(batch, header, store)
+                status = await store.write(opened, agent=agent, received_at=received_at)
         except EnvelopeError as exc:
             log.warning("refused batch: %s", exc.detail)
             return _rejection(header, exc)
@@ -119,54 +183,70 @@ class IngestService(pb_grpc.IngestServicer):
             meter_readings=len(opened.payload.meter_readings.interval_end),
         )
 
-    @staticmethod
     async def _verify(
-        batch: pb.SignedBatch, header: pb.BatchHeader, store: BatchStore | None
+        self, batch: pb.SignedBatch, header: pb.BatchHeader, store: BatchStore
     ) -> tuple[OpenedBatch, AgentKey]:
-        """Check the sender is enrolled and unrevoked, then the envelope against its key."""
-        if store is None:
-            raise StorageUnavailable("database unreachable")
-        key = await store.agent_key(header.agent_id)
-        if key is None:
-            raise EnvelopeError(
-                pb.REJECT_REASON_UNKNOWN_AGENT, f"agent {header.agent_id!r} is not enrolled"
-            )
-        if key.revoked:
-            raise EnvelopeError(
-                pb.REJECT_REASON_REVOKED_AGENT, f"agent {header.agent_id!r} is revoked"
-            )
-        return open_batch(batch, load_public_key(key.public_key)), key
+        """Check the sender is enrolled and unrevoked, then the envelope against its key.
+
+        A remembered key that does not verify the signature is looked up again before the
+        batch is refused: the agent may have been given a new key.
+        """
+        for fresh in (False, True):
+            agent = await self._agents.get(store.conn, header.agent_id, fresh=fresh)
+            if agent is None:
+                raise EnvelopeError(
+                    pb.REJECT_REASON_UNKNOWN_AGENT, f"agent {header.agent_id!r} is not enrolled"
+                )
+            if agent.revoked:
+                raise EnvelopeError(
+                    pb.REJECT_REASON_REVOKED_AGENT, f"agent {header.agent_id!r} is revoked"
+                )
+            try:
+                return open_batch(batch, load_public_key(agent.public_key)), agent
+            except EnvelopeError as exc:
+                if exc.reason != pb.REJECT_REASON_BAD_SIGNATURE or fresh:
+                    raise
+        raise AssertionError  # unreachable: the fresh attempt returns or raises
 
     async def Health(  # noqa: N802 - name fixed by the generated servicer
         self,
         request: pb.HealthRequest,  # noqa: ARG002 - empty message
         context: grpc.aio.ServicerContext,  # noqa: ARG002
     ) -> pb.HealthReply:
-        """Whether the database answers, and which storage and schema version the core speaks."""
+        """Whether the database answers, and which storage and schema version the core speaks.
+
+        Asked on a connection of its own, so the answer is immediate while the pool still
+        waits out its reconnection backoff.
+        """
         try:
-            store = await BatchStore.connect(
-                self.dsn, partitions=self._partitions, meters=self._meters
-            )
-        except StorageUnavailable as exc:
+            async with await psycopg.AsyncConnection.connect(
+                self._pool.conninfo, connect_timeout=5
+            ) as conn:
+                storage = await recorded_storage(conn)
+        except psycopg.OperationalError as exc:
             return pb.HealthReply(serving=False, version=__version__, detail=str(exc))
-        await store.close()
+        if storage is None:
+            detail = "database has no schema yet; run `core-ingest migrate`"
+            return pb.HealthReply(serving=False, version=__version__, detail=detail)
         return pb.HealthReply(
             serving=True,
             version=__version__,
             schema_version=PAYLOAD_SCHEMA_VERSION,
-            storage=store.storage,
+            storage=storage,
         )
 
 
-async def serve(*, dsn: str, listen: str) -> None:
+async def serve(*, dsn: str, listen: str, pool_size: int, batches_per_stream: int) -> None:
     """Serve until cancelled on ``listen`` (``host:port``)."""
-    server = grpc.aio.server(options=SERVER_OPTIONS)
-    pb_grpc.add_IngestServicer_to_server(IngestService(dsn=dsn), server)
-    if server.add_insecure_port(listen) == 0:
-        raise OSError(f"cannot listen on {listen}")
-    await server.start()
-    log.info("core ingest %s listening on %s", __version__, listen)
-    try:
-        await server.wait_for_termination()
-    finally:
-        await server.stop(grace=5)
+    async with connection_pool(dsn, pool_size) as pool:
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        service = IngestService(pool, batches_per_stream=batches_per_stream)
+        pb_grpc.add_IngestServicer_to_server(service, server)
+        if server.add_insecure_port(listen) == 0:
+            raise OSError(f"cannot listen on {listen}")
+        await server.start()
+        log.info("core ingest %s listening on %s", __version__, listen)
+        try:
+            await server.wait_for_termination()
+        finally:
+            await server.stop(grace=5)

@@ -13,7 +13,10 @@ value outside the column's range is refused before the COPY starts.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +25,6 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from core_ingest import __version__
-from core_ingest.errors import StorageUnavailable
 from core_ingest.migrations import NATIVE
 from core_ingest.reading_rows import (
     COPY_COLUMNS,
@@ -63,6 +65,35 @@ WRITE_ATTEMPTS = 3
 ROLLUP_TABLES = (("substation_hourly", "hour", 3600), ("substation_daily", "day", 86_400))
 
 
+def _rollup_upsert(table: str, column: str) -> psycopg.sql.Composed:
+    """Add per-bucket sums (arrays named after the table) to one rollup table."""
+    return psycopg.sql.SQL(
+        "INSERT INTO {table} AS t (substation, region, {column}, energy_wh, received, estimated,"
+        " suspect) SELECT %(substation)s, %(region)s, to_timestamp(d.bucket), d.energy_wh,"
+        " d.received, d.estimated, d.suspect FROM unnest({bucket}::int8[], {energy}::int8[],"
+        " {received}::int8[], {estimated}::int8[], {suspect}::int8[])"
+        " AS d(bucket, energy_wh, received, estimated, suspect)"
+        " ON CONFLICT (substation, {column}) DO UPDATE SET"
+        " energy_wh = t.energy_wh + excluded.energy_wh,"
+        " received = t.received + excluded.received,"
+        " estimated = t.estimated + excluded.estimated,"
+        " suspect = t.suspect + excluded.suspect"
+    ).format(
+        table=psycopg.sql.Identifier(table),
+        column=psycopg.sql.Identifier(column),
+        **{
+            name: psycopg.sql.Placeholder(f"{table}_{name}")
+            for name in ("bucket", "energy", "received", "estimated", "suspect")
+        },
+    )
+
+
+# Both rollups in one statement: one round trip per batch.
+ADD_TO_ROLLUPS = psycopg.sql.SQL("WITH hourly AS ({}) {}").format(
+    *(_rollup_upsert(table, column) for table, column, _period in ROLLUP_TABLES)
+)
+
+
 @dataclass(frozen=True, slots=True)
 class AgentKey:
     """An enrolled agent: its raw public key, whether it is revoked, and where it stands."""
@@ -99,50 +130,107 @@ def check_ranges(opened: OpenedBatch, columns: ReadingColumns) -> None:
         ("poll_time_ms", columns.poll_time_ms, EARLIEST_S * 1000, LATEST_S * 1000),
         ("telemetry time_ms", telemetry.time_ms, EARLIEST_S * 1000, LATEST_S * 1000),
     )
-    for name, column, low, high in limits:
-        if len(column) and not low <= min(column) <= max(column) <= high:
+    for name, values, low, high in limits:
+        column = np.asarray(values, dtype=np.int64)
+        if len(column) and not low <= column.min() <= column.max() <= high:
             raise EnvelopeError(
                 pb.REJECT_REASON_MALFORMED, f"a {name} value is outside {low}..{high}"
             )
+
+
+class AgentDirectory:
+    """Enrolled agents' keys and places, remembered for ``ttl`` seconds by this core process.
+
+    Saves a query per batch. Safe because the ledger row is only inserted while the agent
+    still holds the key and is unrevoked (see ``BatchStore``): a revocation or new key takes
+    effect at once, the cache only decides how a refusal is worded.
+    """
+
+    def __init__(self, ttl: float = 30.0) -> None:
+        """Start empty."""
+        self._ttl = ttl
+        self._known: dict[str, tuple[float, AgentKey]] = {}
+
+    async def get(
+        self, conn: psycopg.AsyncConnection, agent_id: str, *, fresh: bool = False
+    ) -> AgentKey | None:
+        """The enrolled agent, from memory unless ``fresh`` or older than the ttl."""
+        now = time.monotonic()
+        remembered = self._known.get(agent_id)
+        if remembered and not fresh and now - remembered[0] < self._ttl:
+            return remembered[1]
+        cur = await conn.execute(
+            "SELECT public_key, revoked_at IS NOT NULL, substation, region FROM agents"
+            " WHERE agent_id = %s",
+            (agent_id,),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            self._known.pop(agent_id, None)
+            return None
+        agent = AgentKey(bytes(row[0]), *row[1:])
+        self._known[agent_id] = (now, agent)
+        return agent
 
 
 class MeterDirectory:
     """Pseudonym -> meter_id from the meters dimension, remembered by this core process.
 
     A meter is added the first time any agent sends it, with that agent's substation and
-    region. Lookups are sorted so two cores adding the same new meters lock them in the same
-    order. The memory is bounded: past ``capacity`` pseudonyms it starts over.
+    region. An agent sends the same list of meters interval after interval, so whole lists
+    are remembered by their digest and a known list costs one hash, not a lookup per meter.
+    New meters are inserted sorted, so two cores adding the same ones lock them in the same
+    order. Memory is bounded: past the capacities the caches start over. Meter ids are never
+    renumbered, so a remembered id stays right.
     """
 
-    def __init__(self, capacity: int = 2_000_000) -> None:
-        """Start empty; about 120 bytes per remembered meter."""
+    def __init__(self, *, meters: int = 500_000, lists: int = 4_096) -> None:
+        """Start empty; about 120 bytes per remembered meter, 4 per meter in a list."""
         self._ids: dict[bytes, int] = {}
-        self._capacity = capacity
+        self._lists: dict[bytes, npt.NDArray[np.int32]] = {}
+        self._meter_capacity = meters
+        self._list_capacity = lists
 
     async def ids(
-        self, conn: psycopg.AsyncConnection, pseudonyms: list[bytes], agent_id: str, agent: AgentKey
+        self,
+        conn: psycopg.AsyncConnection,
+        pseudonyms: Sequence[bytes],
+        agent_id: str,
+        agent: AgentKey,
     ) -> npt.NDArray[np.int32]:
         """The meter_id of each pseudonym, in order, adding unknown meters to the dimension."""
-        wanted = set(pseudonyms)
-        missing = [p for p in wanted if p not in self._ids]
+        digest = hashlib.blake2b(b"".join(pseudonyms), digest_size=16).digest()
+        known = self._lists.get(digest)
+        if known is not None:
+            return known
+        listed = list(pseudonyms)
+        missing = [p for p in set(listed) if p not in self._ids]
+        if len(self._ids) + len(missing) > self._meter_capacity:
+            self._ids.clear()
+            missing = list(set(listed))
         if missing:
-            if len(self._ids) + len(missing) > self._capacity:
-                self._ids.clear()
-                missing = list(wanted)
-            missing.sort()
-            await conn.execute(
-                "INSERT INTO meters (pseudonym, substation, region, first_agent_id)"
-                " SELECT p, %s, %s, %s FROM unnest(%s::bytea[]) AS p"
-                " ON CONFLICT (pseudonym) DO NOTHING",
-                (agent.substation, agent.region, agent_id, missing),
-            )
-            cur = await conn.execute(
-                "SELECT pseudonym, meter_id FROM meters WHERE pseudonym = ANY(%s)", (missing,)
-            )
-            self._ids.update((bytes(p), meter_id) for p, meter_id in await cur.fetchall())
-        return np.fromiter(
-            (self._ids[p] for p in pseudonyms), dtype=np.int32, count=len(pseudonyms)
-        )
+            self._ids.update(await _add_meters(conn, sorted(missing), agent_id, agent))
+        ids = np.fromiter((self._ids[p] for p in listed), dtype=np.int32, count=len(listed))
+        if len(self._lists) >= self._list_capacity:
+            self._lists.clear()
+        self._lists[digest] = ids
+        return ids
+
+
+async def _add_meters(
+    conn: psycopg.AsyncConnection, pseudonyms: list[bytes], agent_id: str, agent: AgentKey
+) -> list[tuple[bytes, int]]:
+    """Insert the meters not in the dimension yet; (pseudonym, meter_id) of all of them."""
+    await conn.execute(
+        "INSERT INTO meters (pseudonym, substation, region, first_agent_id)"
+        " SELECT p, %s, %s, %s FROM unnest(%s::bytea[]) AS p"
+        " ON CONFLICT (pseudonym) DO NOTHING",
+        (agent.substation, agent.region, agent_id, pseudonyms),
+    )
+    cur = await conn.execute(
+        "SELECT pseudonym, meter_id FROM meters WHERE pseudonym = ANY(%s)", (pseudonyms,)
+    )
+    return [(bytes(p), meter_id) for p, meter_id in await cur.fetchall()]
 
 
 class Partitions:
@@ -179,7 +267,7 @@ class Partitions:
 
 
 class BatchStore:
-    """One database connection that writes batches; use ``async with``."""
+    """Writes batches through one borrowed autocommit connection."""
 
     def __init__(
         self,
@@ -189,51 +277,11 @@ class BatchStore:
         partitions: Partitions,
         meters: MeterDirectory,
     ) -> None:
-        """Wrap an open autocommit connection (see ``connect``)."""
+        """Wrap an open autocommit connection of a schema using ``storage``."""
         self.conn = conn
         self.storage = storage
         self._partitions = partitions
         self._meters = meters
-        self._staging_ready = False
-
-    @classmethod
-    async def connect(
-        cls, dsn: str, *, partitions: Partitions, meters: MeterDirectory
-    ) -> BatchStore:
-        """Open a connection and read which storage the schema uses.
-
-        Raises:
-            StorageUnavailable: the database cannot be reached or has no schema yet.
-
-        """
-        try:
-            conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True, connect_timeout=5)
-        except psycopg.OperationalError as exc:
-            raise StorageUnavailable(f"cannot connect to the database: {exc}") from exc
-        storage = await _recorded_storage(conn)
-        if storage is None:
-            await conn.close()
-            raise StorageUnavailable("database has no schema yet; run `core-ingest migrate`")
-        return cls(conn, storage=storage, partitions=partitions, meters=meters)
-
-    async def close(self) -> None:
-        """Close the connection."""
-        await self.conn.close()
-
-    @property
-    def broken(self) -> bool:
-        """Whether the connection is gone and a new store is needed."""
-        return self.conn.closed or self.conn.broken
-
-    async def agent_key(self, agent_id: str) -> AgentKey | None:
-        """The enrolled agent ``agent_id``, or None when the agent is unknown."""
-        cur = await self.conn.execute(
-            "SELECT public_key, revoked_at IS NOT NULL, substation, region FROM agents"
-            " WHERE agent_id = %s",
-            (agent_id,),
-        )
-        row = await cur.fetchone()
-        return AgentKey(*row) if row else None
 
     async def write(self, opened: OpenedBatch, *, agent: AgentKey, received_at: dt.datetime) -> int:
         """Commit the batch once; return ACK_STATUS_ACCEPTED or ACK_STATUS_DUPLICATE.
@@ -249,36 +297,45 @@ class BatchStore:
         if self.storage == NATIVE:
             await self._partitions.ensure(self.conn, batch_days(opened, columns))
         meter_ids = await self._meters.ids(
-            self.conn, list(opened.payload.meter_readings.meters), opened.header.agent_id, agent
+            self.conn, opened.payload.meter_readings.meters, opened.header.agent_id, agent
         )
         batch = _PendingBatch(opened, columns, meter_ids, agent, received_at)
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
+        staged, attempt = False, 1
+        while True:
             try:
-                return await self._commit(batch)
+                return await self._commit(batch, staged=staged)
+            except psycopg.errors.UniqueViolation:
+                if staged:
+                    raise
+                staged = True  # some readings were stored before: only the new ones go in
             except psycopg.errors.TransactionRollback as exc:
                 if attempt == WRITE_ATTEMPTS:
                     raise
+                attempt += 1
                 log.info("retrying batch %s after %s", opened.header.sequence, exc.sqlstate)
-        raise AssertionError  # unreachable: the last attempt returns or raises
 
-    async def _commit(self, batch: _PendingBatch) -> int:
+    async def _commit(self, batch: _PendingBatch, *, staged: bool) -> int:
         async with self.conn.transaction():
             batch_id = await self._insert_ledger_row(batch)
             if batch_id is None:
                 return await self._already_stored(batch.opened)
-            stored = await self._copy_meter_readings(batch, batch_id)
-            if len(stored) != len(batch.columns):
-                await self.conn.execute(
-                    "UPDATE batches SET readings_stored = %s WHERE batch_id = %s",
-                    (len(stored), batch_id),
-                )
+            if staged:
+                stored = await self._insert_new_readings(batch, batch_id)
+            else:
+                await self._copy(METER_COPY, copy_buffer(batch.columns, batch.meter_ids, batch_id))
+                stored = batch.columns
             await self._copy_telemetry(batch.opened)
             await self._apply_rotations(batch.opened)
             await self._add_to_rollups(stored, batch.agent)
         return pb.ACK_STATUS_ACCEPTED
 
     async def _insert_ledger_row(self, batch: _PendingBatch) -> int | None:
-        """The new ledger row's batch_id, or None when (agent, sequence) is already there."""
+        """The new ledger row's batch_id, or None when there is none to insert.
+
+        None means (agent, sequence) is already there, or the agent no longer holds the key
+        the batch was verified with: the row is only inserted while the agent is enrolled with
+        that key and unrevoked, so a revocation is exact even when the key was cached.
+        """
         header, payload, flags = (
             batch.opened.header,
             batch.opened.payload,
@@ -291,8 +348,9 @@ class BatchStore:
             " devices, created_at, received_at, meter_readings, telemetry_points, core_version,"
             " validation_ruleset, substation, region, poll_start, poll_end, readings_stored,"
             " quality_counts, suspect_readings)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-            " %s, %s, %s)"
+            " SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+            " %s, %s, %s FROM agents a WHERE a.agent_id = %s AND a.public_key = %s"
+            " AND a.revoked_at IS NULL"
             " ON CONFLICT (agent_id, sequence) DO NOTHING RETURNING batch_id",
             (
                 header.agent_id,
@@ -317,6 +375,8 @@ class BatchStore:
                 len(batch.columns),
                 Jsonb(quality_counts(flags)),
                 suspect_count(flags),
+                header.agent_id,
+                batch.agent.public_key,
             ),
         )
         row = await cur.fetchone()
@@ -329,11 +389,14 @@ class BatchStore:
             (opened.header.agent_id, opened.header.sequence),
         )
         row = await cur.fetchone()
+        if row is None:
+            raise EnvelopeError(
+                pb.REJECT_REASON_REVOKED_AGENT,
+                f"agent {opened.header.agent_id!r} was revoked or given a new key",
+            )
         # Rows stored before the header digest existed (schema version 1) compare the payload.
-        if (
-            row is not None
-            and bytes(row[0]) == opened.payload_sha256
-            and (row[1] is None or bytes(row[1]) == opened.header_sha256)
+        if bytes(row[0]) == opened.payload_sha256 and (
+            row[1] is None or bytes(row[1]) == opened.header_sha256
         ):
             return pb.ACK_STATUS_DUPLICATE
         raise EnvelopeError(
@@ -369,41 +432,29 @@ class BatchStore:
                 ),
             )
 
-    async def _copy_meter_readings(self, batch: _PendingBatch, batch_id: int) -> ReadingColumns:
-        """COPY the readings; return those newly stored.
-
-        The normal path is one binary COPY straight into the table, inside a savepoint. When
-        the unique (meter_id, interval_end) index refuses it, some readings were stored
-        before (a backfill re-read, a batch re-sealed after a crash): the same rows go to a
-        staging table and only the new ones are inserted. A stored reading whose new copy
-        carries another value is kept in reading_quarantine, never silently replaced.
-        """
-        if not len(batch.columns):
-            return batch.columns
-        rows = copy_buffer(batch.columns, batch.meter_ids, batch_id)
-        try:
-            async with self.conn.transaction():
-                await self._copy(METER_COPY, rows)
-        except psycopg.errors.UniqueViolation:
-            return await self._insert_new_readings(batch, rows, batch_id)
-        return batch.columns
-
     async def _copy(self, statement: str, rows: bytes) -> None:
         async with self.conn.cursor() as cur, cur.copy(statement) as copy:
             await copy.write(rows)
 
-    async def _insert_new_readings(
-        self, batch: _PendingBatch, rows: bytes, batch_id: int
-    ) -> ReadingColumns:
-        if not self._staging_ready:
-            await self.conn.execute(
-                "CREATE TEMPORARY TABLE IF NOT EXISTS incoming_readings"
-                " (LIKE meter_readings) ON COMMIT DELETE ROWS"
-            )
-            self._staging_ready = True
-        await self.conn.execute("TRUNCATE incoming_readings")
+    async def _insert_new_readings(self, batch: _PendingBatch, batch_id: int) -> ReadingColumns:
+        """Insert only the readings not stored yet; return them.
+
+        The normal path COPYs a batch straight into meter_readings. When the unique
+        (meter_id, interval_end) index refuses that, some readings were stored before (a
+        backfill re-read, a batch re-sealed after a crash) and the transaction is run again
+        through here: the rows go to a staging table and only the new ones are inserted. A
+        stored reading whose new copy carries another value is kept in reading_quarantine,
+        never silently replaced.
+        """
+        if not len(batch.columns):
+            return batch.columns
+        await self.conn.execute(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS incoming_readings"
+            " (LIKE meter_readings) ON COMMIT DELETE ROWS"
+        )
         await self._copy(
-            f"COPY incoming_readings ({COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)", rows
+            f"COPY incoming_readings ({COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)",
+            copy_buffer(batch.columns, batch.meter_ids, batch_id),
         )
         cur = await self.conn.execute(
             f"INSERT INTO meter_readings ({COPY_COLUMNS}) SELECT {COPY_COLUMNS}"  # noqa: S608 - constants
@@ -414,6 +465,10 @@ class BatchStore:
         inserted = set(await cur.fetchall())
         await self.conn.execute(QUARANTINE_CONFLICTS, (batch_id,))
 
+        await self.conn.execute(
+            "UPDATE batches SET readings_stored = %s WHERE batch_id = %s",
+            (len(inserted), batch_id),
+        )
         ids = batch.meter_ids[batch.columns.meter_index].tolist()
         ends = batch.columns.interval_end.tolist()
         new = np.fromiter(
@@ -438,34 +493,13 @@ class BatchStore:
         """
         if not len(stored):
             return
-        for table, column, period in ROLLUP_TABLES:
+        params: dict[str, object] = {"substation": agent.substation, "region": agent.region}
+        for table, _column, period in ROLLUP_TABLES:
             delta = rollup_delta(
                 stored.interval_end, stored.energy_wh, stored.quality_flags, period
             )
-            await self.conn.execute(
-                psycopg.sql.SQL(
-                    "INSERT INTO {table} AS t (substation, region, {column}, energy_wh, received,"
-                    " estimated, suspect)"
-                    " SELECT %s, %s, d.* FROM unnest(%s::timestamptz[], %s::int8[], %s::int8[],"
-                    " %s::int8[], %s::int8[]) AS d"
-                    " ON CONFLICT (substation, {column}) DO UPDATE SET"
-                    " energy_wh = t.energy_wh + excluded.energy_wh,"
-                    " received = t.received + excluded.received,"
-                    " estimated = t.estimated + excluded.estimated,"
-                    " suspect = t.suspect + excluded.suspect"
-                ).format(
-                    table=psycopg.sql.Identifier(table), column=psycopg.sql.Identifier(column)
-                ),
-                (
-                    agent.substation,
-                    agent.region,
-                    delta.bucket,
-                    delta.energy_wh,
-                    delta.received,
-                    delta.estimated,
-                    delta.suspect,
-                ),
-            )
+            params |= {f"{table}_{name}": values for name, values in delta.columns().items()}
+        await self.conn.execute(ADD_TO_ROLLUPS, params)
 
     async def _copy_telemetry(self, opened: OpenedBatch) -> None:
         columns = opened.payload.transformer_telemetry
@@ -508,7 +542,7 @@ class _PendingBatch:
     received_at: dt.datetime
 
 
-async def _recorded_storage(conn: psycopg.AsyncConnection) -> str | None:
+async def recorded_storage(conn: psycopg.AsyncConnection) -> str | None:
     """The schema's storage, or None when ``core-ingest migrate`` has not run."""
     try:
         cur = await conn.execute("SELECT storage FROM storage_settings")

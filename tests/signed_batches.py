@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Sequence
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from proto import pb, pb_grpc, seal_batch
+from proto import EnvelopeError, pb, pb_grpc, read_header, seal_batch
 
 KEY = Ed25519PrivateKey.generate()
 AGENT = "agent-core-test"
@@ -80,9 +81,26 @@ def seal(
 
 
 def send(target: str, *batches: pb.SignedBatch) -> list[pb.Ack]:
-    """Stream ``batches`` to the core at ``target``; its acknowledgements in order."""
+    """Stream ``batches`` to the core at ``target``; the ack of each, in the batches' order.
+
+    The core answers each batch as it commits, several at once, so acks may come in another
+    order; they are matched back by (agent id, sequence), as the agent does.
+    """
     with grpc.insecure_channel(target) as channel:
-        return list(pb_grpc.IngestStub(channel).StreamBatches(iter(batches), timeout=30))
+        acks = list(pb_grpc.IngestStub(channel).StreamBatches(iter(batches), timeout=30))
+    by_batch: dict[tuple[str, int], list[pb.Ack]] = collections.defaultdict(list)
+    for ack in acks:
+        by_batch[ack.agent_id, ack.sequence].append(ack)
+    return [by_batch[_key(batch)].pop(0) for batch in batches]
+
+
+def _key(batch: pb.SignedBatch) -> tuple[str, int]:
+    """(agent id, sequence) of the header, or ("", 0) as the core answers an unreadable one."""
+    try:
+        header = read_header(batch)
+    except EnvelopeError:
+        return "", 0
+    return header.agent_id, header.sequence
 
 
 def answer(ack: pb.Ack) -> str:

@@ -168,7 +168,7 @@ def test_same_payload_with_another_header_is_a_conflict_not_a_duplicate(core_ser
         private_key=KEY,
     )
     assert other_header.payload == first.payload
-    assert [answer(a) for a in send(core_server, first, other_header)] == [
+    assert [answer(send(core_server, batch)[0]) for batch in (first, other_header)] == [
         "ACK_STATUS_ACCEPTED",
         "REJECT_REASON_SEQUENCE_CONFLICT",
     ]

@@ -45,7 +45,7 @@ def test_a_reading_stored_before_is_not_stored_again_from_another_batch(core_ser
     first = seal(payload(meters=range(4)), sequence=1)
     overlapping = seal(payload(meters=range(8)), sequence=2)
     conflicting = seal(payload(meters=[0, 9], energy=[555, 100]), sequence=3)
-    acks = send(core_server, first, overlapping, conflicting)
+    acks = [send(core_server, batch)[0] for batch in (first, overlapping, conflicting)]
     assert [answer(a) for a in acks] == ["ACK_STATUS_ACCEPTED"] * 3
     assert query(enrolled, "SELECT count(*), count(DISTINCT meter_id) FROM meter_readings") == [
         (9, 9)
