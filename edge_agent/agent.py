@@ -180,6 +180,7 @@ class EdgeAgent:
             buffer_call=self.buffer_call,
             max_in_flight=config.max_in_flight,
             ack_timeout_seconds=config.ack_timeout_seconds,
+            compression=config.uplink_compression,
         )
         self._buffered = asyncio.Event()
         self._pending_readings = 0

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 SYNCHRONOUS_MODES = ("full", "normal")
 WORD_ORDERS = ("high_first", "low_first")
 BYTE_ORDERS = ("big", "little")
+COMPRESSIONS = ("none", "gzip")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ class AgentConfig:
     batch_max_age_seconds: float
     max_in_flight: int
     ack_timeout_seconds: float
+    uplink_compression: str
     modbus_sources: tuple[ModbusSourceConfig, ...]
     validation: VeeRules
     mqtt: MqttConfig | None
@@ -167,6 +169,7 @@ def parse_config(data: dict[str, Any], *, base: Path) -> AgentConfig:
         batch_max_age_seconds=uplink.number("batch_max_age_seconds", float, 5.0, 0, 3_600),
         max_in_flight=uplink.number("max_in_flight", int, 8, 1, 256),
         ack_timeout_seconds=uplink.number("ack_timeout_seconds", float, 60.0, 1, 3_600),
+        uplink_compression=uplink.choice("compression", COMPRESSIONS),
         modbus_sources=_modbus_sources(root),
         validation=_validation(root.table("validation")),
         mqtt=_mqtt(root.table("mqtt"), agent_id),

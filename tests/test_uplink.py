@@ -6,13 +6,16 @@ import asyncio
 import random
 
 import grpc
+import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from uplink_harness import ByteCounter, drive, fill, fill_signed, make_uplink, run_uplink_until
 
-from core_ingest.pgcluster import free_loopback_port
+from core_ingest import agents
+from core_ingest.migrations import NATIVE
 from edge_agent.sinks.buffer import Buffer
-from edge_agent.sinks.uplink import BACKOFF_CAP_SECONDS, Uplink, ack_label, backoff_delay
-from edge_agent.transforms.pseudonymize import PseudonymousReading
-from proto import pb, pb_grpc
+from edge_agent.sinks.uplink import BACKOFF_CAP_SECONDS, ack_label, backoff_delay
+from proto import pb, pb_grpc, public_key_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -32,51 +35,6 @@ class AbortingCore(pb_grpc.IngestServicer):
             del batch
             yield pb.Ack(sequence=1, status=pb.ACK_STATUS_DUPLICATE)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "going away")
-
-
-def fill(buffer: Buffer, batches: int) -> None:
-    buffer.put_readings(
-        [PseudonymousReading(m.to_bytes(32, "big"), 900, 1, 1, 0, 0, "d") for m in range(batches)]
-    )
-    while buffer.seal_batch(
-        lambda readings, points, seq, rotations: pb.SignedBatch().SerializeToString(),
-        max_readings=1,
-    ):
-        pass
-
-
-def run_uplink_until(core, buffer: Buffer, done, *, ack_timeout: float = 60.0) -> Uplink:
-    """Run an uplink against ``core`` (a real gRPC server on loopback) until ``done(uplink)``."""
-
-    async def scenario() -> Uplink:
-        server = grpc.aio.server()
-        pb_grpc.add_IngestServicer_to_server(core, server)
-        port = server.add_insecure_port(f"127.0.0.1:{free_loopback_port()}")
-        await server.start()
-
-        async def direct(method, *args, **kwargs):
-            return method(*args, **kwargs)
-
-        uplink = Uplink(
-            target=f"127.0.0.1:{port}",
-            buffer=buffer,
-            buffer_call=direct,
-            max_in_flight=8,
-            ack_timeout_seconds=ack_timeout,
-            rng=random.Random(1),
-        )
-        runner = asyncio.create_task(uplink.run())
-        try:
-            async with asyncio.timeout(30):
-                while not done(uplink):
-                    assert not runner.done(), runner.exception()
-                    await asyncio.sleep(0.05)
-        finally:
-            runner.cancel()
-            await server.stop(None)
-        return uplink
-
-    return asyncio.run(scenario())
 
 
 def test_streams_ended_by_the_core_are_retried_and_nothing_is_dropped(tmp_path):
@@ -127,7 +85,45 @@ def test_unanswered_batches_break_the_session_after_the_ack_timeout(tmp_path):
     """A core that reads but never answers is given up on, and the batches stay pending."""
     buffer = Buffer(tmp_path / "b.sqlite")
     fill(buffer, 3)
-    uplink = run_uplink_until(SilentCore(), buffer, lambda up: up.sessions >= 2, ack_timeout=1.5)
+    uplink = run_uplink_until(
+        SilentCore(), buffer, lambda up: up.sessions >= 2, ack_timeout_seconds=1.5
+    )
     assert uplink.sessions >= 2
     assert buffer.statistics().pending_batches == 3
+    buffer.close()
+
+
+def enroll(dsn: str, agent_id: str) -> Ed25519PrivateKey:
+    """A new signing key, enrolled for ``agent_id`` at the core's database."""
+    key = Ed25519PrivateKey.generate()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        agents.enroll(conn, agent_id, public_key_bytes(key.public_key()))
+    return key
+
+
+def stored_readings(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT count(*) FROM meter_readings").fetchone()[0]
+
+
+@pytest.mark.parametrize("storage", [NATIVE])
+def test_gzip_batches_are_smaller_on_the_wire_and_stored_by_the_core(
+    tmp_path, core_server, storage_dsn
+):
+    """With compression = "gzip" the core decompresses and stores every batch; fewer bytes go."""
+    buffer = Buffer(tmp_path / "b.sqlite")
+    key = enroll(storage_dsn, "gzip-agent")
+    readings = fill_signed(buffer, agent_id="gzip-agent", key=key, batches=4)
+    serialized = sum(len(b.signed) for b in buffer.pending_batches())
+    relay = ByteCounter(core_server)
+
+    async def scenario() -> None:
+        async with relay.running() as target:
+            uplink = make_uplink(target, buffer, compression="gzip")
+            await drive(uplink, lambda up: up.acks["accepted"] == 4)
+
+    asyncio.run(scenario())
+    assert buffer.statistics().pending_batches == 0
+    assert stored_readings(storage_dsn) == readings
+    assert relay.sent < serialized / 2, (relay.sent, serialized)
     buffer.close()

@@ -6,6 +6,8 @@ kept on disk, marked rejected with the core's reason, for the operator. On any f
 stream is dropped and reopened after a capped, jittered backoff, and every batch still pending
 is sent again: the core recognises what it already committed and answers DUPLICATE. A dead
 connection is noticed by gRPC keepalive pings and by a deadline on acknowledgements.
+With ``compression="gzip"`` every message is gzip-compressed by gRPC (the core's server
+decompresses it on its own); signatures cover the uncompressed bytes, so nothing else changes.
 This is the only module that knows about ``grpc.aio.AioRpcError``.
 """
 
@@ -40,6 +42,7 @@ CHANNEL_OPTIONS = (
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
 )
+COMPRESSION = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression.Gzip}
 
 BufferCall = Callable[..., Awaitable[Any]]
 StreamCall = grpc.aio.StreamStreamCall
@@ -97,6 +100,7 @@ class Uplink:
         buffer_call: BufferCall,
         max_in_flight: int,
         ack_timeout_seconds: float = 60.0,
+        compression: str = "none",
         rng: random.Random | None = None,
     ) -> None:
         """Prepare the uplink; no connection is made before ``run`` or ``deliver``.
@@ -107,6 +111,7 @@ class Uplink:
             buffer_call: runs a blocking buffer method in the agent's I/O thread.
             max_in_flight: batches sent and not yet acknowledged, at most.
             ack_timeout_seconds: a batch unacknowledged this long means the stream is dead.
+            compression: ``"none"`` or ``"gzip"`` (per message, decided by gRPC).
             rng: randomness for the backoff jitter (tests pass a seeded one).
 
         """
@@ -115,6 +120,7 @@ class Uplink:
         self._buffer_call = buffer_call
         self._max_in_flight = max_in_flight
         self._ack_timeout = ack_timeout_seconds
+        self._compression = COMPRESSION[compression]
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._batch_ready = asyncio.Event()
         self.acks: collections.Counter[str] = collections.Counter()
@@ -153,11 +159,17 @@ class Uplink:
                 )
                 await asyncio.sleep(delay)
 
+    def _channel(self) -> grpc.aio.Channel:
+        """A new channel to the core with the configured compression."""
+        return grpc.aio.insecure_channel(
+            self.target, options=CHANNEL_OPTIONS, compression=self._compression
+        )
+
     async def _session(self, session: _Session) -> None:
         """One stream until it breaks; every way it can end becomes ``UplinkBroken``."""
         self.sessions += 1
         try:
-            async with grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS) as channel:
+            async with self._channel() as channel:
                 call = pb_grpc.IngestStub(channel).StreamBatches()
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._send_loop(call, session), name="uplink.send")
@@ -244,7 +256,7 @@ class Uplink:
 
         acks: dict[int, pb.Ack] = {}
         try:
-            async with grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS) as channel:
+            async with self._channel() as channel:
                 call = pb_grpc.IngestStub(channel).StreamBatches(requests())
                 while len(acks) < len(batches):
                     async with asyncio.timeout(self._ack_timeout):
