@@ -181,6 +181,7 @@ class EdgeAgent:
             max_in_flight=config.max_in_flight,
             ack_timeout_seconds=config.ack_timeout_seconds,
             compression=config.uplink_compression,
+            max_bytes_per_second=config.uplink_max_bytes_per_second,
         )
         self._buffered = asyncio.Event()
         self._pending_readings = 0

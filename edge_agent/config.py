@@ -76,6 +76,7 @@ class AgentConfig:
     max_in_flight: int
     ack_timeout_seconds: float
     uplink_compression: str
+    uplink_max_bytes_per_second: int
     modbus_sources: tuple[ModbusSourceConfig, ...]
     validation: VeeRules
     mqtt: MqttConfig | None
@@ -170,6 +171,7 @@ def parse_config(data: dict[str, Any], *, base: Path) -> AgentConfig:
         max_in_flight=uplink.number("max_in_flight", int, 8, 1, 256),
         ack_timeout_seconds=uplink.number("ack_timeout_seconds", float, 60.0, 1, 3_600),
         uplink_compression=uplink.choice("compression", COMPRESSIONS),
+        uplink_max_bytes_per_second=uplink.number("max_bytes_per_second", int, 0, 0, 10**10),
         modbus_sources=_modbus_sources(root),
         validation=_validation(root.table("validation")),
         mqtt=_mqtt(root.table("mqtt"), agent_id),

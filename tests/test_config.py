@@ -38,6 +38,7 @@ def test_minimal_config_gets_documented_defaults(tmp_path):
     assert config.buffer_synchronous == "full"
     assert config.batch_max_readings == 5_000
     assert config.uplink_compression == "none"
+    assert config.uplink_max_bytes_per_second == 0
     source = config.modbus_sources[0]
     assert (source.port, source.unit_id, source.poll_interval_seconds) == (502, 1, 60.0)
     assert source.device == "modbus://10.0.0.5:502/1"
@@ -61,6 +62,10 @@ def test_overrides_win_over_the_file(tmp_path):
         (lambda t: t.split("[[sources.modbus]]")[0], "sources.modbus"),
         (lambda t: t.replace('target = "core:50051"', "target = 5"), "uplink.target"),
         (lambda t: t.replace("[uplink]", '[uplink]\ncompression = "brotli"'), "uplink.compression"),
+        (
+            lambda t: t.replace("[uplink]", "[uplink]\nmax_bytes_per_second = -1"),
+            "uplink.max_bytes_per_second",
+        ),
         (lambda t: t + "poll_interval_seconds = true\n", "sources.modbus[0].poll_interval_seconds"),
         (lambda t: t + "[[[", "file"),
     ],

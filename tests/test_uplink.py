@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import grpc
 import psycopg
@@ -13,6 +14,7 @@ from uplink_harness import ByteCounter, drive, fill, fill_signed, make_uplink, r
 
 from core_ingest import agents
 from core_ingest.migrations import NATIVE
+from edge_agent.sinks.bandwidth import BURST_SECONDS
 from edge_agent.sinks.buffer import Buffer
 from edge_agent.sinks.uplink import BACKOFF_CAP_SECONDS, ack_label, backoff_delay
 from proto import pb, pb_grpc, public_key_bytes
@@ -126,4 +128,34 @@ def test_gzip_batches_are_smaller_on_the_wire_and_stored_by_the_core(
     assert buffer.statistics().pending_batches == 0
     assert stored_readings(storage_dsn) == readings
     assert relay.sent < serialized / 2, (relay.sent, serialized)
+    buffer.close()
+
+
+class CountingCore(pb_grpc.IngestServicer):
+    """Accepts every batch at once and notes when it arrived and how many bytes it had."""
+
+    def __init__(self) -> None:
+        self.arrivals: list[tuple[float, int]] = []
+
+    async def StreamBatches(self, request_iterator, _context):  # noqa: N802
+        async for batch in request_iterator:
+            self.arrivals.append((time.monotonic(), batch.ByteSize()))
+            header = pb.BatchHeader.FromString(batch.header)
+            yield pb.Ack(sequence=header.sequence, status=pb.ACK_STATUS_ACCEPTED)
+
+
+def test_the_bandwidth_cap_holds_over_real_grpc(tmp_path):
+    """Ten 20 kB batches under a 60 kB/s cap take at least (bytes - one burst) / cap seconds."""
+    cap = 60_000
+    buffer = Buffer(tmp_path / "b.sqlite")
+    fill_signed(buffer, agent_id="paced", key=Ed25519PrivateKey.generate(), batches=10)
+    core = CountingCore()
+    started = time.monotonic()
+    uplink = run_uplink_until(
+        core, buffer, lambda up: up.acks["accepted"] == 10, max_bytes_per_second=cap
+    )
+    total = sum(size for _, size in core.arrivals)
+    assert total == uplink.bytes_sent > 3 * cap
+    elapsed = core.arrivals[-1][0] - started
+    assert elapsed >= (total - cap * BURST_SECONDS) / cap, (elapsed, total)
     buffer.close()

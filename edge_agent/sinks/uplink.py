@@ -8,6 +8,8 @@ is sent again: the core recognises what it already committed and answers DUPLICA
 connection is noticed by gRPC keepalive pings and by a deadline on acknowledgements.
 With ``compression="gzip"`` every message is gzip-compressed by gRPC (the core's server
 decompresses it on its own); signatures cover the uncompressed bytes, so nothing else changes.
+With ``max_bytes_per_second`` a token bucket (``edge_agent.sinks.bandwidth``) paces the batches'
+serialized bytes, so the uplink never takes more than its share of a thin link.
 This is the only module that knows about ``grpc.aio.AioRpcError``.
 """
 
@@ -25,6 +27,7 @@ from typing import Any
 import grpc
 
 from edge_agent.errors import BufferUnavailable, UplinkBroken
+from edge_agent.sinks.bandwidth import BURST_SECONDS, TokenBucket
 from edge_agent.sinks.buffer import Buffer, StoredBatch
 from proto import pb, pb_grpc
 
@@ -101,6 +104,7 @@ class Uplink:
         max_in_flight: int,
         ack_timeout_seconds: float = 60.0,
         compression: str = "none",
+        max_bytes_per_second: int = 0,
         rng: random.Random | None = None,
     ) -> None:
         """Prepare the uplink; no connection is made before ``run`` or ``deliver``.
@@ -112,6 +116,8 @@ class Uplink:
             max_in_flight: batches sent and not yet acknowledged, at most.
             ack_timeout_seconds: a batch unacknowledged this long means the stream is dead.
             compression: ``"none"`` or ``"gzip"`` (per message, decided by gRPC).
+            max_bytes_per_second: cap on serialized batch bytes sent (before compression);
+                0 for no cap. Kept across reconnects, so a new session cannot burst.
             rng: randomness for the backoff jitter (tests pass a seeded one).
 
         """
@@ -121,10 +127,19 @@ class Uplink:
         self._max_in_flight = max_in_flight
         self._ack_timeout = ack_timeout_seconds
         self._compression = COMPRESSION[compression]
+        self._bucket = (
+            TokenBucket(
+                bytes_per_second=max_bytes_per_second,
+                burst_bytes=max_bytes_per_second * BURST_SECONDS,
+            )
+            if max_bytes_per_second
+            else None
+        )
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._batch_ready = asyncio.Event()
         self.acks: collections.Counter[str] = collections.Counter()
         self.sessions = 0
+        self.bytes_sent = 0  # serialized batch bytes handed to gRPC
         self.keep_delivered = True  # False while the buffer is under pressure
 
     def notify(self) -> None:
@@ -193,11 +208,14 @@ class Uplink:
                 continue
             for batch in batches:
                 await session.window.acquire()
+                if self._bucket is not None:
+                    await self._bucket.wait_sendable(len(batch.signed))
                 session.in_flight[batch.sequence] = time.monotonic()
                 try:
                     await call.write(pb.SignedBatch.FromString(batch.signed))
                 except asyncio.InvalidStateError:
                     return  # the RPC has ended; the ack loop reports why
+                self.bytes_sent += len(batch.signed)
                 last_sent = batch.sequence
 
     async def _ack_loop(self, call: StreamCall, session: _Session) -> None:
