@@ -10,7 +10,15 @@ import grpc
 import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from uplink_harness import ByteCounter, drive, fill, fill_signed, make_uplink, run_uplink_until
+from uplink_harness import (
+    ByteCounter,
+    drive,
+    fill,
+    fill_signed,
+    make_uplink,
+    run_uplink_until,
+    serving,
+)
 
 from core_ingest import agents
 from core_ingest.migrations import NATIVE
@@ -116,7 +124,7 @@ def test_gzip_batches_are_smaller_on_the_wire_and_stored_by_the_core(
     buffer = Buffer(tmp_path / "b.sqlite")
     key = enroll(storage_dsn, "gzip-agent")
     readings = fill_signed(buffer, agent_id="gzip-agent", key=key, batches=4)
-    serialized = sum(len(b.signed) for b in buffer.pending_batches())
+    serialized = sum(len(b.signed) for b in buffer.retained_batches(from_sequence=1))
     relay = ByteCounter(core_server)
 
     async def scenario() -> None:
@@ -131,17 +139,28 @@ def test_gzip_batches_are_smaller_on_the_wire_and_stored_by_the_core(
     buffer.close()
 
 
-class CountingCore(pb_grpc.IngestServicer):
-    """Accepts every batch at once and notes when it arrived and how many bytes it had."""
+class RecordingCore(pb_grpc.IngestServicer):
+    """Accepts every batch, noting when it came, its sequence and size; optionally slow.
 
-    def __init__(self) -> None:
-        self.arrivals: list[tuple[float, int]] = []
+    ``on_arrival(count)`` runs as each batch arrives, before it is answered.
+    """
+
+    def __init__(self, *, pause_seconds: float = 0.0, on_arrival=lambda count: None) -> None:
+        self.arrivals: list[tuple[float, int, int]] = []  # (monotonic time, sequence, bytes)
+        self._pause = pause_seconds
+        self._on_arrival = on_arrival
+
+    @property
+    def sequences(self) -> list[int]:
+        return [sequence for _, sequence, _ in self.arrivals]
 
     async def StreamBatches(self, request_iterator, _context):  # noqa: N802
         async for batch in request_iterator:
-            self.arrivals.append((time.monotonic(), batch.ByteSize()))
-            header = pb.BatchHeader.FromString(batch.header)
-            yield pb.Ack(sequence=header.sequence, status=pb.ACK_STATUS_ACCEPTED)
+            sequence = pb.BatchHeader.FromString(batch.header).sequence
+            self.arrivals.append((time.monotonic(), sequence, batch.ByteSize()))
+            self._on_arrival(len(self.arrivals))
+            await asyncio.sleep(self._pause)
+            yield pb.Ack(sequence=sequence, status=pb.ACK_STATUS_ACCEPTED)
 
 
 def test_the_bandwidth_cap_holds_over_real_grpc(tmp_path):
@@ -149,13 +168,45 @@ def test_the_bandwidth_cap_holds_over_real_grpc(tmp_path):
     cap = 60_000
     buffer = Buffer(tmp_path / "b.sqlite")
     fill_signed(buffer, agent_id="paced", key=Ed25519PrivateKey.generate(), batches=10)
-    core = CountingCore()
+    core = RecordingCore()
     started = time.monotonic()
     uplink = run_uplink_until(
         core, buffer, lambda up: up.acks["accepted"] == 10, max_bytes_per_second=cap
     )
-    total = sum(size for _, size in core.arrivals)
+    total = sum(size for _, _, size in core.arrivals)
     assert total == uplink.bytes_sent > 3 * cap
     elapsed = core.arrivals[-1][0] - started
     assert elapsed >= (total - cap * BURST_SECONDS) / cap, (elapsed, total)
+    buffer.close()
+
+
+def test_a_live_batch_overtakes_the_backlog_and_every_batch_goes_once(tmp_path):
+    """60 batches of backlog; one sealed when the 10th arrives is there within 10 + window + 2.
+
+    By then at most a window of batches is already on its way; after that the sender takes the
+    oldest and the newest pending batch in turn, so the live one is at most two picks away.
+    Without the fair drain it would arrive 61st.
+    """
+    window = 4
+    buffer = Buffer(tmp_path / "b.sqlite")
+    fill(buffer, 60)
+
+    async def scenario() -> RecordingCore:
+        uplink = None
+
+        def seal_live_batch(arrived: int) -> None:
+            if arrived == 10:
+                fill(buffer, 1)  # sequence 61, from readings just polled
+                uplink.notify()
+
+        core = RecordingCore(pause_seconds=0.01, on_arrival=seal_live_batch)
+        async with serving(core) as target:
+            uplink = make_uplink(target, buffer, max_in_flight=window)
+            await drive(uplink, lambda up: up.acks["accepted"] == 61)
+        return core
+
+    core = asyncio.run(scenario())
+    assert core.sequences.index(61) + 1 <= 10 + window + 2, core.sequences
+    assert sorted(core.sequences) == list(range(1, 62))  # each exactly once
+    assert buffer.statistics().pending_batches == 0
     buffer.close()

@@ -29,12 +29,14 @@ DRIVE_TIMEOUT_SECONDS = 30
 
 
 def fill(buffer: Buffer, batches: int) -> None:
-    """Seal ``batches`` empty batches (one reading each) for cores that only look at sequences."""
+    """Seal ``batches`` unsigned batches (one reading each) for cores that only read sequences."""
     buffer.put_readings(
         [PseudonymousReading(m.to_bytes(32, "big"), 900, 1, 1, 0, 0, "d") for m in range(batches)]
     )
     while buffer.seal_batch(
-        lambda readings, points, seq, rotations: pb.SignedBatch().SerializeToString(),
+        lambda readings, points, seq, rotations: pb.SignedBatch(
+            header=pb.BatchHeader(sequence=seq).SerializeToString()
+        ).SerializeToString(),
         max_readings=1,
     ):
         pass

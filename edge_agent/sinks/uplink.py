@@ -6,6 +6,14 @@ kept on disk, marked rejected with the core's reason, for the operator. On any f
 stream is dropped and reopened after a capped, jittered backoff, and every batch still pending
 is sent again: the core recognises what it already committed and answers DUPLICATE. A dead
 connection is noticed by gRPC keepalive pings and by a deadline on acknowledgements.
+
+Fair drain: each free place in the window goes, in turn, to the oldest and to the newest
+pending batch not yet sent on this stream. After hours of outage the backlog drains from both
+ends at the link's full speed, while a batch sealed from live readings jumps the queue: it is
+on the wire within two picks of a free place (it arrives out of sequence order, which the core
+does not mind: it is idempotent by (agent, sequence)). A batch is sent at most once per stream,
+and every batch still pending is sent again on the next one.
+
 With ``compression="gzip"`` every message is gzip-compressed by gRPC (the core's server
 decompresses it on its own); signatures cover the uncompressed bytes, so nothing else changes.
 With ``max_bytes_per_second`` a token bucket (``edge_agent.sinks.bandwidth``) paces the batches'
@@ -21,7 +29,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -88,7 +96,10 @@ class _Session:
     """The state of one stream: what is in flight since when, and whether the core answered."""
 
     window: asyncio.Semaphore
-    in_flight: dict[int, float]  # sequence -> monotonic time sent
+    in_flight: dict[int, float] = field(default_factory=dict)  # sequence -> monotonic time sent
+    # Sent on this stream and the answer not recorded yet: never picked again on this stream.
+    unanswered: set[int] = field(default_factory=set)
+    newest_next: bool = False  # which end of the pending batches the next pick takes
     answered: bool = False
 
 
@@ -153,7 +164,7 @@ class Uplink:
         """
         attempt = 0
         while True:
-            session = _Session(asyncio.Semaphore(self._max_in_flight), {})
+            session = _Session(asyncio.Semaphore(self._max_in_flight))
             try:
                 await self._session(session)
             except UplinkBroken as exc:
@@ -197,26 +208,32 @@ class Uplink:
             raise UplinkBroken(_describe(exc)) from leaf
 
     async def _send_loop(self, call: StreamCall, session: _Session) -> None:
-        last_sent = 0
+        while True:
+            await session.window.acquire()
+            batch = await self._next_batch(session)
+            if self._bucket is not None:
+                await self._bucket.wait_sendable(len(batch.signed))
+            session.in_flight[batch.sequence] = time.monotonic()
+            session.unanswered.add(batch.sequence)
+            try:
+                await call.write(pb.SignedBatch.FromString(batch.signed))
+            except asyncio.InvalidStateError:
+                return  # the RPC has ended; the ack loop reports why
+            self.bytes_sent += len(batch.signed)
+
+    async def _next_batch(self, session: _Session) -> StoredBatch:
+        """Wait for a pending batch not sent on this stream yet: oldest and newest in turn."""
         while True:
             self._batch_ready.clear()
-            batches = await self._buffer_call(
-                self._buffer.pending_batches, after=last_sent, limit=self._max_in_flight
+            batch = await self._buffer_call(
+                self._buffer.next_pending,
+                newest=session.newest_next,
+                skip=frozenset(session.unanswered),  # a copy: the I/O thread reads it
             )
-            if not batches:
-                await self._batch_ready.wait()
-                continue
-            for batch in batches:
-                await session.window.acquire()
-                if self._bucket is not None:
-                    await self._bucket.wait_sendable(len(batch.signed))
-                session.in_flight[batch.sequence] = time.monotonic()
-                try:
-                    await call.write(pb.SignedBatch.FromString(batch.signed))
-                except asyncio.InvalidStateError:
-                    return  # the RPC has ended; the ack loop reports why
-                self.bytes_sent += len(batch.signed)
-                last_sent = batch.sequence
+            if batch is not None:
+                session.newest_next = not session.newest_next
+                return batch
+            await self._batch_ready.wait()
 
     async def _ack_loop(self, call: StreamCall, session: _Session) -> None:
         async for ack in call:
@@ -224,8 +241,9 @@ class Uplink:
                 log.warning("core acknowledged batch %d, which was not in flight", ack.sequence)
                 continue
             session.answered = True
+            if await self.record_ack(ack):
+                session.unanswered.discard(ack.sequence)
             session.window.release()
-            await self.record_ack(ack)
             if ack.reason == pb.REJECT_REASON_STORAGE_UNAVAILABLE:
                 raise UplinkBroken(f"core storage unavailable: {ack.detail}")
         raise UplinkBroken("core closed the stream")
@@ -239,12 +257,15 @@ class Uplink:
                 if waited > self._ack_timeout:
                     raise UplinkBroken(f"no acknowledgement for {waited:.0f} s")
 
-    async def record_ack(self, ack: pb.Ack) -> None:
-        """Store the core's answer for one batch in the buffer, count it and log refusals."""
+    async def record_ack(self, ack: pb.Ack) -> bool:
+        """Store the core's answer for one batch in the buffer, count it and log refusals.
+
+        Returns whether the batch left the pending set (False: it is to be sent again later).
+        """
         label = ack_label(ack)
         self.acks[label] += 1
         if ack.reason == pb.REJECT_REASON_STORAGE_UNAVAILABLE:
-            return  # not the batch's fault: it stays pending and is sent again
+            return False  # not the batch's fault: it stays pending and is sent again
         refused = ack.status not in DELIVERED
         if refused:
             log.error("core refused batch %d: %s: %s", ack.sequence, label, ack.detail)
