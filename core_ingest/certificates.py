@@ -10,6 +10,8 @@ Keys are EC P-256 signed with SHA-256: gRPC's TLS library (BoringSSL) refuses Ed
 certificates in the handshake (``NO_COMMON_SIGNATURE_ALGORITHMS``), and P-256 works with every
 TLS stack. Private keys are written with mode 0600, and no file is replaced unless ``force``
 is given. The CA key is needed only to issue: keep it off the core's host.
+
+``load_server_tls`` reads and checks what ``[server.tls]`` names before the server starts.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from core_ingest.errors import CertificateError
-from proto.tls import TlsMaterialError, read_identity
+from core_ingest.config import TLS_FILES, ServerTlsFiles
+from core_ingest.errors import CertificateError, ConfigError
+from proto.tls import TlsMaterialError, read_authority, read_identity
 
 AUTHORITY_STEM = "ca"  # the authority's files: ca.crt and ca.key
 AUTHORITY_CERTIFICATE, AUTHORITY_KEY = f"{AUTHORITY_STEM}.crt", f"{AUTHORITY_STEM}.key"
@@ -35,6 +38,8 @@ AUTHORITY_NAME = "meterpipe uplink CA"
 AUTHORITY_DAYS = 3650  # replaced rarely: every agent and the core trust it
 LEAF_DAYS = 730  # an agent's or the core's certificate: renewed every two years
 CLOCK_SKEW = dt.timedelta(hours=1)  # valid from an hour ago: gateways' clocks drift
+# Which configuration key names each part of the TLS material (proto.tls.TlsMaterialError.part).
+SERVER_TLS_KEYS = {"certificate": "cert", "key": "key", "authority": "client_ca"}
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -48,6 +53,15 @@ class Issued:
     subject: str
     not_after: dt.datetime
     sha256: str  # fingerprint of the certificate (DER)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTls:
+    """The core's TLS material, read and checked: what ``grpc.ssl_server_credentials`` takes."""
+
+    certificate: bytes
+    private_key: bytes
+    client_authority: bytes
 
 
 def create_authority(folder: Path, *, days: int = AUTHORITY_DAYS, force: bool = False) -> Issued:
@@ -240,3 +254,29 @@ def _create(path: Path, data: bytes, *, mode: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
+
+
+def load_server_tls(files: ServerTlsFiles) -> ServerTls:
+    """Read ``[server.tls]``'s files and check them, so a bad file stops the start, not a client.
+
+    Raises:
+        ConfigError: naming the ``server.tls`` key whose file is missing or unusable, or whose
+            key does not belong to the certificate.
+
+    """
+    pems = {}
+    for name in TLS_FILES:
+        path = getattr(files, name)
+        try:
+            pems[name] = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"server.tls.{name}", f"cannot read {path}: {exc.strerror}") from None
+    try:
+        read_identity(certificate_pem=pems["cert"], key_pem=pems["key"])
+        read_authority(pems["client_ca"])
+    except TlsMaterialError as exc:
+        name = SERVER_TLS_KEYS[exc.part]
+        raise ConfigError(f"server.tls.{name}", f"{getattr(files, name)} {exc.problem}") from None
+    return ServerTls(
+        certificate=pems["cert"], private_key=pems["key"], client_authority=pems["client_ca"]
+    )

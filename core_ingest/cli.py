@@ -27,9 +27,11 @@ from core_ingest.certificates import (
     LEAF_DAYS,
     IpAddress,
     Issued,
+    ServerTls,
     create_authority,
     issue_agent_certificate,
     issue_server_certificate,
+    load_server_tls,
 )
 from core_ingest.config import CoreConfig, load_config
 from core_ingest.errors import CertificateError, ConfigError, CoreError
@@ -60,12 +62,27 @@ def database_options(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
-def _config(config_path: Path | None, **overrides: str | None) -> CoreConfig:
+@contextlib.contextmanager
+def _exit_on_config_error() -> Iterator[None]:
+    """Invalid configuration: one line naming the key, exit 78."""
     try:
-        return load_config(config_path, **overrides)
+        yield
     except ConfigError as exc:
         click.echo(f"Error: invalid configuration: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
+
+
+def _config(config_path: Path | None, **overrides: str | None) -> CoreConfig:
+    with _exit_on_config_error():
+        return load_config(config_path, **overrides)
+
+
+def _server_tls(config: CoreConfig) -> ServerTls | None:
+    """``[server.tls]``'s files, read and checked before serving (None: plaintext)."""
+    if config.tls is None:
+        return None
+    with _exit_on_config_error():
+        return load_server_tls(config.tls)
 
 
 @contextlib.contextmanager
@@ -97,11 +114,15 @@ def main(*, verbose: bool) -> None:
 def serve_command(config_path: Path | None, dsn: str | None, listen: str | None) -> None:
     """Serve the gRPC ingest service until interrupted (schema must be migrated).
 
+    With [server.tls] in the configuration it speaks mutual TLS only; its files are checked
+    first (exit 78 naming the key). Without it, plaintext: for loopback or inside a VPN.
+
     Example: core-ingest serve --dsn postgresql://ingest@db/meters --listen 0.0.0.0:50051
     """
     config = _config(config_path, dsn=dsn, listen=listen)
+    tls = _server_tls(config)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(dsn=config.dsn, listen=config.listen))
+        asyncio.run(serve(dsn=config.dsn, listen=config.listen, tls=tls))
 
 
 @main.command("migrate")

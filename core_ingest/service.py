@@ -4,6 +4,11 @@ Each stream (one per connected agent) gets its own database connection and handl
 in order. The core is stateless: exactly-once lives in the database transaction, so any number
 of core processes can serve the same database. While the database is down every batch is
 answered REJECTED / STORAGE_UNAVAILABLE and the agent keeps it and retries later.
+
+With ``[server.tls]`` the server speaks mutual TLS only: every client presents a certificate
+from the configured authority, and a batch whose header names another agent than the
+certificate's common name is refused (CERTIFICATE_MISMATCH) before its agent is even looked up.
+Without it the server is plaintext, meant for loopback or a VPN.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import grpc
 import psycopg
 
 from core_ingest import __version__
+from core_ingest.certificates import ServerTls
 from core_ingest.errors import StorageUnavailable
 from core_ingest.store import BatchStore, Partitions
 from proto import (
@@ -29,6 +35,7 @@ from proto import (
     pb_grpc,
     read_header,
 )
+from proto.tls import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +58,26 @@ def _rejection(header: pb.BatchHeader | None, error: EnvelopeError) -> pb.Ack:
     )
 
 
+def _certified_agent(context: grpc.aio.ServicerContext) -> str | None:
+    """The common name of the stream's client certificate (the agent id), if it has one."""
+    names = context.auth_context().get("x509_common_name")
+    return names[0].decode() if names else None
+
+
 class IngestService(pb_grpc.IngestServicer):
     """Implements ``meterpipe.v1.Ingest``."""
 
-    def __init__(self, *, dsn: str) -> None:
-        """Args: dsn: the PostgreSQL connection string (schema already migrated)."""
+    def __init__(self, *, dsn: str, require_certificate: bool = False) -> None:
+        """Prepare the service; each stream opens its own database connection.
+
+        Args:
+            dsn: the PostgreSQL connection string (schema already migrated).
+            require_certificate: mutual TLS is on: a batch must come from the agent its
+                client certificate names.
+
+        """
         self.dsn = dsn
+        self.require_certificate = require_certificate
         self._partitions = Partitions()
         self.outcomes: collections.Counter[str] = collections.Counter()
 
@@ -66,11 +87,12 @@ class IngestService(pb_grpc.IngestServicer):
         """Answer every batch of the stream with one Ack, in arrival order."""
         store: BatchStore | None = None
         peer = context.peer()
+        certified_as = _certified_agent(context)
         try:
             async for batch in request_iterator:
                 if store is None or store.broken:
                     store = await self._reconnect(store)
-                ack = await self.handle(batch, store)
+                ack = await self.handle(batch, store, certified_as=certified_as)
                 self.outcomes[pb.AckStatus.Name(ack.status)] += 1
                 yield ack
         finally:
@@ -87,12 +109,18 @@ class IngestService(pb_grpc.IngestServicer):
             log.warning("storage unavailable: %s", exc)
             return None
 
-    async def handle(self, batch: pb.SignedBatch, store: BatchStore | None) -> pb.Ack:
-        """Verify and store one batch; every outcome, refusals included, becomes an Ack."""
+    async def handle(
+        self, batch: pb.SignedBatch, store: BatchStore | None, *, certified_as: str | None = None
+    ) -> pb.Ack:
+        """Verify and store one batch; every outcome, refusals included, becomes an Ack.
+
+        ``certified_as`` is the common name of the client certificate, under mutual TLS.
+        """
         received_at = dt.datetime.now(dt.UTC)
         header = None
         try:
             header = read_header(batch)
+            self._check_certificate(header, certified_as)
             opened = await self._verify(batch, header, store)
             status = await store.write(opened, received_at=received_at)
         except EnvelopeError as exc:
@@ -115,6 +143,15 @@ class IngestService(pb_grpc.IngestServicer):
             status=status,
             meter_readings=len(opened.payload.meter_readings.interval_end),
         )
+
+    def _check_certificate(self, header: pb.BatchHeader, certified_as: str | None) -> None:
+        """Under mutual TLS, a batch must name the agent its client certificate was issued to."""
+        if self.require_certificate and certified_as != header.agent_id:
+            raise EnvelopeError(
+                pb.REJECT_REASON_CERTIFICATE_MISMATCH,
+                f"the client certificate is issued to {certified_as!r}, "
+                f"the batch is from agent {header.agent_id!r}",
+            )
 
     @staticmethod
     async def _verify(
@@ -153,15 +190,39 @@ class IngestService(pb_grpc.IngestServicer):
         )
 
 
-async def serve(*, dsn: str, listen: str) -> None:
-    """Serve until cancelled on ``listen`` (``host:port``)."""
+async def serve(*, dsn: str, listen: str, tls: ServerTls | None = None) -> None:
+    """Serve until cancelled on ``listen`` (``host:port``), with mutual TLS when ``tls``."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    pb_grpc.add_IngestServicer_to_server(IngestService(dsn=dsn), server)
-    if server.add_insecure_port(listen) == 0:
+    service = IngestService(dsn=dsn, require_certificate=tls is not None)
+    pb_grpc.add_IngestServicer_to_server(service, server)
+    if _bind(server, listen, tls) == 0:
         raise OSError(f"cannot listen on {listen}")
     await server.start()
-    log.info("core ingest %s listening on %s", __version__, listen)
+    log.info(
+        "core ingest %s listening on %s (%s)",
+        __version__,
+        listen,
+        "mutual TLS" if tls else "plaintext",
+    )
     try:
         await server.wait_for_termination()
     finally:
         await server.stop(grace=5)
+
+
+def _bind(server: grpc.aio.Server, listen: str, tls: ServerTls | None) -> int:
+    """Add the listening port, secure when ``tls``; return it (0 when binding failed)."""
+    if tls is None:
+        if not is_loopback(listen):
+            log.warning(
+                "serving without TLS on %s: meant for loopback or inside a VPN; "
+                "set [server.tls] for mutual TLS",
+                listen,
+            )
+        return server.add_insecure_port(listen)
+    credentials = grpc.ssl_server_credentials(
+        [(tls.private_key, tls.certificate)],
+        root_certificates=tls.client_authority,
+        require_client_auth=True,
+    )
+    return server.add_secure_port(listen, credentials)

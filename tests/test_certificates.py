@@ -1,4 +1,4 @@
-"""The private authority: what it issues and what it refuses."""
+"""The private authority: what it issues, what it refuses, and the core's checks of [server.tls]."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from core_ingest.certificates import (
     create_authority,
     issue_agent_certificate,
     issue_server_certificate,
+    load_server_tls,
 )
-from core_ingest.errors import CertificateError
+from core_ingest.config import ServerTlsFiles
+from core_ingest.errors import CertificateError, ConfigError
 from proto.tls import common_name
 
 
@@ -101,3 +103,37 @@ def test_issuing_without_an_authority_says_to_create_one(tmp_path):
     """The message names the missing file and the command that makes it."""
     with pytest.raises(CertificateError, match=r"ca\.crt.*core-ingest ca init"):
         issue_agent_certificate(tmp_path, agent_id="sub-1")
+
+
+def server_files(authority, **changes) -> ServerTlsFiles:
+    issue_server_certificate(authority, name="core.example")
+    files = {
+        "cert": authority / "server-core.example.crt",
+        "key": authority / "server-core.example.key",
+        "client_ca": authority / "ca.crt",
+    }
+    return ServerTlsFiles(**(files | changes))
+
+
+def test_the_core_reads_its_tls_files_once_checked(authority):
+    """Certificate, matching key and the agents' authority come back as PEM for gRPC."""
+    tls = load_server_tls(server_files(authority))
+    assert tls.certificate.startswith(b"-----BEGIN CERTIFICATE-----")
+    assert tls.client_authority == (authority / "ca.crt").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "problem"),
+    [
+        (lambda a: {"cert": a / "missing.crt"}, "server.tls.cert", "cannot read"),
+        (lambda a: {"key": a / "ca.key"}, "server.tls.key", "does not belong"),
+        (lambda a: {"client_ca": a / "ca.key"}, "server.tls.client_ca", "no PEM certificate"),
+        (lambda a: {"cert": a / "ca.key"}, "server.tls.cert", "no PEM certificate"),
+        (lambda a: {"key": a / "ca.crt"}, "server.tls.key", "not an unencrypted PEM private"),
+    ],
+)
+def test_unusable_tls_files_stop_the_core_naming_the_key(authority, change, key, problem):
+    """Checked before serving, so a bad file is one line at start, not a failed handshake."""
+    with pytest.raises(ConfigError, match=problem) as caught:
+        load_server_tls(server_files(authority, **change(authority)))
+    assert caught.value.key == key

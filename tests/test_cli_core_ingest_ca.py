@@ -1,4 +1,4 @@
-"""`core-ingest ca` as operators run it."""
+"""`core-ingest ca` as operators run it, and `serve` refusing a bad `[server.tls]`."""
 
 from __future__ import annotations
 
@@ -64,3 +64,17 @@ def test_issuing_before_init_and_bad_addresses_are_clear_errors(tmp_path):
     bad = core_ingest("ca", "issue-server", "--dir", str(tmp_path), "--name", "c", "--ip", "1.2.3")
     assert bad.returncode == 2
     assert "--ip" in bad.stderr, bad.stderr
+
+
+def test_serve_refuses_to_start_on_an_unusable_tls_file_naming_the_key(tmp_path):
+    """Exit 78 before listening, naming server.tls.key; a half table names the missing key."""
+    core_ingest("ca", "init", "--dir", str(tmp_path))
+    config = tmp_path / "core.toml"
+    config.write_text('[server.tls]\ncert = "ca.crt"\nkey = "nowhere.key"\nclient_ca = "ca.crt"\n')
+    bad = core_ingest("serve", "--config", str(config), "--dsn", "postgresql://db/x")
+    assert bad.returncode == 78
+    assert "server.tls.key: cannot read" in bad.stderr, bad.stderr
+    config.write_text('[server.tls]\ncert = "ca.crt"\nkey = "ca.key"\n')
+    half = core_ingest("serve", "--config", str(config), "--dsn", "postgresql://db/x")
+    assert half.returncode == 78
+    assert "server.tls.client_ca: is required" in half.stderr, half.stderr

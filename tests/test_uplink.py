@@ -1,4 +1,4 @@
-"""The uplink against real gRPC servers that misbehave: it keeps every batch and keeps trying."""
+"""The uplink over real gRPC: misbehaving cores, compression, the bandwidth cap, the fair drain."""
 
 from __future__ import annotations
 
@@ -7,25 +7,25 @@ import random
 import time
 
 import grpc
-import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from uplink_harness import (
     ByteCounter,
     drive,
+    enroll,
     fill,
     fill_signed,
     make_uplink,
     run_uplink_until,
     serving,
+    stored_readings,
 )
 
-from core_ingest import agents
 from core_ingest.migrations import NATIVE
 from edge_agent.sinks.bandwidth import BURST_SECONDS
 from edge_agent.sinks.buffer import Buffer
 from edge_agent.sinks.uplink import BACKOFF_CAP_SECONDS, ack_label, backoff_delay
-from proto import pb, pb_grpc, public_key_bytes
+from proto import pb, pb_grpc
 
 pytestmark = pytest.mark.integration
 
@@ -74,6 +74,8 @@ def test_ack_labels_name_status_and_reason():
     assert ack_label(pb.Ack(status=pb.ACK_STATUS_DUPLICATE)) == "duplicate"
     rejected = pb.Ack(status=pb.ACK_STATUS_REJECTED, reason=pb.REJECT_REASON_BAD_SIGNATURE)
     assert ack_label(rejected) == "rejected:BAD_SIGNATURE"
+    mismatch = pb.Ack(status=pb.ACK_STATUS_REJECTED, reason=pb.REJECT_REASON_CERTIFICATE_MISMATCH)
+    assert ack_label(mismatch) == "rejected:CERTIFICATE_MISMATCH"
 
 
 def test_ack_labels_for_values_a_newer_core_may_send():
@@ -101,19 +103,6 @@ def test_unanswered_batches_break_the_session_after_the_ack_timeout(tmp_path):
     assert uplink.sessions >= 2
     assert buffer.statistics().pending_batches == 3
     buffer.close()
-
-
-def enroll(dsn: str, agent_id: str) -> Ed25519PrivateKey:
-    """A new signing key, enrolled for ``agent_id`` at the core's database."""
-    key = Ed25519PrivateKey.generate()
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        agents.enroll(conn, agent_id, public_key_bytes(key.public_key()))
-    return key
-
-
-def stored_readings(dsn: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute("SELECT count(*) FROM meter_readings").fetchone()[0]
 
 
 @pytest.mark.parametrize("storage", [NATIVE])

@@ -13,14 +13,16 @@ import random
 from collections.abc import AsyncIterator, Callable
 
 import grpc
+import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from core_ingest import agents
 from core_ingest.pgcluster import free_loopback_port
 from edge_agent.sinks.buffer import Buffer
 from edge_agent.sinks.uplink import Uplink
 from edge_agent.transforms.batch import batch_payload
 from edge_agent.transforms.pseudonymize import PseudonymousReading
-from proto import pb, pb_grpc, seal_batch
+from proto import pb, pb_grpc, public_key_bytes, seal_batch
 
 FIRST_INTERVAL_END = 1_790_000_100 - 1_790_000_100 % 900
 # Few meters over many intervals, as after an outage: compressible like real backlogs.
@@ -137,6 +139,31 @@ def run_uplink_until(
         return uplink
 
     return asyncio.run(scenario())
+
+
+def run_uplink_against(target: str, buffer: Buffer, done, **options: object) -> Uplink:
+    """Run an uplink against a core already serving at ``target`` until ``done(uplink)``."""
+
+    async def scenario() -> Uplink:
+        uplink = make_uplink(target, buffer, **options)
+        await drive(uplink, done)
+        return uplink
+
+    return asyncio.run(scenario())
+
+
+def enroll(dsn: str, agent_id: str) -> Ed25519PrivateKey:
+    """A new signing key, enrolled for ``agent_id`` at the core's database."""
+    key = Ed25519PrivateKey.generate()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        agents.enroll(conn, agent_id, public_key_bytes(key.public_key()))
+    return key
+
+
+def stored_readings(dsn: str) -> int:
+    """Meter readings in the core's database."""
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT count(*) FROM meter_readings").fetchone()[0]
 
 
 class ByteCounter:

@@ -16,6 +16,9 @@ and every batch still pending is sent again on the next one.
 
 With ``compression="gzip"`` every message is gzip-compressed by gRPC (the core's server
 decompresses it on its own); signatures cover the uncompressed bytes, so nothing else changes.
+With ``tls`` the channel is mutual TLS: the agent checks the core's certificate against the
+configured authority and presents its own, whose common name the core matches with each batch's
+agent id. Without it the channel is plaintext, meant for loopback or a VPN.
 With ``max_bytes_per_second`` a token bucket (``edge_agent.sinks.bandwidth``) paces the batches'
 serialized bytes, so the uplink never takes more than its share of a thin link.
 This is the only module that knows about ``grpc.aio.AioRpcError``.
@@ -35,6 +38,7 @@ from typing import Any
 import grpc
 
 from edge_agent.errors import BufferUnavailable, UplinkBroken
+from edge_agent.keys import ClientTls
 from edge_agent.sinks.bandwidth import BURST_SECONDS, TokenBucket
 from edge_agent.sinks.buffer import Buffer, StoredBatch
 from proto import pb, pb_grpc
@@ -116,6 +120,7 @@ class Uplink:
         ack_timeout_seconds: float = 60.0,
         compression: str = "none",
         max_bytes_per_second: int = 0,
+        tls: ClientTls | None = None,
         rng: random.Random | None = None,
     ) -> None:
         """Prepare the uplink; no connection is made before ``run`` or ``deliver``.
@@ -129,6 +134,7 @@ class Uplink:
             compression: ``"none"`` or ``"gzip"`` (per message, decided by gRPC).
             max_bytes_per_second: cap on serialized batch bytes sent (before compression);
                 0 for no cap. Kept across reconnects, so a new session cannot burst.
+            tls: mutual-TLS material (``edge_agent.keys.load_client_tls``); None: plaintext.
             rng: randomness for the backoff jitter (tests pass a seeded one).
 
         """
@@ -138,6 +144,7 @@ class Uplink:
         self._max_in_flight = max_in_flight
         self._ack_timeout = ack_timeout_seconds
         self._compression = COMPRESSION[compression]
+        self._tls = tls
         self._bucket = (
             TokenBucket(
                 bytes_per_second=max_bytes_per_second,
@@ -186,9 +193,21 @@ class Uplink:
                 await asyncio.sleep(delay)
 
     def _channel(self) -> grpc.aio.Channel:
-        """A new channel to the core with the configured compression."""
-        return grpc.aio.insecure_channel(
-            self.target, options=CHANNEL_OPTIONS, compression=self._compression
+        """A new channel to the core: mutual TLS if configured, with the configured compression."""
+        if self._tls is None:
+            return grpc.aio.insecure_channel(
+                self.target, options=CHANNEL_OPTIONS, compression=self._compression
+            )
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self._tls.authority,
+            private_key=self._tls.private_key,
+            certificate_chain=self._tls.certificate,
+        )
+        options = CHANNEL_OPTIONS
+        if self._tls.server_name:
+            options += (("grpc.ssl_target_name_override", self._tls.server_name),)
+        return grpc.aio.secure_channel(
+            self.target, credentials, options=options, compression=self._compression
         )
 
     async def _session(self, session: _Session) -> None:
