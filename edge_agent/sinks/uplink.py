@@ -227,6 +227,7 @@ class Uplink:
             raise UplinkBroken(_describe(exc)) from leaf
 
     async def _send_loop(self, call: StreamCall, session: _Session) -> None:
+        """Fill every free place in the window with the next pick, paced by the bandwidth cap."""
         while True:
             await session.window.acquire()
             batch = await self._next_batch(session)
