@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
+import ipaddress
 import json
 import logging
 import sys
@@ -19,8 +22,19 @@ import click
 import psycopg
 
 from core_ingest import agents as agent_registry
+from core_ingest.certificates import (
+    AUTHORITY_DAYS,
+    LEAF_DAYS,
+    IpAddress,
+    Issued,
+    ServerTls,
+    create_authority,
+    issue_agent_certificate,
+    issue_server_certificate,
+    load_server_tls,
+)
 from core_ingest.config import CoreConfig, load_config
-from core_ingest.errors import ConfigError, CoreError
+from core_ingest.errors import CertificateError, ConfigError, CoreError
 from core_ingest.migrations import MIGRATIONS, STORAGE_CHOICES, applied_versions, migrate
 from core_ingest.service import serve
 from core_ingest.status import database_status
@@ -48,12 +62,27 @@ def database_options(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
-def _config(config_path: Path | None, **overrides: str | None) -> CoreConfig:
+@contextlib.contextmanager
+def _exit_on_config_error() -> Iterator[None]:
+    """Invalid configuration: one line naming the key, exit 78."""
     try:
-        return load_config(config_path, **overrides)
+        yield
     except ConfigError as exc:
         click.echo(f"Error: invalid configuration: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
+
+
+def _config(config_path: Path | None, **overrides: str | None) -> CoreConfig:
+    with _exit_on_config_error():
+        return load_config(config_path, **overrides)
+
+
+def _server_tls(config: CoreConfig) -> ServerTls | None:
+    """``[server.tls]``'s files, read and checked before serving (None: plaintext)."""
+    if config.tls is None:
+        return None
+    with _exit_on_config_error():
+        return load_server_tls(config.tls)
 
 
 @contextlib.contextmanager
@@ -85,9 +114,13 @@ def main(*, verbose: bool) -> None:
 def serve_command(config_path: Path | None, dsn: str | None, listen: str | None) -> None:
     """Serve the gRPC ingest service until interrupted (schema must be migrated).
 
+    With [server.tls] in the configuration it speaks mutual TLS only; its files are checked
+    first (exit 78 naming the key). Without it, plaintext: for loopback or inside a VPN.
+
     Example: core-ingest serve --dsn postgresql://ingest@db/meters --listen 0.0.0.0:50051
     """
     config = _config(config_path, dsn=dsn, listen=listen)
+    tls = _server_tls(config)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             serve(
@@ -95,6 +128,7 @@ def serve_command(config_path: Path | None, dsn: str | None, listen: str | None)
                 listen=config.listen,
                 pool_size=config.pool_size,
                 batches_per_stream=config.batches_per_stream,
+                tls=tls,
             )
         )
 
@@ -227,3 +261,119 @@ def agents_revoke(config_path: Path | None, dsn: str | None, agent_id: str) -> N
     with _database(_config(config_path, dsn=dsn)) as conn:
         agent_registry.revoke(conn, agent_id)
         _print({"revoked": agent_id})
+
+
+@main.group("ca")
+def ca_group() -> None:
+    """Issue the certificates for mutual TLS between agents and the core (a private CA)."""
+
+
+def ca_options(*, days: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--dir``, ``--days`` and ``--force``, shared by every ``ca`` command."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        command = click.option(
+            "--force", is_flag=True, help="Replace existing files (the old ones are lost)."
+        )(command)
+        command = click.option(
+            "--days",
+            type=click.IntRange(1, 36_500),
+            default=days,
+            show_default=True,
+            help="Days the certificate is valid.",
+        )(command)
+        return click.option(
+            "--dir",
+            "folder",
+            type=click.Path(file_okay=False, path_type=Path),
+            required=True,
+            help="The authority's folder: ca.crt, ca.key and the issued files.",
+        )(command)
+
+    return decorate
+
+
+def _ip_addresses(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> list[IpAddress]:
+    try:
+        return [ipaddress.ip_address(value) for value in values]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _issued(issue: Callable[[], Issued]) -> None:
+    """Run one issuing call and print what it wrote; its errors become one-line messages."""
+    try:
+        issued = issue()
+    except CertificateError as exc:
+        raise click.ClickException(str(exc)) from None
+    _print(dataclasses.asdict(issued))
+
+
+@ca_group.command("init")
+@ca_options(days=AUTHORITY_DAYS)
+def ca_init(folder: Path, days: int, *, force: bool) -> None:
+    """Create the certificate authority (ca.crt, and ca.key with mode 0600) in a new folder.
+
+    Every agent and the core trust ca.crt; ca.key is needed only to issue, keep it offline.
+
+    Example: core-ingest ca init --dir /srv/meterpipe-ca
+    """
+    _issued(functools.partial(create_authority, folder, days=days, force=force))
+
+
+@ca_group.command("issue-server")
+@ca_options(days=LEAF_DAYS)
+@click.option("--name", required=True, help="The core's DNS name agents connect to (the CN).")
+@click.option(
+    "--dns", "dns_names", multiple=True, help="Another DNS name for the core; repeatable."
+)
+@click.option(
+    "--ip",
+    "ip_addresses",
+    multiple=True,
+    callback=_ip_addresses,
+    help="An IP address agents connect to; repeatable.",
+)
+def ca_issue_server(  # noqa: PLR0913 - one parameter per option
+    folder: Path,
+    days: int,
+    name: str,
+    dns_names: tuple[str, ...],
+    ip_addresses: list[IpAddress],
+    *,
+    force: bool,
+) -> None:
+    """Issue the core's server certificate (server-NAME.crt, server-NAME.key) from the CA.
+
+    Example: core-ingest ca issue-server --dir /srv/meterpipe-ca --name core.example --ip 10.0.0.7
+    """
+    _issued(
+        functools.partial(
+            issue_server_certificate,
+            folder,
+            name=name,
+            dns_names=dns_names,
+            ip_addresses=ip_addresses,
+            days=days,
+            force=force,
+        )
+    )
+
+
+@ca_group.command("issue-agent")
+@ca_options(days=LEAF_DAYS)
+@click.option("--agent-id", required=True, help="The agent's id, as in its [agent] id (the CN).")
+def ca_issue_agent(folder: Path, days: int, agent_id: str, *, force: bool) -> None:
+    """Issue an agent's client certificate (agent-ID.crt, agent-ID.key) from the CA.
+
+    The core refuses batches whose agent id differs from the certificate's common name.
+
+    Example: core-ingest ca issue-agent --dir /srv/meterpipe-ca --agent-id sub-north-0042
+    """
+    _issued(
+        functools.partial(
+            issue_agent_certificate, folder, agent_id=agent_id, days=days, force=force
+        )
+    )

@@ -1,7 +1,8 @@
 """The core's TOML configuration, merged with environment and flags, validated once.
 
 Layers, later wins: the file (``--config``), then ``CORE_INGEST_DSN`` / ``CORE_INGEST_LISTEN``,
-then command-line flags. Every error names the key at fault.
+then command-line flags. Every error names the key at fault. Relative file paths are taken from
+the configuration file's folder.
 """
 
 from __future__ import annotations
@@ -19,6 +20,16 @@ DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_POOL_SIZE = 8
 # Batches of one stream verified and written at once; the agent keeps 8 in flight.
 DEFAULT_BATCHES_PER_STREAM = 4
+TLS_FILES = ("cert", "key", "client_ca")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTlsFiles:
+    """``[server.tls]``: the core's certificate and key, and the agents' authority."""
+
+    cert: Path
+    key: Path
+    client_ca: Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +41,7 @@ class CoreConfig:
     storage: str
     pool_size: int
     batches_per_stream: int
+    tls: ServerTlsFiles | None = None  # None: plaintext, for loopback or inside a VPN only
 
 
 def _read(path: Path | None) -> dict[str, Any]:
@@ -81,6 +93,7 @@ def load_config(
         batches_per_stream=_integer(
             data, "server", "batches_per_stream", DEFAULT_BATCHES_PER_STREAM, 64
         ),
+        tls=_tls(data.get("server", {}), base=path.parent if path else Path()),
     )
     if config.storage not in STORAGE_CHOICES:
         raise ConfigError("database.storage", f"must be one of {STORAGE_CHOICES}")
@@ -88,3 +101,24 @@ def load_config(
     if not host or not port.isdigit() or not 0 < int(port) < 65_536:  # noqa: PLR2004
         raise ConfigError("server.listen", f"must be host:port, got {config.listen!r}")
     return config
+
+
+def _tls(server: dict[str, Any], *, base: Path) -> ServerTlsFiles | None:
+    """``[server.tls]``: all three files or none (a half-configured TLS must not start)."""
+    if "tls" not in server:
+        return None
+    table = server["tls"]
+    if not isinstance(table, dict):
+        raise ConfigError("server.tls", "must be a table")
+    unknown = set(table) - set(TLS_FILES)
+    if unknown:
+        raise ConfigError(f"server.tls.{min(unknown)}", f"is not a setting; use {TLS_FILES}")
+    paths = {}
+    for name in TLS_FILES:
+        value = table.get(name)
+        if value is None:
+            raise ConfigError(f"server.tls.{name}", "is required: set cert, key and client_ca")
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"server.tls.{name}", f"must be a file path, got {value!r}")
+        paths[name] = base / value
+    return ServerTlsFiles(**paths)

@@ -6,7 +6,8 @@
     ├── ConfigError           bad configuration; names the key
     ├── StorageUnavailable    the database cannot be reached or failed; retried by the agent
     ├── SchemaError           the database schema is missing, too new or its storage unusable
-    └── EnrollmentError       an agent key cannot be enrolled, revoked or found
+    ├── EnrollmentError       an agent key cannot be enrolled, revoked or found
+    └── CertificateError      a TLS certificate cannot be issued (no authority, files exist)
 """
 
 from __future__ import annotations
@@ -34,3 +35,7 @@ class SchemaError(CoreError):
 
 class EnrollmentError(CoreError):
     """An agent key cannot be enrolled, revoked or found."""
+
+
+class CertificateError(CoreError):
+    """A certificate cannot be issued: no authority yet, an unfit name, or files in the way."""

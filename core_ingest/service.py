@@ -8,6 +8,11 @@ matches them by sequence number. The core is stateless: exactly-once lives in th
 transaction, so any number of core processes can serve the same database. While the database
 is down every batch is answered REJECTED / STORAGE_UNAVAILABLE and the agent keeps it and
 retries later.
+
+With ``[server.tls]`` the server speaks mutual TLS only: every client presents a certificate
+from the configured authority, and a batch whose header names another agent than the
+certificate's common name is refused (CERTIFICATE_MISMATCH) before its agent is even looked up.
+Without it the server is plaintext, meant for loopback or a VPN.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import psycopg
 import psycopg_pool
 
 from core_ingest import __version__
+from core_ingest.certificates import ServerTls
 from core_ingest.errors import StorageUnavailable
 from core_ingest.store import (
     AgentDirectory,
@@ -43,6 +49,7 @@ from proto import (
     pb_grpc,
     read_header,
 )
+from proto.tls import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +74,12 @@ def _rejection(header: pb.BatchHeader | None, error: EnvelopeError) -> pb.Ack:
     )
 
 
+def _certified_agent(context: grpc.aio.ServicerContext) -> str | None:
+    """The common name of the stream's client certificate (the agent id), if it has one."""
+    names = context.auth_context().get("x509_common_name")
+    return names[0].decode() if names else None
+
+
 def connection_pool(dsn: str, size: int) -> psycopg_pool.AsyncConnectionPool:
     """An unopened pool of autocommit connections (open it inside the event loop)."""
     return psycopg_pool.AsyncConnectionPool(
@@ -82,11 +95,24 @@ class IngestService(pb_grpc.IngestServicer):
     """Implements ``meterpipe.v1.Ingest`` on an open connection pool."""
 
     def __init__(
-        self, pool: psycopg_pool.AsyncConnectionPool, *, batches_per_stream: int = 4
+        self,
+        pool: psycopg_pool.AsyncConnectionPool,
+        *,
+        batches_per_stream: int = 4,
+        require_certificate: bool = False,
     ) -> None:
-        """Args: pool: connections to the migrated database; batches_per_stream: see module."""
+        """Prepare the service.
+
+        Args:
+            pool: connections to the migrated database.
+            batches_per_stream: batches of one stream handled at once (see the module).
+            require_certificate: mutual TLS is on: a batch must come from the agent its
+                client certificate names.
+
+        """
         self._pool = pool
         self._batches_per_stream = batches_per_stream
+        self.require_certificate = require_certificate
         self._partitions = Partitions()
         self._meters = MeterDirectory()
         self._agents = AgentDirectory()
@@ -98,7 +124,9 @@ class IngestService(pb_grpc.IngestServicer):
     ) -> AsyncIterator[pb.Ack]:
         """Answer every batch of the stream with one Ack, as each is done."""
         acks: asyncio.Queue[pb.Ack | None] = asyncio.Queue()
-        reader = asyncio.create_task(self._handle_stream(request_iterator, acks))
+        reader = asyncio.create_task(
+            self._handle_stream(request_iterator, acks, _certified_agent(context))
+        )
         try:
             while (ack := await acks.get()) is not None:
                 yield ack
@@ -110,14 +138,17 @@ class IngestService(pb_grpc.IngestServicer):
             log.debug("stream from %s ended", context.peer())
 
     async def _handle_stream(
-        self, request_iterator: AsyncIterator[pb.SignedBatch], acks: asyncio.Queue[pb.Ack | None]
+        self,
+        request_iterator: AsyncIterator[pb.SignedBatch],
+        acks: asyncio.Queue[pb.Ack | None],
+        certified_as: str | None,
     ) -> None:
         """Handle up to ``batches_per_stream`` batches at once; None in ``acks`` marks the end."""
         slots = asyncio.Semaphore(self._batches_per_stream)
 
         async def answer(batch: pb.SignedBatch) -> None:
             try:
-                ack = await self.handle(batch)
+                ack = await self.handle(batch, certified_as=certified_as)
                 self.outcomes[pb.AckStatus.Name(ack.status)] += 1
                 acks.put_nowait(ack)
             finally:
@@ -153,12 +184,16 @@ class IngestService(pb_grpc.IngestServicer):
         except psycopg_pool.PoolTimeout as exc:
             raise StorageUnavailable(f"no database connection: {exc}") from exc
 
-    async def handle(self, batch: pb.SignedBatch) -> pb.Ack:
-        """Verify and store one batch; every outcome, refusals included, becomes an Ack."""
+    async def handle(self, batch: pb.SignedBatch, *, certified_as: str | None = None) -> pb.Ack:
+        """Verify and store one batch; every outcome, refusals included, becomes an Ack.
+
+        ``certified_as`` is the common name of the client certificate, under mutual TLS.
+        """
         received_at = dt.datetime.now(dt.UTC)
         header = None
         try:
             header = read_header(batch)
+            self._check_certificate(header, certified_as)
             async with self._store() as store:
                 opened, agent = await self._verify(batch, header, store)
                 status = await store.write(opened, agent=agent, received_at=received_at)
@@ -182,6 +217,15 @@ class IngestService(pb_grpc.IngestServicer):
             status=status,
             meter_readings=len(opened.payload.meter_readings.interval_end),
         )
+
+    def _check_certificate(self, header: pb.BatchHeader, certified_as: str | None) -> None:
+        """Under mutual TLS, a batch must name the agent its client certificate was issued to."""
+        if self.require_certificate and certified_as != header.agent_id:
+            raise EnvelopeError(
+                pb.REJECT_REASON_CERTIFICATE_MISMATCH,
+                f"the client certificate is issued to {certified_as!r}, "
+                f"the batch is from agent {header.agent_id!r}",
+            )
 
     async def _verify(
         self, batch: pb.SignedBatch, header: pb.BatchHeader, store: BatchStore
@@ -236,17 +280,49 @@ class IngestService(pb_grpc.IngestServicer):
         )
 
 
-async def serve(*, dsn: str, listen: str, pool_size: int, batches_per_stream: int) -> None:
-    """Serve until cancelled on ``listen`` (``host:port``)."""
+async def serve(
+    *,
+    dsn: str,
+    listen: str,
+    pool_size: int,
+    batches_per_stream: int,
+    tls: ServerTls | None = None,
+) -> None:
+    """Serve until cancelled on ``listen`` (``host:port``), with mutual TLS when ``tls``."""
     async with connection_pool(dsn, pool_size) as pool:
         server = grpc.aio.server(options=SERVER_OPTIONS)
-        service = IngestService(pool, batches_per_stream=batches_per_stream)
+        service = IngestService(
+            pool, batches_per_stream=batches_per_stream, require_certificate=tls is not None
+        )
         pb_grpc.add_IngestServicer_to_server(service, server)
-        if server.add_insecure_port(listen) == 0:
+        if _bind(server, listen, tls) == 0:
             raise OSError(f"cannot listen on {listen}")
         await server.start()
-        log.info("core ingest %s listening on %s", __version__, listen)
+        log.info(
+            "core ingest %s listening on %s (%s)",
+            __version__,
+            listen,
+            "mutual TLS" if tls else "plaintext",
+        )
         try:
             await server.wait_for_termination()
         finally:
             await server.stop(grace=5)
+
+
+def _bind(server: grpc.aio.Server, listen: str, tls: ServerTls | None) -> int:
+    """Add the listening port, secure when ``tls``; return it (0 when binding failed)."""
+    if tls is None:
+        if not is_loopback(listen):
+            log.warning(
+                "serving without TLS on %s: meant for loopback or inside a VPN; "
+                "set [server.tls] for mutual TLS",
+                listen,
+            )
+        return server.add_insecure_port(listen)
+    credentials = grpc.ssl_server_credentials(
+        [(tls.private_key, tls.certificate)],
+        root_certificates=tls.client_authority,
+        require_client_auth=True,
+    )
+    return server.add_secure_port(listen, credentials)

@@ -26,7 +26,7 @@ from typing import Any
 from edge_agent import __version__
 from edge_agent.config import AgentConfig
 from edge_agent.errors import BufferUnavailable, ConfigError, EdgeError, SourceError
-from edge_agent.keys import load_pseudonym_key, load_signing_key
+from edge_agent.keys import ClientTls, load_client_tls, load_pseudonym_key, load_signing_key
 from edge_agent.sinks.buffer import Buffer, BufferStatistics, Rotation
 from edge_agent.sinks.uplink import Uplink
 from edge_agent.sources.breaker import CircuitBreaker
@@ -44,6 +44,7 @@ from edge_agent.transforms.telemetry import (
 from edge_agent.transforms.validate import RULESET_VERSION, Validation, Validator
 from proto import seal_batch
 from proto.quality import SUSPECT, QualityFlag
+from proto.tls import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +67,13 @@ def check_environment(config: AgentConfig) -> None:
 
     Raises:
         KeyFileError: a key file is missing, malformed or readable by others.
-        ConfigError: ``buffer.path`` is in a folder the agent cannot write.
+        ConfigError: ``buffer.path`` is in a folder the agent cannot write, or a file of
+            ``[uplink.tls]`` is unusable.
 
     """
     load_signing_key(config.signing_key_file)
     load_pseudonym_key(config.pseudonym_key_file)
+    _client_tls(config)
     folder = config.buffer_path.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise ConfigError("buffer.path", f"folder {folder} does not exist or is not writable")
@@ -80,6 +83,13 @@ def check_environment(config: AgentConfig) -> None:
             _check_key_id(config, buffer.pseudonym_key_id())
         finally:
             buffer.close()
+
+
+def _client_tls(config: AgentConfig) -> ClientTls | None:
+    """``[uplink.tls]``'s files, read and checked (None: a plaintext uplink)."""
+    if config.uplink_tls is None:
+        return None
+    return load_client_tls(config.uplink_tls, agent_id=config.agent_id)
 
 
 def _check_key_id(config: AgentConfig, buffered: str | None) -> None:
@@ -129,10 +139,11 @@ class EdgeAgent:
     """One substation gateway's agent. ``async with`` opens it; ``run()`` works until cancelled."""
 
     def __init__(self, config: AgentConfig) -> None:
-        """Load both keys (checking their permissions) and open the buffer.
+        """Load the keys (checking their permissions) and open the buffer.
 
         Raises:
             KeyFileError: a key file is missing, malformed or readable by others.
+            ConfigError: a file of ``[uplink.tls]`` is unusable.
 
         """
         self.config = config
@@ -140,6 +151,7 @@ class EdgeAgent:
         self._pseudonymizer = Pseudonymizer(
             key=load_pseudonym_key(config.pseudonym_key_file), key_id=config.pseudonym_key_id
         )
+        tls = _client_tls(config)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-buffer")
         self.buffer = Buffer(
             config.buffer_path,
@@ -180,6 +192,9 @@ class EdgeAgent:
             buffer_call=self.buffer_call,
             max_in_flight=config.max_in_flight,
             ack_timeout_seconds=config.ack_timeout_seconds,
+            compression=config.uplink_compression,
+            max_bytes_per_second=config.uplink_max_bytes_per_second,
+            tls=tls,
         )
         self._buffered = asyncio.Event()
         self._pending_readings = 0
@@ -223,6 +238,12 @@ class EdgeAgent:
             len(self.sources),
             self.config.core_target,
         )
+        if self.config.uplink_tls is None and not is_loopback(self.config.core_target):
+            log.warning(
+                "the uplink to %s is plaintext: meant for a VPN or private APN only; "
+                "set [uplink.tls] for mutual TLS",
+                self.config.core_target,
+            )
         loops: dict[str, Callable[[], Awaitable[None]]] = {
             f"poll[{source.config.name}]": functools.partial(self._poll_loop, source, index)
             for index, source in enumerate(self.sources)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 SYNCHRONOUS_MODES = ("full", "normal")
 WORD_ORDERS = ("high_first", "low_first")
 BYTE_ORDERS = ("big", "little")
+COMPRESSIONS = ("none", "gzip")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,16 @@ class MqttConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class UplinkTlsConfig:
+    """``[uplink.tls]``: mutual TLS to the core (files from ``core-ingest ca``)."""
+
+    ca: Path  # the authority the core's certificate must come from
+    cert: Path  # the agent's certificate; its common name is the agent id
+    key: Path  # the certificate's private key, readable by the agent's user only
+    server_name: str | None  # the name to expect in the core's certificate, if not the target's
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     """The whole validated configuration of one edge agent."""
 
@@ -74,6 +86,9 @@ class AgentConfig:
     batch_max_age_seconds: float
     max_in_flight: int
     ack_timeout_seconds: float
+    uplink_compression: str
+    uplink_max_bytes_per_second: int
+    uplink_tls: UplinkTlsConfig | None
     modbus_sources: tuple[ModbusSourceConfig, ...]
     validation: VeeRules
     mqtt: MqttConfig | None
@@ -106,6 +121,11 @@ class _Section:
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ConfigError(self.key(name), f"must be {kind.__name__}, got {value!r}")
         return value
+
+    def reject_unknown(self, allowed: Iterable[str], what: str) -> None:
+        unknown = set(self.data) - set(allowed)
+        if unknown:
+            raise ConfigError(self.key(min(unknown)), f"is not {what}")
 
     def choice(self, name: str, allowed: tuple[str, ...]) -> str:
         value = self.get(name, str, allowed[0])
@@ -167,6 +187,9 @@ def parse_config(data: dict[str, Any], *, base: Path) -> AgentConfig:
         batch_max_age_seconds=uplink.number("batch_max_age_seconds", float, 5.0, 0, 3_600),
         max_in_flight=uplink.number("max_in_flight", int, 8, 1, 256),
         ack_timeout_seconds=uplink.number("ack_timeout_seconds", float, 60.0, 1, 3_600),
+        uplink_compression=uplink.choice("compression", COMPRESSIONS),
+        uplink_max_bytes_per_second=uplink.number("max_bytes_per_second", int, 0, 0, 10**10),
+        uplink_tls=_uplink_tls(uplink, base=base),
         modbus_sources=_modbus_sources(root),
         validation=_validation(root.table("validation")),
         mqtt=_mqtt(root.table("mqtt"), agent_id),
@@ -207,12 +230,24 @@ def _mqtt(table: _Section, agent_id: str) -> MqttConfig | None:
     )
 
 
+def _uplink_tls(uplink: _Section, *, base: Path) -> UplinkTlsConfig | None:
+    """``[uplink.tls]``, or None for plaintext; ca, cert and key all, or no table at all."""
+    if "tls" not in uplink.data:
+        return None
+    tls = uplink.table("tls")
+    tls.reject_unknown(("ca", "cert", "key", "server_name"), "a TLS setting")
+    return UplinkTlsConfig(
+        ca=base / tls.get("ca", str),
+        cert=base / tls.get("cert", str),
+        key=base / tls.get("key", str),
+        server_name=tls.get("server_name", str) if "server_name" in tls.data else None,
+    )
+
+
 def _validation(table: _Section) -> VeeRules:
     """The VEE thresholds; every key defaults to ruleset vee-1's value."""
     defaults = VeeRules()
-    unknown = set(table.data) - {f.name for f in dataclasses.fields(VeeRules)}
-    if unknown:
-        raise ConfigError(table.key(min(unknown)), "is not a validation setting")
+    table.reject_unknown((f.name for f in dataclasses.fields(VeeRules)), "a validation setting")
     values = {}
     for setting in dataclasses.fields(VeeRules):
         default = getattr(defaults, setting.name)

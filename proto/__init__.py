@@ -2,7 +2,8 @@
 
 Layout: ``meterpipe.proto`` is the source of truth; ``meterpipe_pb2*.py`` are generated from it
 and committed (``tests/test_proto_generated.py`` proves they match a fresh generation);
-``envelope`` seals and opens signed batches. Nothing here does I/O.
+``envelope`` seals and opens signed batches; ``tls`` checks the mutual-TLS material both ends
+load. Nothing here does I/O.
 """
 
 from proto import meterpipe_pb2 as pb

@@ -26,6 +26,7 @@ class RejectReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REJECT_REASON_SEQUENCE_CONFLICT: _ClassVar[RejectReason]
     REJECT_REASON_STORAGE_UNAVAILABLE: _ClassVar[RejectReason]
     REJECT_REASON_INTERNAL: _ClassVar[RejectReason]
+    REJECT_REASON_CERTIFICATE_MISMATCH: _ClassVar[RejectReason]
 ACK_STATUS_UNSPECIFIED: AckStatus
 ACK_STATUS_ACCEPTED: AckStatus
 ACK_STATUS_DUPLICATE: AckStatus
@@ -40,6 +41,7 @@ REJECT_REASON_UNSUPPORTED_SCHEMA: RejectReason
 REJECT_REASON_SEQUENCE_CONFLICT: RejectReason
 REJECT_REASON_STORAGE_UNAVAILABLE: RejectReason
 REJECT_REASON_INTERNAL: RejectReason
+REJECT_REASON_CERTIFICATE_MISMATCH: RejectReason
 
 class MeterReadings(_message.Message):
     __slots__ = ("meters", "meter_index", "interval_end", "energy_wh", "register_wh", "quality_flags", "poll_time_ms", "device_index")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import shutil
 import socket
 import subprocess
@@ -19,8 +20,20 @@ import psycopg
 import pytest
 
 from core_ingest import agents
+from core_ingest.certificates import (
+    create_authority,
+    issue_agent_certificate,
+    issue_server_certificate,
+)
 from core_ingest.pgcluster import free_loopback_port, free_loopback_ports
-from edge_agent.keys import generate_pseudonym_key, generate_signing_key, load_pseudonym_key
+from edge_agent.config import UplinkTlsConfig
+from edge_agent.keys import (
+    ClientTls,
+    generate_pseudonym_key,
+    generate_signing_key,
+    load_client_tls,
+    load_pseudonym_key,
+)
 from proto import pb, pb_grpc
 from substation_sim import (
     Field,
@@ -185,27 +198,35 @@ def simulator(tmp_path: Path) -> Iterator[Callable[..., RunningSimulator]]:
         sim.stop()
 
 
-def core_healthy(target: str) -> bool:
-    """Whether a core answers Health with serving=True."""
+def core_healthy(target: str, *, tls: ClientTls | None = None) -> bool:
+    """Whether a core answers Health with serving=True (over mutual TLS with ``tls``)."""
+    channel = (
+        grpc.secure_channel(
+            target,
+            grpc.ssl_channel_credentials(tls.authority, tls.private_key, tls.certificate),
+        )
+        if tls
+        else grpc.insecure_channel(target)
+    )
     try:
-        with grpc.insecure_channel(target) as channel:
+        with channel:
             reply = pb_grpc.IngestStub(channel).Health(pb.HealthRequest(), timeout=1)
     except grpc.RpcError:
         return False
     return reply.serving
 
 
-@pytest.fixture
-def core_server(storage_dsn: str, tmp_path: Path) -> Iterator[str]:
-    """``core-ingest serve`` as a process on the test's database; yields its ``host:port``."""
+def serving_core(
+    dsn: str, log_path: Path, *options: str, tls: ClientTls | None = None
+) -> Iterator[str]:
+    """``core-ingest serve`` as a process on ``dsn`` until closed; yields its ``host:port``."""
     target = f"127.0.0.1:{free_loopback_port()}"
-    log = (tmp_path / "core.log").open("w")
     process = subprocess.Popen(
-        [str(BIN / "core-ingest"), "serve", "--dsn", storage_dsn, "--listen", target],
-        stderr=log,
+        [str(BIN / "core-ingest"), "serve", "--dsn", dsn, "--listen", target, *options],
+        stderr=log_path.open("w"),
     )
     try:
-        wait_until(lambda: core_healthy(target), timeout=30, what=f"core at {target}")
+        wait_until(lambda: core_healthy(target, tls=tls), timeout=30, what=f"core at {target}")
         yield target
     finally:
         stop_process(process)
@@ -214,22 +235,68 @@ def core_server(storage_dsn: str, tmp_path: Path) -> Iterator[str]:
 @contextlib.contextmanager
 def core_processes(dsn: str, folder: Path, count: int) -> Iterator[list[str]]:
     """``count`` ``core-ingest serve`` processes on one database; yields their targets."""
-    first = free_loopback_ports(count)
-    targets = [f"127.0.0.1:{first + i}" for i in range(count)]
-    cores = [
-        subprocess.Popen(
-            [str(BIN / "core-ingest"), "serve", "--dsn", dsn, "--listen", target],
-            stderr=(folder / f"core{i}.log").open("w"),
-        )
-        for i, target in enumerate(targets)
-    ]
-    try:
-        for target in targets:
-            wait_until(lambda t=target: core_healthy(t), timeout=30, what=f"core at {target}")
-        yield targets
-    finally:
-        for core in cores:
-            stop_process(core)
+    with contextlib.ExitStack() as stack:
+        yield [
+            stack.enter_context(
+                contextlib.contextmanager(serving_core)(dsn, folder / f"core{i}.log")
+            )
+            for i in range(count)
+        ]
+
+
+@pytest.fixture
+def core_server(storage_dsn: str, tmp_path: Path) -> Iterator[str]:
+    """``core-ingest serve`` as a process on the test's database; yields its ``host:port``."""
+    yield from serving_core(storage_dsn, tmp_path / "core.log")
+
+
+@dataclass
+class Pki:
+    """A certificate authority in a folder, with the core's certificate for 127.0.0.1/localhost."""
+
+    folder: Path
+
+    @property
+    def ca(self) -> Path:
+        return self.folder / "ca.crt"
+
+    def agent(self, agent_id: str) -> tuple[Path, Path]:
+        """Issue ``agent_id`` a client certificate; return its certificate and key files."""
+        issued = issue_agent_certificate(self.folder, agent_id=agent_id)
+        return issued.certificate, issued.key
+
+    def client_tls(self, agent_id: str) -> ClientTls:
+        """A new certificate for ``agent_id``, loaded as the agent loads its [uplink.tls]."""
+        cert, key = self.agent(agent_id)
+        files = UplinkTlsConfig(ca=self.ca, cert=cert, key=key, server_name=None)
+        return load_client_tls(files, agent_id=agent_id)
+
+
+def make_pki(folder: Path) -> Pki:
+    """A new authority in ``folder`` and the core's certificate from it."""
+    create_authority(folder)
+    issue_server_certificate(
+        folder, name="localhost", ip_addresses=[ipaddress.ip_address("127.0.0.1")]
+    )
+    return Pki(folder)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Pki:
+    """An authority for the test, as `core-ingest ca init` and `ca issue-server` make it."""
+    return make_pki(tmp_path / "ca")
+
+
+@pytest.fixture
+def tls_core_server(storage_dsn: str, tmp_path: Path, pki: Pki) -> Iterator[str]:
+    """``core-ingest serve`` with ``[server.tls]`` from ``pki``: mutual TLS only."""
+    config = tmp_path / "core.toml"
+    config.write_text(
+        f'[server.tls]\ncert = "{pki.folder}/server-localhost.crt"\n'
+        f'key = "{pki.folder}/server-localhost.key"\nclient_ca = "{pki.ca}"\n'
+    )
+    probe = pki.client_tls("health-probe")
+    yield from serving_core(storage_dsn, tmp_path / "core.log", "--config", str(config), tls=probe)
 
 
 @dataclass
@@ -262,17 +329,19 @@ class AgentSetup:
 def agent_setup(tmp_path: Path, storage_dsn: str) -> Callable[..., AgentSetup]:
     """Factory: ``agent_setup(core=..., modbus_port=...)`` writes keys and config, enrolls."""
 
-    def make(
+    def make(  # noqa: PLR0913 - keyword-only, each a part of the config
         *,
         core: str,
         modbus_port: int,
         agent_id: str = "substation-test-1",
         extra_sources: tuple[str, ...] = (),
         extra: str = "",
+        uplink: str = "",
     ) -> AgentSetup:
         """Keys, enrollment and a config that reads ``modbus_port``.
 
-        ``extra_sources`` are more ``[[sources.modbus]]`` bodies; ``extra`` is TOML appended as is.
+        ``extra_sources`` are more ``[[sources.modbus]]`` bodies; ``extra`` is TOML appended as is;
+        ``uplink`` is more lines for the ``[uplink]`` table.
         """
         folder = tmp_path / agent_id
         folder.mkdir()
@@ -284,7 +353,7 @@ def agent_setup(tmp_path: Path, storage_dsn: str) -> Callable[..., AgentSetup]:
         config.write_text(
             f'[agent]\nid = "{agent_id}"\nsigning_key_file = "agent.key"\n\n'
             '[pseudonymization]\nkey_file = "pseudonym.key"\nkey_id = "test-key-1"\n\n'
-            f'[uplink]\ntarget = "{core}"\nbatch_max_age_seconds = 0.05\n\n'
+            f'[uplink]\ntarget = "{core}"\nbatch_max_age_seconds = 0.05\n{uplink}\n'
             f'[[sources.modbus]]\nname = "conc-1"\nhost = "127.0.0.1"\nport = {modbus_port}\n'
             "unit_id = 1\npoll_interval_seconds = 0.1\n"
             + "".join(f"\n[[sources.modbus]]\n{body}\n" for body in extra_sources)

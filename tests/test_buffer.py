@@ -8,7 +8,7 @@ import pytest
 
 from edge_agent.agent import _pressure_level
 from edge_agent.errors import BufferUnavailable
-from edge_agent.sinks.buffer import Buffer
+from edge_agent.sinks.buffer import _PENDING_FROM_END, Buffer
 from edge_agent.transforms.pseudonymize import PseudonymousReading
 from edge_agent.transforms.telemetry import TelemetryPoint
 from edge_agent.transforms.validate import MeterState, Quarantined
@@ -35,6 +35,13 @@ def buffer(tmp_path):
 
 def seal_as_text(readings, points, sequence, rotations):
     return f"{sequence}:{len(readings)}".encode()
+
+
+def seal_one_reading_batches(buffer, count):
+    """Batches 1..count, one reading each, all pending."""
+    buffer.put_readings([reading(m, 900) for m in range(count)])
+    for _ in range(count):
+        buffer.seal_batch(seal_as_text, max_readings=1)
 
 
 def test_poll_commits_readings_states_quarantine_and_cursor_together(tmp_path):
@@ -95,13 +102,11 @@ def test_failed_seal_leaves_readings_pending_and_the_sequence_unused(buffer):
 
 def test_only_acknowledged_batches_leave_the_pending_set(buffer):
     """Delivered batches stop being pending; refused ones stay on disk, marked rejected."""
-    buffer.put_readings([reading(m, 900) for m in range(3)])
-    for _ in range(3):
-        buffer.seal_batch(seal_as_text, max_readings=1)
+    seal_one_reading_batches(buffer, 3)
     buffer.acknowledge(1, outcome="accepted", detail="", refused=False)
     buffer.acknowledge(2, outcome="rejected:BAD_SIGNATURE", detail="x", refused=True)
-    assert [b.sequence for b in buffer.pending_batches()] == [3]
-    assert [b.sequence for b in buffer.pending_batches(after=3)] == []
+    assert buffer.next_pending(newest=False).sequence == 3
+    assert buffer.next_pending(newest=False, skip={3}) is None
     stats = buffer.statistics()
     assert (stats.acknowledged_batches, stats.rejected_batches, stats.pending_batches) == (1, 1, 1)
     assert [b.sequence for b in buffer.retained_batches(from_sequence=1)] == [1, 2, 3]
@@ -109,9 +114,7 @@ def test_only_acknowledged_batches_leave_the_pending_set(buffer):
 
 def test_prune_removes_only_old_acknowledged_batches(buffer):
     """Retention deletes delivered batches past their time, never pending or refused ones."""
-    buffer.put_readings([reading(m, 900) for m in range(3)])
-    for _ in range(3):
-        buffer.seal_batch(seal_as_text, max_readings=1)
+    seal_one_reading_batches(buffer, 3)
     buffer.acknowledge(1, outcome="accepted", detail="", refused=False)
     buffer.acknowledge(2, outcome="rejected:UNKNOWN_AGENT", detail="", refused=True)
     assert buffer.prune(retain_seconds=3600) == 0
@@ -196,3 +199,21 @@ def test_the_cap_is_recorded_so_status_sees_the_same_fill(tmp_path):
     assert writer.fill() > 0.1
     reader.close()
     writer.close()
+
+
+def test_next_pending_takes_either_end_and_passes_over_what_is_in_flight(buffer):
+    """The uplink's fair drain asks for the oldest or the newest batch it has not sent yet."""
+    seal_one_reading_batches(buffer, 5)
+    buffer.acknowledge(1, outcome="accepted", detail="", refused=False)
+    buffer.acknowledge(5, outcome="rejected:INTERNAL", detail="", refused=True)
+    assert buffer.next_pending(newest=False).sequence == 2
+    assert buffer.next_pending(newest=True).sequence == 4
+    assert buffer.next_pending(newest=True, skip={4, 9}).sequence == 3
+    assert buffer.next_pending(newest=False, skip={2, 3}).signed == b"4:1"
+    assert buffer.next_pending(newest=True, skip={2, 3, 4}) is None
+
+
+def test_picking_the_newest_pending_batch_uses_the_partial_index(buffer):
+    """Retained acknowledged batches above the pending ones are never walked through."""
+    plan = buffer._db.execute(f"EXPLAIN QUERY PLAN {_PENDING_FROM_END[True]}", (1,)).fetchall()
+    assert "USING INDEX pending_batches" in str(plan), plan

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import psycopg
@@ -20,8 +21,13 @@ def core_ingest(*args: str, dsn: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         check=False,
-        env={"CORE_INGEST_DSN": dsn, "PATH": "/usr/bin:/bin"},
+        env={"CORE_INGEST_DSN": dsn, "PATH": "/usr/bin:/bin", **_python_path()},
     )
+
+
+def _python_path() -> dict[str, str]:
+    """Keep PYTHONPATH, so a checkout tested against another's installed venv runs its own code."""
+    return {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
 
 
 def test_migrate_creates_the_schema_once_and_status_names_the_storage(empty_dsn, storage):

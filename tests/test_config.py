@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from core_ingest.config import load_config as load_core_config
@@ -37,6 +39,8 @@ def test_minimal_config_gets_documented_defaults(tmp_path):
     assert config.signing_key_file == tmp_path / "agent.key"
     assert config.buffer_synchronous == "full"
     assert config.batch_max_readings == 5_000
+    assert config.uplink_compression == "none"
+    assert config.uplink_max_bytes_per_second == 0
     source = config.modbus_sources[0]
     assert (source.port, source.unit_id, source.poll_interval_seconds) == (502, 1, 60.0)
     assert source.device == "modbus://10.0.0.5:502/1"
@@ -59,6 +63,11 @@ def test_overrides_win_over_the_file(tmp_path):
         (lambda t: t + '[[sources.modbus]]\nname = "c1"\nhost = "x"\n', "sources.modbus"),
         (lambda t: t.split("[[sources.modbus]]")[0], "sources.modbus"),
         (lambda t: t.replace('target = "core:50051"', "target = 5"), "uplink.target"),
+        (lambda t: t.replace("[uplink]", '[uplink]\ncompression = "brotli"'), "uplink.compression"),
+        (
+            lambda t: t.replace("[uplink]", "[uplink]\nmax_bytes_per_second = -1"),
+            "uplink.max_bytes_per_second",
+        ),
         (lambda t: t + "poll_interval_seconds = true\n", "sources.modbus[0].poll_interval_seconds"),
         (lambda t: t + "[[[", "file"),
     ],
@@ -87,3 +96,57 @@ def test_core_config_layers_and_errors(tmp_path):
         load_core_config(None)
     with pytest.raises(CoreConfigError, match=r"database\.storage"):
         load_core_config(path, storage="mongodb")
+
+
+TLS = '[uplink.tls]\nca = "pki/ca.crt"\ncert = "pki/agent.crt"\nkey = "pki/agent.key"\n'
+
+
+def test_uplink_tls_paths_are_relative_to_the_config_and_server_name_optional(tmp_path):
+    """[uplink.tls] with its three files; no table at all means a plaintext uplink."""
+    assert load_config(write(tmp_path, MINIMAL)).uplink_tls is None
+    tls = load_config(write(tmp_path, MINIMAL + TLS)).uplink_tls
+    assert (tls.ca, tls.key, tls.server_name) == (
+        tmp_path / "pki/ca.crt",
+        tmp_path / "pki/agent.key",
+        None,
+    )
+    named = load_config(write(tmp_path, MINIMAL + TLS + 'server_name = "core.example"\n'))
+    assert named.uplink_tls.server_name == "core.example"
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda t: t.replace('key = "pki/agent.key"\n', ""), "uplink.tls.key"),
+        (lambda t: t.replace('ca = "pki/ca.crt"\n', ""), "uplink.tls.ca"),
+        (lambda t: t + 'certificate = "x"\n', "uplink.tls.certificate"),
+        (lambda t: t + "server_name = 1\n", "uplink.tls.server_name"),
+    ],
+)
+def test_uplink_tls_is_all_or_nothing_and_names_the_key(tmp_path, edit, key):
+    """A half-configured or misspelt [uplink.tls] is refused, never silently plaintext."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, MINIMAL + edit(TLS)))
+    assert caught.value.key == key, str(caught.value)
+
+
+def test_core_server_tls_is_all_or_nothing_and_names_the_key(tmp_path):
+    """[server.tls] needs cert, key and client_ca, relative to the file; nothing else."""
+    path = tmp_path / "core.toml"
+    base = '[database]\ndsn = "postgresql://db/x"\n'
+    path.write_text(base)
+    assert load_core_config(path).tls is None
+    tls = '[server.tls]\ncert = "c.crt"\nkey = "c.key"\nclient_ca = "/etc/ca.crt"\n'
+    path.write_text(base + tls)
+    files = load_core_config(path).tls
+    assert (files.cert, files.client_ca) == (tmp_path / "c.crt", Path("/etc/ca.crt"))
+    for text, key in [
+        (tls.replace('key = "c.key"\n', ""), "server.tls.key"),
+        (tls + 'crl = "x"\n', "server.tls.crl"),
+        (tls.replace('"c.crt"', "3"), "server.tls.cert"),
+        ("[server]\ntls = 3\n", "server.tls"),
+    ]:
+        path.write_text(base + text)
+        with pytest.raises(CoreConfigError) as caught:
+            load_core_config(path)
+        assert caught.value.key == key, str(caught.value)

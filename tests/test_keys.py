@@ -1,14 +1,18 @@
-"""Key files: created private, refused when others can read them, never overwritten."""
+"""Key files: created private, refused when others can read them, never overwritten; TLS too."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from edge_agent.errors import KeyFileError
+from edge_agent.config import UplinkTlsConfig
+from edge_agent.errors import ConfigError, KeyFileError
 from edge_agent.keys import (
     generate_pseudonym_key,
     generate_signing_key,
+    load_client_tls,
     load_pseudonym_key,
     load_signing_key,
 )
@@ -69,3 +73,42 @@ def test_missing_key_names_the_path(tmp_path):
     """A missing key file is reported with its path."""
     with pytest.raises(KeyFileError, match="nothere"):
         load_signing_key(tmp_path / "nothere")
+
+
+@pytest.fixture
+def agent_tls(pki) -> UplinkTlsConfig:
+    """[uplink.tls] for agent sub-1 from a fresh authority."""
+    cert, key = pki.agent("sub-1")
+    return UplinkTlsConfig(ca=pki.ca, cert=cert, key=key, server_name="core.example")
+
+
+def test_client_tls_is_read_and_checked(agent_tls):
+    """Authority, certificate and key come back as PEM with the server name to expect."""
+    tls = load_client_tls(agent_tls, agent_id="sub-1")
+    assert tls.authority == agent_tls.ca.read_bytes()
+    assert tls.private_key == agent_tls.key.read_bytes()
+    assert tls.server_name == "core.example"
+
+
+def test_client_tls_key_readable_by_others_is_refused(agent_tls):
+    """The TLS key is a secret like the others: mode 0644 is refused, naming the fix."""
+    agent_tls.key.chmod(0o644)
+    with pytest.raises(KeyFileError, match=r"mode 0644 .*chmod 600"):
+        load_client_tls(agent_tls, agent_id="sub-1")
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "problem"),
+    [
+        (lambda t: {"ca": t.ca.with_name("missing.crt")}, "uplink.tls.ca", "cannot read"),
+        (lambda t: {"ca": t.key}, "uplink.tls.ca", "no PEM certificate"),
+        (lambda t: {"cert": t.ca.with_name("ca.key")}, "uplink.tls.cert", "no PEM certificate"),
+        (lambda t: {"key": t.ca.with_name("ca.key")}, "uplink.tls.key", "does not belong"),
+        (lambda t: {"cert": t.ca, "key": t.ca.with_name("ca.key")}, "uplink.tls.cert", "issued to"),
+    ],
+)
+def test_unusable_client_tls_names_the_key(agent_tls, change, key, problem):
+    """Each problem names its [uplink.tls] key; a certificate for another agent is one too."""
+    with pytest.raises(ConfigError, match=problem) as caught:
+        load_client_tls(dataclasses.replace(agent_tls, **change(agent_tls)), agent_id="sub-1")
+    assert caught.value.key == key

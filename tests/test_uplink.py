@@ -1,17 +1,30 @@
-"""The uplink against real gRPC servers that misbehave: it keeps every batch and keeps trying."""
+"""The uplink over real gRPC: misbehaving cores, compression, the bandwidth cap, the fair drain."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from uplink_harness import (
+    ByteCounter,
+    drive,
+    enroll,
+    fill,
+    fill_signed,
+    make_uplink,
+    run_uplink_until,
+    serving,
+    stored_readings,
+)
 
-from core_ingest.pgcluster import free_loopback_port
+from core_ingest.migrations import NATIVE
+from edge_agent.sinks.bandwidth import BURST_SECONDS
 from edge_agent.sinks.buffer import Buffer
-from edge_agent.sinks.uplink import BACKOFF_CAP_SECONDS, Uplink, ack_label, backoff_delay
-from edge_agent.transforms.pseudonymize import PseudonymousReading
+from edge_agent.sinks.uplink import BACKOFF_CAP_SECONDS, ack_label, backoff_delay
 from proto import pb, pb_grpc
 
 pytestmark = pytest.mark.integration
@@ -32,51 +45,6 @@ class AbortingCore(pb_grpc.IngestServicer):
             del batch
             yield pb.Ack(sequence=1, status=pb.ACK_STATUS_DUPLICATE)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "going away")
-
-
-def fill(buffer: Buffer, batches: int) -> None:
-    buffer.put_readings(
-        [PseudonymousReading(m.to_bytes(32, "big"), 900, 1, 1, 0, 0, "d") for m in range(batches)]
-    )
-    while buffer.seal_batch(
-        lambda readings, points, seq, rotations: pb.SignedBatch().SerializeToString(),
-        max_readings=1,
-    ):
-        pass
-
-
-def run_uplink_until(core, buffer: Buffer, done, *, ack_timeout: float = 60.0) -> Uplink:
-    """Run an uplink against ``core`` (a real gRPC server on loopback) until ``done(uplink)``."""
-
-    async def scenario() -> Uplink:
-        server = grpc.aio.server()
-        pb_grpc.add_IngestServicer_to_server(core, server)
-        port = server.add_insecure_port(f"127.0.0.1:{free_loopback_port()}")
-        await server.start()
-
-        async def direct(method, *args, **kwargs):
-            return method(*args, **kwargs)
-
-        uplink = Uplink(
-            target=f"127.0.0.1:{port}",
-            buffer=buffer,
-            buffer_call=direct,
-            max_in_flight=8,
-            ack_timeout_seconds=ack_timeout,
-            rng=random.Random(1),
-        )
-        runner = asyncio.create_task(uplink.run())
-        try:
-            async with asyncio.timeout(30):
-                while not done(uplink):
-                    assert not runner.done(), runner.exception()
-                    await asyncio.sleep(0.05)
-        finally:
-            runner.cancel()
-            await server.stop(None)
-        return uplink
-
-    return asyncio.run(scenario())
 
 
 def test_streams_ended_by_the_core_are_retried_and_nothing_is_dropped(tmp_path):
@@ -106,6 +74,8 @@ def test_ack_labels_name_status_and_reason():
     assert ack_label(pb.Ack(status=pb.ACK_STATUS_DUPLICATE)) == "duplicate"
     rejected = pb.Ack(status=pb.ACK_STATUS_REJECTED, reason=pb.REJECT_REASON_BAD_SIGNATURE)
     assert ack_label(rejected) == "rejected:BAD_SIGNATURE"
+    mismatch = pb.Ack(status=pb.ACK_STATUS_REJECTED, reason=pb.REJECT_REASON_CERTIFICATE_MISMATCH)
+    assert ack_label(mismatch) == "rejected:CERTIFICATE_MISMATCH"
 
 
 def test_ack_labels_for_values_a_newer_core_may_send():
@@ -127,7 +97,105 @@ def test_unanswered_batches_break_the_session_after_the_ack_timeout(tmp_path):
     """A core that reads but never answers is given up on, and the batches stay pending."""
     buffer = Buffer(tmp_path / "b.sqlite")
     fill(buffer, 3)
-    uplink = run_uplink_until(SilentCore(), buffer, lambda up: up.sessions >= 2, ack_timeout=1.5)
+    uplink = run_uplink_until(
+        SilentCore(), buffer, lambda up: up.sessions >= 2, ack_timeout_seconds=1.5
+    )
     assert uplink.sessions >= 2
     assert buffer.statistics().pending_batches == 3
+    buffer.close()
+
+
+@pytest.mark.parametrize("storage", [NATIVE])
+def test_gzip_batches_are_smaller_on_the_wire_and_stored_by_the_core(
+    tmp_path, core_server, storage_dsn
+):
+    """With compression = "gzip" the core decompresses and stores every batch; fewer bytes go."""
+    buffer = Buffer(tmp_path / "b.sqlite")
+    key = enroll(storage_dsn, "gzip-agent")
+    readings = fill_signed(buffer, agent_id="gzip-agent", key=key, batches=4)
+    serialized = sum(len(b.signed) for b in buffer.retained_batches(from_sequence=1))
+    relay = ByteCounter(core_server)
+
+    async def scenario() -> None:
+        async with relay.running() as target:
+            uplink = make_uplink(target, buffer, compression="gzip")
+            await drive(uplink, lambda up: up.acks["accepted"] == 4)
+
+    asyncio.run(scenario())
+    assert buffer.statistics().pending_batches == 0
+    assert stored_readings(storage_dsn) == readings
+    assert relay.sent < serialized / 2, (relay.sent, serialized)
+    buffer.close()
+
+
+class RecordingCore(pb_grpc.IngestServicer):
+    """Accepts every batch, noting when it came, its sequence and size; optionally slow.
+
+    ``on_arrival(count)`` runs as each batch arrives, before it is answered.
+    """
+
+    def __init__(self, *, pause_seconds: float = 0.0, on_arrival=lambda count: None) -> None:
+        self.arrivals: list[tuple[float, int, int]] = []  # (monotonic time, sequence, bytes)
+        self._pause = pause_seconds
+        self._on_arrival = on_arrival
+
+    @property
+    def sequences(self) -> list[int]:
+        return [sequence for _, sequence, _ in self.arrivals]
+
+    async def StreamBatches(self, request_iterator, _context):  # noqa: N802
+        async for batch in request_iterator:
+            sequence = pb.BatchHeader.FromString(batch.header).sequence
+            self.arrivals.append((time.monotonic(), sequence, batch.ByteSize()))
+            self._on_arrival(len(self.arrivals))
+            await asyncio.sleep(self._pause)
+            yield pb.Ack(sequence=sequence, status=pb.ACK_STATUS_ACCEPTED)
+
+
+def test_the_bandwidth_cap_holds_over_real_grpc(tmp_path):
+    """Ten 20 kB batches under a 60 kB/s cap take at least (bytes - one burst) / cap seconds."""
+    cap = 60_000
+    buffer = Buffer(tmp_path / "b.sqlite")
+    fill_signed(buffer, agent_id="paced", key=Ed25519PrivateKey.generate(), batches=10)
+    core = RecordingCore()
+    started = time.monotonic()
+    uplink = run_uplink_until(
+        core, buffer, lambda up: up.acks["accepted"] == 10, max_bytes_per_second=cap
+    )
+    total = sum(size for _, _, size in core.arrivals)
+    assert total == uplink.bytes_sent > 3 * cap
+    elapsed = core.arrivals[-1][0] - started
+    assert elapsed >= (total - cap * BURST_SECONDS) / cap, (elapsed, total)
+    buffer.close()
+
+
+def test_a_live_batch_overtakes_the_backlog_and_every_batch_goes_once(tmp_path):
+    """60 batches of backlog; one sealed when the 10th arrives is there within 10 + window + 2.
+
+    By then at most a window of batches is already on its way; after that the sender takes the
+    oldest and the newest pending batch in turn, so the live one is at most two picks away.
+    Without the fair drain it would arrive 61st.
+    """
+    window = 4
+    buffer = Buffer(tmp_path / "b.sqlite")
+    fill(buffer, 60)
+
+    async def scenario() -> RecordingCore:
+        uplink = None
+
+        def seal_live_batch(arrived: int) -> None:
+            if arrived == 10:
+                fill(buffer, 1)  # sequence 61, from readings just polled
+                uplink.notify()
+
+        core = RecordingCore(pause_seconds=0.01, on_arrival=seal_live_batch)
+        async with serving(core) as target:
+            uplink = make_uplink(target, buffer, max_in_flight=window)
+            await drive(uplink, lambda up: up.acks["accepted"] == 61)
+        return core
+
+    core = asyncio.run(scenario())
+    assert core.sequences.index(61) + 1 <= 10 + window + 2, core.sequences
+    assert sorted(core.sequences) == list(range(1, 62))  # each exactly once
+    assert buffer.statistics().pending_batches == 0
     buffer.close()

@@ -18,7 +18,7 @@ import operator
 import sqlite3
 import struct
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,9 @@ CREATE TABLE IF NOT EXISTS batches (
     detail TEXT,
     acknowledged_ms INTEGER
 );
+-- The uplink picks the oldest and the newest pending batch in turn (fair drain): without this
+-- index the newest end means walking every retained, acknowledged batch above it.
+CREATE INDEX IF NOT EXISTS pending_batches ON batches (sequence) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS agent_state (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -128,6 +131,11 @@ _READING_ROW = operator.attrgetter(
 # valid energy (NO_VALUE when none), repeats, zeros.
 _STATE = struct.Struct("<32sqqqqii")
 NO_VALUE = -(2**63)
+# Pending sequence numbers from the oldest end (False) or the newest (True), off the index.
+_PENDING_FROM_END = {
+    False: "SELECT sequence FROM batches WHERE state = 'pending' ORDER BY sequence LIMIT ?",
+    True: "SELECT sequence FROM batches WHERE state = 'pending' ORDER BY sequence DESC LIMIT ?",
+}
 
 
 def _pack_states(states: Mapping[bytes, MeterState]) -> bytes:
@@ -410,14 +418,20 @@ class Buffer:
         except sqlite3.Error as exc:
             raise BufferUnavailable(f"buffer read failed: {exc}") from exc
 
-    def pending_batches(self, *, after: int = 0, limit: int = 64) -> list[StoredBatch]:
-        """Batches not yet acknowledged (nor refused), oldest first, with sequence > ``after``."""
-        rows = self._query(
-            "SELECT sequence, signed, readings FROM batches WHERE state = 'pending' "
-            "AND sequence > ? ORDER BY sequence LIMIT ?",
-            (after, limit),
+    def next_pending(self, *, newest: bool, skip: Collection[int] = ()) -> StoredBatch | None:
+        """The oldest (or newest) pending batch whose sequence is not in ``skip``, if any.
+
+        ``skip`` holds what the uplink has in flight, so it is small: only its size plus one
+        sequence numbers are read from the index before the chosen batch itself is loaded.
+        """
+        candidates = self._query(_PENDING_FROM_END[newest], (len(skip) + 1,))
+        sequence = next((row[0] for row in candidates if row[0] not in skip), None)
+        if sequence is None:
+            return None
+        ((signed, readings),) = self._query(
+            "SELECT signed, readings FROM batches WHERE sequence = ?", (sequence,)
         )
-        return [StoredBatch(*row) for row in rows]
+        return StoredBatch(sequence, signed, readings)
 
     def retained_batches(self, *, from_sequence: int) -> list[StoredBatch]:
         """Every batch still on disk with sequence >= ``from_sequence``, whatever its state."""

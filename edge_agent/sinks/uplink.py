@@ -6,6 +6,21 @@ kept on disk, marked rejected with the core's reason, for the operator. On any f
 stream is dropped and reopened after a capped, jittered backoff, and every batch still pending
 is sent again: the core recognises what it already committed and answers DUPLICATE. A dead
 connection is noticed by gRPC keepalive pings and by a deadline on acknowledgements.
+
+Fair drain: each free place in the window goes, in turn, to the oldest and to the newest
+pending batch not yet sent on this stream. After hours of outage the backlog drains from both
+ends at the link's full speed, while a batch sealed from live readings jumps the queue: it is
+on the wire within two picks of a free place (it arrives out of sequence order, which the core
+does not mind: it is idempotent by (agent, sequence)). A batch is sent at most once per stream,
+and every batch still pending is sent again on the next one.
+
+With ``compression="gzip"`` every message is gzip-compressed by gRPC (the core's server
+decompresses it on its own); signatures cover the uncompressed bytes, so nothing else changes.
+With ``tls`` the channel is mutual TLS: the agent checks the core's certificate against the
+configured authority and presents its own, whose common name the core matches with each batch's
+agent id. Without it the channel is plaintext, meant for loopback or a VPN.
+With ``max_bytes_per_second`` a token bucket (``edge_agent.sinks.bandwidth``) paces the batches'
+serialized bytes, so the uplink never takes more than its share of a thin link.
 This is the only module that knows about ``grpc.aio.AioRpcError``.
 """
 
@@ -17,12 +32,14 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
 from edge_agent.errors import BufferUnavailable, UplinkBroken
+from edge_agent.keys import ClientTls
+from edge_agent.sinks.bandwidth import BURST_SECONDS, TokenBucket
 from edge_agent.sinks.buffer import Buffer, StoredBatch
 from proto import pb, pb_grpc
 
@@ -40,6 +57,7 @@ CHANNEL_OPTIONS = (
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
 )
+COMPRESSION = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression.Gzip}
 
 BufferCall = Callable[..., Awaitable[Any]]
 StreamCall = grpc.aio.StreamStreamCall
@@ -82,7 +100,10 @@ class _Session:
     """The state of one stream: what is in flight since when, and whether the core answered."""
 
     window: asyncio.Semaphore
-    in_flight: dict[int, float]  # sequence -> monotonic time sent
+    in_flight: dict[int, float] = field(default_factory=dict)  # sequence -> monotonic time sent
+    # Sent on this stream and the answer not recorded yet: never picked again on this stream.
+    unanswered: set[int] = field(default_factory=set)
+    newest_next: bool = False  # which end of the pending batches the next pick takes
     answered: bool = False
 
 
@@ -97,6 +118,9 @@ class Uplink:
         buffer_call: BufferCall,
         max_in_flight: int,
         ack_timeout_seconds: float = 60.0,
+        compression: str = "none",
+        max_bytes_per_second: int = 0,
+        tls: ClientTls | None = None,
         rng: random.Random | None = None,
     ) -> None:
         """Prepare the uplink; no connection is made before ``run`` or ``deliver``.
@@ -107,6 +131,10 @@ class Uplink:
             buffer_call: runs a blocking buffer method in the agent's I/O thread.
             max_in_flight: batches sent and not yet acknowledged, at most.
             ack_timeout_seconds: a batch unacknowledged this long means the stream is dead.
+            compression: ``"none"`` or ``"gzip"`` (per message, decided by gRPC).
+            max_bytes_per_second: cap on serialized batch bytes sent (before compression);
+                0 for no cap. Kept across reconnects, so a new session cannot burst.
+            tls: mutual-TLS material (``edge_agent.keys.load_client_tls``); None: plaintext.
             rng: randomness for the backoff jitter (tests pass a seeded one).
 
         """
@@ -115,10 +143,21 @@ class Uplink:
         self._buffer_call = buffer_call
         self._max_in_flight = max_in_flight
         self._ack_timeout = ack_timeout_seconds
+        self._compression = COMPRESSION[compression]
+        self._tls = tls
+        self._bucket = (
+            TokenBucket(
+                bytes_per_second=max_bytes_per_second,
+                burst_bytes=max_bytes_per_second * BURST_SECONDS,
+            )
+            if max_bytes_per_second
+            else None
+        )
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._batch_ready = asyncio.Event()
         self.acks: collections.Counter[str] = collections.Counter()
         self.sessions = 0
+        self.bytes_sent = 0  # serialized batch bytes handed to gRPC
         self.keep_delivered = True  # False while the buffer is under pressure
 
     def notify(self) -> None:
@@ -132,7 +171,7 @@ class Uplink:
         """
         attempt = 0
         while True:
-            session = _Session(asyncio.Semaphore(self._max_in_flight), {})
+            session = _Session(asyncio.Semaphore(self._max_in_flight))
             try:
                 await self._session(session)
             except UplinkBroken as exc:
@@ -153,11 +192,29 @@ class Uplink:
                 )
                 await asyncio.sleep(delay)
 
+    def _channel(self) -> grpc.aio.Channel:
+        """A new channel to the core: mutual TLS if configured, with the configured compression."""
+        if self._tls is None:
+            return grpc.aio.insecure_channel(
+                self.target, options=CHANNEL_OPTIONS, compression=self._compression
+            )
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self._tls.authority,
+            private_key=self._tls.private_key,
+            certificate_chain=self._tls.certificate,
+        )
+        options = CHANNEL_OPTIONS
+        if self._tls.server_name:
+            options += (("grpc.ssl_target_name_override", self._tls.server_name),)
+        return grpc.aio.secure_channel(
+            self.target, credentials, options=options, compression=self._compression
+        )
+
     async def _session(self, session: _Session) -> None:
         """One stream until it breaks; every way it can end becomes ``UplinkBroken``."""
         self.sessions += 1
         try:
-            async with grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS) as channel:
+            async with self._channel() as channel:
                 call = pb_grpc.IngestStub(channel).StreamBatches()
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._send_loop(call, session), name="uplink.send")
@@ -170,23 +227,33 @@ class Uplink:
             raise UplinkBroken(_describe(exc)) from leaf
 
     async def _send_loop(self, call: StreamCall, session: _Session) -> None:
-        last_sent = 0
+        """Fill every free place in the window with the next pick, paced by the bandwidth cap."""
+        while True:
+            await session.window.acquire()
+            batch = await self._next_batch(session)
+            if self._bucket is not None:
+                await self._bucket.wait_sendable(len(batch.signed))
+            session.in_flight[batch.sequence] = time.monotonic()
+            session.unanswered.add(batch.sequence)
+            try:
+                await call.write(pb.SignedBatch.FromString(batch.signed))
+            except asyncio.InvalidStateError:
+                return  # the RPC has ended; the ack loop reports why
+            self.bytes_sent += len(batch.signed)
+
+    async def _next_batch(self, session: _Session) -> StoredBatch:
+        """Wait for a pending batch not sent on this stream yet: oldest and newest in turn."""
         while True:
             self._batch_ready.clear()
-            batches = await self._buffer_call(
-                self._buffer.pending_batches, after=last_sent, limit=self._max_in_flight
+            batch = await self._buffer_call(
+                self._buffer.next_pending,
+                newest=session.newest_next,
+                skip=frozenset(session.unanswered),  # a copy: the I/O thread reads it
             )
-            if not batches:
-                await self._batch_ready.wait()
-                continue
-            for batch in batches:
-                await session.window.acquire()
-                session.in_flight[batch.sequence] = time.monotonic()
-                try:
-                    await call.write(pb.SignedBatch.FromString(batch.signed))
-                except asyncio.InvalidStateError:
-                    return  # the RPC has ended; the ack loop reports why
-                last_sent = batch.sequence
+            if batch is not None:
+                session.newest_next = not session.newest_next
+                return batch
+            await self._batch_ready.wait()
 
     async def _ack_loop(self, call: StreamCall, session: _Session) -> None:
         async for ack in call:
@@ -194,8 +261,9 @@ class Uplink:
                 log.warning("core acknowledged batch %d, which was not in flight", ack.sequence)
                 continue
             session.answered = True
+            if await self.record_ack(ack):
+                session.unanswered.discard(ack.sequence)
             session.window.release()
-            await self.record_ack(ack)
             if ack.reason == pb.REJECT_REASON_STORAGE_UNAVAILABLE:
                 raise UplinkBroken(f"core storage unavailable: {ack.detail}")
         raise UplinkBroken("core closed the stream")
@@ -209,12 +277,15 @@ class Uplink:
                 if waited > self._ack_timeout:
                     raise UplinkBroken(f"no acknowledgement for {waited:.0f} s")
 
-    async def record_ack(self, ack: pb.Ack) -> None:
-        """Store the core's answer for one batch in the buffer, count it and log refusals."""
+    async def record_ack(self, ack: pb.Ack) -> bool:
+        """Store the core's answer for one batch in the buffer, count it and log refusals.
+
+        Returns whether the batch left the pending set (False: it is to be sent again later).
+        """
         label = ack_label(ack)
         self.acks[label] += 1
         if ack.reason == pb.REJECT_REASON_STORAGE_UNAVAILABLE:
-            return  # not the batch's fault: it stays pending and is sent again
+            return False  # not the batch's fault: it stays pending and is sent again
         refused = ack.status not in DELIVERED
         if refused:
             log.error("core refused batch %d: %s: %s", ack.sequence, label, ack.detail)
@@ -244,7 +315,7 @@ class Uplink:
 
         acks: dict[int, pb.Ack] = {}
         try:
-            async with grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS) as channel:
+            async with self._channel() as channel:
                 call = pb_grpc.IngestStub(channel).StreamBatches(requests())
                 while len(acks) < len(batches):
                     async with asyncio.timeout(self._ack_timeout):
