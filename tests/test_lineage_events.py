@@ -5,8 +5,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
+import threading
 import tomllib
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,11 +24,14 @@ from core_ingest.lineage_events import (
     DEFAULT_MAX_QUEUED_EVENTS,
     CommittedBatch,
     LineageConfig,
+    LineageEmitter,
+    LineageStatistics,
     build_event,
     device_dataset,
     parse_lineage_config,
     run_id,
 )
+from core_ingest.pgcluster import free_loopback_port
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -181,6 +187,7 @@ def assert_openlineage_shape(event):
         "jobType": "JobTypeJobFacet",
         "dataQualityMetrics": "DataQualityMetricsInputDatasetFacet",
         "outputStatistics": "OutputStatisticsOutputDatasetFacet",
+        "tags": "TagsRunFacet",  # added by the client: its own version
     }
     facets = [*event["run"]["facets"].items(), *event["job"]["facets"].items()]
     for dataset in event["inputs"]:
@@ -326,3 +333,160 @@ def test_outputs_count_the_rows_added():
 def test_device_dataset_names(device, dataset):
     """A device URI splits into its server (namespace) and the path within it (name)."""
     assert device_dataset(device) == dataset
+
+
+def batches(count):
+    return [dataclasses.replace(BATCH, sequence=BATCH.sequence + i) for i in range(count)]
+
+
+def file_emitter(path, **keys):
+    config = parse_lineage_config({"transport": "file", "path": str(path), **keys})
+    return LineageEmitter(config)
+
+
+def http_emitter(url, **keys):
+    return LineageEmitter(parse_lineage_config({"transport": "http", "url": url, **keys}))
+
+
+class Consumer(ThreadingHTTPServer):
+    """A real OpenLineage HTTP consumer on a free loopback port: records what it is sent.
+
+    ``statuses`` answers the first requests with those codes (then 201); ``gate`` holds every
+    request until set.
+    """
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), ConsumerHandler)
+        self.received = []  # (path, content type, parsed body)
+        self.statuses = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server_port}"
+
+
+class ConsumerHandler(BaseHTTPRequestHandler):
+    server: Consumer
+
+    def do_POST(self):
+        self.server.gate.wait(timeout=30)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        status = self.server.statuses.pop(0) if self.server.statuses else 201
+        if status == 201:
+            self.server.received.append((self.path, self.headers["Content-Type"], json.loads(body)))
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        """Quiet: the test asserts on what was received."""
+
+
+@pytest.fixture
+def consumer():
+    server = Consumer()
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.gate.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_file_transport_appends_one_json_line_per_batch(tmp_path):
+    """Each committed batch becomes one parseable line with its run id, facets and counts."""
+    path = tmp_path / "lineage.jsonl"
+    path.write_text("")  # appended to, never replaced
+    emitter = file_emitter(path)
+    emitter.start()
+    for batch in batches(3):
+        emitter.emit(batch)
+    assert emitter.close(timeout=10)
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [e["run"]["runId"] for e in events] == [
+        str(run_id(BATCH.agent_id, sequence)) for sequence in (17, 18, 19)
+    ]
+    for event in events:
+        assert_openlineage_shape(event)
+        metrics = event["inputs"][-1]["inputFacets"]["dataQualityMetrics"]
+        assert metrics["columnMetrics"]["quality_flags.SPIKE"] == {"sum": 3, "count": 1000}
+        assert event["outputs"][0]["outputFacets"]["outputStatistics"]["rowCount"] == 990
+    assert emitter.statistics() == LineageStatistics(emitted=3, failed=0, dropped=0, queued=0)
+
+
+def test_http_transport_posts_each_event_to_the_consumer(consumer):
+    """A real HTTP consumer receives every event as JSON at the configured endpoint."""
+    emitter = http_emitter(consumer.url, endpoint="api/v1/lineage", namespace="grid-north")
+    emitter.start()
+    for batch in batches(2):
+        emitter.emit(batch)
+    assert emitter.close(timeout=10)
+    assert [(path, kind) for path, kind, _ in consumer.received] == [
+        ("/api/v1/lineage", "application/json")
+    ] * 2
+    for _, _, event in consumer.received:
+        assert_openlineage_shape(event)
+        assert event["job"]["namespace"] == "grid-north"
+    assert (emitter.emitted, emitter.failed, emitter.dropped) == (2, 0, 0)
+
+
+def test_unreachable_consumer_is_counted_and_logged_once(caplog):
+    """Nothing listens: emit() does not raise, each event counts as failed, one WARNING."""
+    emitter = http_emitter(f"http://127.0.0.1:{free_loopback_port()}", timeout_seconds=1)
+    emitter.start()
+    with caplog.at_level(logging.WARNING):
+        emitter.emit(BATCH)
+        emitter.emit(BATCH)
+        assert emitter.close(timeout=20)
+    assert (emitter.emitted, emitter.failed, emitter.dropped) == (0, 2, 0)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.name for r in warnings] == ["core_ingest.lineage_events"], caplog.text
+    assert "ConnectionError" in warnings[0].getMessage()
+
+
+def test_refused_events_are_logged_once_per_kind_and_recovery_once(consumer, caplog):
+    """Two refusals log one WARNING; the next accepted event logs one INFO."""
+    consumer.statuses = [400, 400]
+    emitter = http_emitter(consumer.url)
+    emitter.start()
+    with caplog.at_level(logging.INFO, logger="core_ingest.lineage_events"):
+        for batch in batches(3):
+            emitter.emit(batch)
+        assert emitter.close(timeout=10)
+    assert (emitter.emitted, emitter.failed) == (1, 2)
+    ours = [r for r in caplog.records if r.name == "core_ingest.lineage_events"]
+    assert [r.levelname for r in ours] == ["WARNING", "INFO"], caplog.text
+    assert "HTTPError" in ours[0].getMessage()
+
+
+def test_full_queue_drops_and_counts(tmp_path, caplog):
+    """Past max_queued_events a batch is dropped, counted, and the first drop is logged."""
+    emitter = file_emitter(tmp_path / "lineage.jsonl", max_queued_events=2)
+    with caplog.at_level(logging.WARNING, logger="core_ingest.lineage_events"):
+        for batch in batches(5):  # not started: nothing drains the queue
+            emitter.emit(batch)
+    assert emitter.statistics() == LineageStatistics(emitted=0, failed=0, dropped=3, queued=2)
+    assert len(caplog.records) == 1
+    assert "queue is full" in caplog.records[0].getMessage()
+    emitter.start()
+    assert emitter.close(timeout=10)
+    assert (emitter.emitted, emitter.dropped) == (2, 3)
+    emitter.emit(BATCH)
+    assert emitter.dropped == 4  # after close: dropped, not raised
+
+
+def test_emit_does_not_wait_for_a_stalled_consumer(consumer):
+    """The consumer holds the first request; every emit() still returns (queued or dropped)."""
+    consumer.gate.clear()
+    emitter = http_emitter(consumer.url, max_queued_events=10)
+    emitter.start()
+    for batch in batches(50):
+        emitter.emit(batch)
+    statistics = emitter.statistics()
+    assert statistics.emitted == 0
+    assert statistics.dropped >= 50 - 10 - 1  # one may be in the sending thread's hands
+    consumer.gate.set()
+    assert emitter.close(timeout=20)
+    assert emitter.emitted == 50 - emitter.dropped
