@@ -18,6 +18,8 @@ from openlineage.client.serde import Serde
 
 from core_ingest.errors import ConfigError
 from core_ingest.lineage_events import (
+    _COMMON_KEYS,
+    _TRANSPORT_KEYS,
     BATCH_FACET_SCHEMA_PATH,
     BATCH_FACET_SCHEMA_URL,
     DEFAULT_DATABASE_NAMESPACE,
@@ -64,6 +66,18 @@ EVENT_TYPES = {"START", "RUNNING", "COMPLETE", "ABORT", "FAIL", "OTHER"}
 
 def openlineage_table(text):
     return tomllib.loads(text).get("openlineage")
+
+
+def test_readme_example_is_valid_and_names_every_key():
+    """The core.toml example in README.md parses, and shows each key of both transports."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("### Core (`core.toml`)")[1].split("```toml\n")[1].split("```")[0]
+    config = parse_lineage_config(openlineage_table(block))
+    assert config is not None
+    assert config.transport == "http"
+    table = block.split("[openlineage]")[1]
+    for key in (*_COMMON_KEYS, *_TRANSPORT_KEYS["file"], *_TRANSPORT_KEYS["http"]):
+        assert f"{key} = " in table, key
 
 
 def test_no_table_means_lineage_events_are_off():
