@@ -122,15 +122,7 @@ def serve_command(config_path: Path | None, dsn: str | None, listen: str | None)
     config = _config(config_path, dsn=dsn, listen=listen)
     tls = _server_tls(config)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
-            serve(
-                dsn=config.dsn,
-                listen=config.listen,
-                pool_size=config.pool_size,
-                batches_per_stream=config.batches_per_stream,
-                tls=tls,
-            )
-        )
+        asyncio.run(serve(config, tls=tls))
 
 
 @main.command("migrate")

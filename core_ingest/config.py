@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from core_ingest.errors import ConfigError
+from core_ingest.lineage_events import LineageConfig, parse_lineage_config
 from core_ingest.migrations import STORAGE_CHOICES
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -42,6 +43,7 @@ class CoreConfig:
     pool_size: int
     batches_per_stream: int
     tls: ServerTlsFiles | None = None  # None: plaintext, for loopback or inside a VPN only
+    openlineage: LineageConfig | None = None  # None: no OpenLineage events
 
 
 def _read(path: Path | None) -> dict[str, Any]:
@@ -94,6 +96,9 @@ def load_config(
             data, "server", "batches_per_stream", DEFAULT_BATCHES_PER_STREAM, 64
         ),
         tls=_tls(data.get("server", {}), base=path.parent if path else Path()),
+        openlineage=parse_lineage_config(
+            data.get("openlineage"), base=path.parent if path else None
+        ),
     )
     if config.storage not in STORAGE_CHOICES:
         raise ConfigError("database.storage", f"must be one of {STORAGE_CHOICES}")

@@ -241,9 +241,9 @@ class MeterpipeBatchRunFacet(RunFacet):
 def run_id(agent_id: str, sequence: int) -> uuid.UUID:
     """The batch's run id: the same for every emission of the batch, from any core.
 
-    A name-based UUID (version 5) of what every stored reading carries (agent_id,
-    batch_sequence), so a catalog's run leads back to the ledger and its readings without a
-    lookup. The sequence is an integer, so the last "/" separates the two unambiguously.
+    A name-based UUID (version 5) of the ledger row's key (agent_id, sequence), so a
+    catalog's run leads back to the ledger, and through its batch_id to the readings. The
+    sequence is an integer, so the last "/" separates the two unambiguously.
     """
     return uuid.uuid5(RUN_ID_NAMESPACE, f"{agent_id}/{sequence}")
 

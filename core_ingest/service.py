@@ -30,7 +30,9 @@ import psycopg_pool
 
 from core_ingest import __version__
 from core_ingest.certificates import ServerTls
+from core_ingest.config import CoreConfig
 from core_ingest.errors import StorageUnavailable
+from core_ingest.lineage_events import LineageEmitter
 from core_ingest.store import (
     AgentDirectory,
     AgentKey,
@@ -100,6 +102,7 @@ class IngestService(pb_grpc.IngestServicer):
         *,
         batches_per_stream: int = 4,
         require_certificate: bool = False,
+        lineage: LineageEmitter | None = None,
     ) -> None:
         """Prepare the service.
 
@@ -108,11 +111,13 @@ class IngestService(pb_grpc.IngestServicer):
             batches_per_stream: batches of one stream handled at once (see the module).
             require_certificate: mutual TLS is on: a batch must come from the agent its
                 client certificate names.
+            lineage: where an OpenLineage event goes for every committed batch, if anywhere.
 
         """
         self._pool = pool
         self._batches_per_stream = batches_per_stream
         self.require_certificate = require_certificate
+        self._lineage = lineage
         self._partitions = Partitions()
         self._meters = MeterDirectory()
         self._agents = AgentDirectory()
@@ -196,7 +201,7 @@ class IngestService(pb_grpc.IngestServicer):
             self._check_certificate(header, certified_as)
             async with self._store() as store:
                 opened, agent = await self._verify(batch, header, store)
-                status = await store.write(opened, agent=agent, received_at=received_at)
+                outcome = await store.write(opened, agent=agent, received_at=received_at)
         except EnvelopeError as exc:
             log.warning("refused batch: %s", exc.detail)
             return _rejection(header, exc)
@@ -211,10 +216,12 @@ class IngestService(pb_grpc.IngestServicer):
             log.exception("failed on a batch")
             detail = f"core failed on this batch: {type(exc).__name__}"
             return _rejection(header, EnvelopeError(pb.REJECT_REASON_INTERNAL, detail))
+        if outcome.committed and self._lineage:
+            self._lineage.emit(outcome.committed)
         return pb.Ack(
             agent_id=header.agent_id,
             sequence=header.sequence,
-            status=status,
+            status=outcome.status,
             meter_readings=len(opened.payload.meter_readings.interval_end),
         )
 
@@ -280,19 +287,21 @@ class IngestService(pb_grpc.IngestServicer):
         )
 
 
-async def serve(
-    *,
-    dsn: str,
-    listen: str,
-    pool_size: int,
-    batches_per_stream: int,
-    tls: ServerTls | None = None,
-) -> None:
-    """Serve until cancelled on ``listen`` (``host:port``), with mutual TLS when ``tls``."""
-    async with connection_pool(dsn, pool_size) as pool:
+async def serve(config: CoreConfig, *, tls: ServerTls | None = None) -> None:
+    """Serve ``config`` until cancelled, with mutual TLS when ``tls`` (loaded [server.tls]).
+
+    With ``[openlineage]``, an OpenLineage event per committed batch; queued events are
+    flushed (for up to 5 s) when the server stops.
+    """
+    listen = config.listen
+    emitter = LineageEmitter(config.openlineage) if config.openlineage else None
+    async with connection_pool(config.dsn, config.pool_size) as pool, _running(emitter):
         server = grpc.aio.server(options=SERVER_OPTIONS)
         service = IngestService(
-            pool, batches_per_stream=batches_per_stream, require_certificate=tls is not None
+            pool,
+            batches_per_stream=config.batches_per_stream,
+            require_certificate=tls is not None,
+            lineage=emitter,
         )
         pb_grpc.add_IngestServicer_to_server(service, server)
         if _bind(server, listen, tls) == 0:
@@ -308,6 +317,19 @@ async def serve(
             await server.wait_for_termination()
         finally:
             await server.stop(grace=5)
+
+
+@contextlib.asynccontextmanager
+async def _running(emitter: LineageEmitter | None) -> AsyncIterator[None]:
+    """Start the lineage emitter's thread; flush and stop it at the end."""
+    if emitter is None:
+        yield
+        return
+    emitter.start()
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(emitter.close)
 
 
 def _bind(server: grpc.aio.Server, listen: str, tls: ServerTls | None) -> int:

@@ -25,6 +25,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from core_ingest import __version__
+from core_ingest.lineage_events import CommittedBatch
 from core_ingest.migrations import NATIVE
 from core_ingest.reading_rows import (
     COPY_COLUMNS,
@@ -283,8 +284,10 @@ class BatchStore:
         self._partitions = partitions
         self._meters = meters
 
-    async def write(self, opened: OpenedBatch, *, agent: AgentKey, received_at: dt.datetime) -> int:
-        """Commit the batch once; return ACK_STATUS_ACCEPTED or ACK_STATUS_DUPLICATE.
+    async def write(
+        self, opened: OpenedBatch, *, agent: AgentKey, received_at: dt.datetime
+    ) -> WriteOutcome:
+        """Commit the batch once: ACK_STATUS_ACCEPTED with its lineage, or ACK_STATUS_DUPLICATE.
 
         A transaction that loses a deadlock against another core's is tried again.
 
@@ -299,7 +302,15 @@ class BatchStore:
         meter_ids = await self._meters.ids(
             self.conn, opened.payload.meter_readings.meters, opened.header.agent_id, agent
         )
-        batch = _PendingBatch(opened, columns, meter_ids, agent, received_at)
+        batch = _PendingBatch(
+            opened,
+            columns,
+            meter_ids,
+            agent,
+            received_at,
+            quality_counts(columns.quality_flags),
+            columns.poll_window(),
+        )
         staged, attempt = False, 1
         while True:
             try:
@@ -314,11 +325,12 @@ class BatchStore:
                 attempt += 1
                 log.info("retrying batch %s after %s", opened.header.sequence, exc.sqlstate)
 
-    async def _commit(self, batch: _PendingBatch, *, staged: bool) -> int:
+    async def _commit(self, batch: _PendingBatch, *, staged: bool) -> WriteOutcome:
         async with self.conn.transaction():
-            batch_id = await self._insert_ledger_row(batch)
-            if batch_id is None:
-                return await self._already_stored(batch.opened)
+            ledger = await self._insert_ledger_row(batch)
+            if ledger is None:
+                return WriteOutcome(await self._already_stored(batch.opened), None)
+            batch_id, committed_at = ledger
             if staged:
                 stored = await self._insert_new_readings(batch, batch_id)
             else:
@@ -327,10 +339,12 @@ class BatchStore:
             await self._copy_telemetry(batch.opened)
             await self._apply_rotations(batch.opened)
             await self._add_to_rollups(stored, batch.agent)
-        return pb.ACK_STATUS_ACCEPTED
+        return WriteOutcome(
+            pb.ACK_STATUS_ACCEPTED, batch.committed(batch_id, committed_at, len(stored))
+        )
 
-    async def _insert_ledger_row(self, batch: _PendingBatch) -> int | None:
-        """The new ledger row's batch_id, or None when there is none to insert.
+    async def _insert_ledger_row(self, batch: _PendingBatch) -> tuple[int, dt.datetime] | None:
+        """The new ledger row's batch_id and commit time, or None when there is none to insert.
 
         None means (agent, sequence) is already there, or the agent no longer holds the key
         the batch was verified with: the row is only inserted while the agent is enrolled with
@@ -341,7 +355,6 @@ class BatchStore:
             batch.opened.payload,
             batch.columns.quality_flags,
         )
-        window = batch.columns.poll_window()
         cur = await self.conn.execute(
             "INSERT INTO batches (agent_id, sequence, payload_sha256, header_sha256,"
             " schema_version, pseudonym_key_id, software_version, register_map_version,"
@@ -351,7 +364,7 @@ class BatchStore:
             " SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
             " %s, %s, %s FROM agents a WHERE a.agent_id = %s AND a.public_key = %s"
             " AND a.revoked_at IS NULL"
-            " ON CONFLICT (agent_id, sequence) DO NOTHING RETURNING batch_id",
+            " ON CONFLICT (agent_id, sequence) DO NOTHING RETURNING batch_id, committed_at",
             (
                 header.agent_id,
                 header.sequence,
@@ -370,17 +383,17 @@ class BatchStore:
                 header.validation_ruleset or None,
                 batch.agent.substation,
                 batch.agent.region,
-                window[0] if window else None,
-                window[1] if window else None,
+                batch.poll_window[0] if batch.poll_window else None,
+                batch.poll_window[1] if batch.poll_window else None,
                 len(batch.columns),
-                Jsonb(quality_counts(flags)),
+                Jsonb(batch.quality),
                 suspect_count(flags),
                 header.agent_id,
                 batch.agent.public_key,
             ),
         )
         row = await cur.fetchone()
-        return row[0] if row else None
+        return (row[0], row[1]) if row else None
 
     async def _already_stored(self, opened: OpenedBatch) -> int:
         cur = await self.conn.execute(
@@ -540,6 +553,44 @@ class _PendingBatch:
     meter_ids: npt.NDArray[np.int32]
     agent: AgentKey
     received_at: dt.datetime
+    quality: dict[str, int]
+    poll_window: tuple[dt.datetime, dt.datetime] | None
+
+    def committed(
+        self, batch_id: int, committed_at: dt.datetime, readings_stored: int
+    ) -> CommittedBatch:
+        """The lineage of the batch as committed under ``batch_id``."""
+        header, payload = self.opened.header, self.opened.payload
+        return CommittedBatch(
+            agent_id=header.agent_id,
+            sequence=header.sequence,
+            batch_id=batch_id,
+            substation=self.agent.substation,
+            region=self.agent.region,
+            devices=tuple(payload.devices),
+            poll_start=self.poll_window[0] if self.poll_window else None,
+            poll_end=self.poll_window[1] if self.poll_window else None,
+            created_at=dt.datetime.fromtimestamp(header.created_ms / 1000, UTC),
+            received_at=self.received_at,
+            committed_at=committed_at,
+            software_version=header.software_version,
+            register_map_version=header.register_map_version,
+            validation_ruleset=header.validation_ruleset or None,
+            pseudonym_key_id=header.pseudonym_key_id,
+            core_version=__version__,
+            meter_readings=len(self.columns),
+            readings_stored=readings_stored,
+            telemetry_points=len(payload.transformer_telemetry.time_ms),
+            quality_counts=self.quality,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    """The ack status of a written batch and, when it was committed now, its lineage."""
+
+    status: int
+    committed: CommittedBatch | None
 
 
 async def recorded_storage(conn: psycopg.AsyncConnection) -> str | None:

@@ -6,14 +6,17 @@ Over real gRPC into a real PostgreSQL (TimescaleDB and native partitions).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import json
 import random
 
 import psycopg
 import pytest
-from fix_services import core_processes
+from fix_services import core_processes, serving_core
 from signed_batches import AGENT, DEVICE, FIRST_END, KEY, answer, meter, payload, seal, send
 
 from core_ingest import agents
+from core_ingest.lineage_events import run_id
 from core_ingest.migrations import NATIVE, TIMESCALEDB, migrate
 from proto import public_key_bytes
 from proto.quality import QualityFlag
@@ -248,3 +251,33 @@ def test_upgrade_from_schema_4_keeps_every_reading_and_quarantines_duplicates(em
         (11, "duplicate-before-schema-5")
     ]
     assert query(empty_dsn, "SELECT substation, region FROM agents") == [(AGENT, "unassigned")]
+
+
+@one_storage
+def test_each_committed_batch_emits_one_openlineage_event(enrolled, tmp_path):
+    """One OpenLineage COMPLETE event per committed batch, with its quality counts.
+
+    The core writes them to a file ([openlineage] transport = "file"); a resend (DUPLICATE)
+    emits nothing.
+    """
+    events = tmp_path / "lineage.jsonl"
+    config = tmp_path / "core.toml"
+    config.write_text(f'[openlineage]\ntransport = "file"\npath = "{events}"\n')
+    batch = seal(payload(flags=[0, int(QualityFlag.SPIKE), 0, 0]), sequence=3)
+    with contextlib.contextmanager(serving_core)(
+        enrolled, tmp_path / "core.log", "--config", str(config)
+    ) as target:
+        acks = send(target, batch, batch)
+    assert [answer(a) for a in acks] in (
+        ["ACK_STATUS_ACCEPTED", "ACK_STATUS_DUPLICATE"],
+        ["ACK_STATUS_DUPLICATE", "ACK_STATUS_ACCEPTED"],
+    )
+    lines = events.read_text().splitlines()  # the core flushes its queue when it stops
+    assert len(lines) == 1
+    event = json.loads(lines[0])
+    assert (event["eventType"], event["run"]["runId"]) == ("COMPLETE", str(run_id(AGENT, 3)))
+    (quality,) = [
+        d["inputFacets"]["dataQualityMetrics"] for d in event["inputs"] if d["name"] == "batches"
+    ]
+    assert quality["rowCount"] == 4
+    assert quality["columnMetrics"]["quality_flags.SPIKE"]["sum"] == 1
