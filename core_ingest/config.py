@@ -7,6 +7,7 @@ the configuration file's folder.
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 from core_ingest.errors import ConfigError
 from core_ingest.lineage_events import LineageConfig, parse_lineage_config
 from core_ingest.migrations import STORAGE_CHOICES
+from core_ingest.quality_watch import AlertRule
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 # Connections shared by every agent's stream: a few per database core is plenty.
@@ -44,6 +46,7 @@ class CoreConfig:
     batches_per_stream: int
     tls: ServerTlsFiles | None = None  # None: plaintext, for loopback or inside a VPN only
     openlineage: LineageConfig | None = None  # None: no OpenLineage events
+    quality: AlertRule = dataclasses.field(default_factory=AlertRule)
 
 
 def _read(path: Path | None) -> dict[str, Any]:
@@ -78,6 +81,35 @@ def _integer(data: dict[str, Any], table: str, key: str, default: int, high: int
     return value
 
 
+QUALITY_LIMITS = {  # [quality] key -> (AlertRule field, lowest, highest)
+    "alert_threshold": ("threshold", 0.0, 1.0),
+    "alert_window_seconds": ("window_seconds", 1.0, 86_400.0),
+    "alert_check_seconds": ("check_seconds", 0.1, 3_600.0),
+}
+
+
+def _alert_rule(data: dict[str, Any]) -> AlertRule:
+    """``[quality]``: the suspect-share alert (see core_ingest.quality_watch)."""
+    section = data.get("quality", {})
+    if not isinstance(section, dict):
+        raise ConfigError("quality", "must be a table")
+    settings = {}
+    for key, value in section.items():
+        if key not in QUALITY_LIMITS:
+            raise ConfigError(f"quality.{key}", "is not a known setting")
+        field, low, high = QUALITY_LIMITS[key]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not low <= value <= high
+        ):
+            raise ConfigError(
+                f"quality.{key}", f"must be a number from {low:g} to {high:g}, got {value!r}"
+            )
+        settings[field] = float(value)
+    return AlertRule(**settings)
+
+
 def load_config(
     path: Path | None,
     *,
@@ -99,6 +131,7 @@ def load_config(
         openlineage=parse_lineage_config(
             data.get("openlineage"), base=path.parent if path else None
         ),
+        quality=_alert_rule(data),
     )
     if config.storage not in STORAGE_CHOICES:
         raise ConfigError("database.storage", f"must be one of {STORAGE_CHOICES}")

@@ -33,6 +33,7 @@ from core_ingest.certificates import ServerTls
 from core_ingest.config import CoreConfig
 from core_ingest.errors import StorageUnavailable
 from core_ingest.lineage_events import LineageEmitter
+from core_ingest.quality_watch import QualityWatch
 from core_ingest.store import (
     AgentDirectory,
     AgentKey,
@@ -291,11 +292,17 @@ async def serve(config: CoreConfig, *, tls: ServerTls | None = None) -> None:
     """Serve ``config`` until cancelled, with mutual TLS when ``tls`` (loaded [server.tls]).
 
     With ``[openlineage]``, an OpenLineage event per committed batch; queued events are
-    flushed (for up to 5 s) when the server stops.
+    flushed (for up to 5 s) when the server stops. The quality alert rule (``[quality]``) is
+    checked in the background.
     """
     listen = config.listen
     emitter = LineageEmitter(config.openlineage) if config.openlineage else None
-    async with connection_pool(config.dsn, config.pool_size) as pool, _running(emitter):
+    async with (
+        connection_pool(config.dsn, config.pool_size) as pool,
+        _running(emitter),
+        asyncio.TaskGroup() as background,
+    ):
+        watch = background.create_task(QualityWatch(pool, config.quality).run())
         server = grpc.aio.server(options=SERVER_OPTIONS)
         service = IngestService(
             pool,
@@ -317,6 +324,7 @@ async def serve(config: CoreConfig, *, tls: ServerTls | None = None) -> None:
             await server.wait_for_termination()
         finally:
             await server.stop(grace=5)
+            watch.cancel()
 
 
 @contextlib.asynccontextmanager

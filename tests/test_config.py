@@ -98,6 +98,35 @@ def test_core_config_layers_and_errors(tmp_path):
         load_core_config(path, storage="mongodb")
 
 
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[database]\npool_size = 0\n", "database.pool_size"),
+        ("[server]\nbatches_per_stream = true\n", "server.batches_per_stream"),
+        ("[quality]\nalert_threshold = 1.5\n", "quality.alert_threshold"),
+        ("[quality]\nalert_window = 60\n", "quality.alert_window"),
+        ('[quality]\nalert_check_seconds = "1"\n', "quality.alert_check_seconds"),
+    ],
+)
+def test_core_pool_stream_and_quality_settings_name_the_bad_key(tmp_path, text, key):
+    """Out-of-range, mistyped or unknown settings are refused with the key named."""
+    path = tmp_path / "core.toml"
+    path.write_text(text)
+    with pytest.raises(CoreConfigError) as caught:
+        load_core_config(path, dsn="postgresql://db/x")
+    assert caught.value.key == key, str(caught.value)
+
+
+def test_core_quality_defaults_are_the_reference_rule(tmp_path):
+    """Without [quality]: more than 0.5 % suspect in the last hour, checked every minute."""
+    rule = load_core_config(None, dsn="postgresql://db/x").quality
+    assert (rule.threshold, rule.window_seconds, rule.check_seconds) == (0.005, 3600, 60)
+    path = tmp_path / "core.toml"
+    path.write_text("[quality]\nalert_threshold = 0.01\n[database]\npool_size = 3\n")
+    config = load_core_config(path, dsn="postgresql://db/x")
+    assert (config.quality.threshold, config.pool_size, config.batches_per_stream) == (0.01, 3, 4)
+
+
 TLS = '[uplink.tls]\nca = "pki/ca.crt"\ncert = "pki/agent.crt"\nkey = "pki/agent.key"\n'
 
 

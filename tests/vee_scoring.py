@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,13 +44,17 @@ class Score:
         return self.false_positives / max(1, self.clean)
 
 
-def _run(scenario: str, intervals: int, rules: VeeRules | None, folder: Path) -> tuple:
-    record = FieldRecord(folder / "record.sqlite")
-    field_ = Field(load_scenario(scenario), record=record)
+def validated_intervals(
+    field_: Field, record: FieldRecord, intervals: int, rules: VeeRules | None = None
+) -> Iterator[list[PseudonymousReading]]:
+    """Close ``intervals`` intervals one by one; yield each one's validated readings.
+
+    Every served meter reading (feeder heads left out) goes through the VEE validator with
+    the meter's serial as its pseudonym, as the agent would after one poll of every device;
+    the yielded readings carry their quality flags, estimates included.
+    """
     validator = Validator(rules)
     states: dict[bytes, MeterState] = {}
-    flags: dict[tuple[int, int], int] = {}
-    estimated: set[tuple[int, int]] = set()
     seen = 0
     for _ in range(intervals):
         field_.close_interval()
@@ -60,12 +65,23 @@ def _run(scenario: str, intervals: int, rules: VeeRules | None, folder: Path) ->
         ).fetchall()
         seen = rows[-1][0] if rows else seen
         readings = [
-            PseudonymousReading(serial.to_bytes(32, "big"), end, energy, register, 0, 0, device)
+            PseudonymousReading(
+                serial.to_bytes(32, "big"), end, energy, register, 0, (end + 5) * 1000, device
+            )
             for _, device, serial, end, energy, register in rows
         ]
         result = validator.validate(readings, states)
         states.update(result.states)
-        for reading in result.readings:
+        yield result.readings
+
+
+def _run(scenario: str, intervals: int, rules: VeeRules | None, folder: Path) -> tuple:
+    record = FieldRecord(folder / "record.sqlite")
+    field_ = Field(load_scenario(scenario), record=record)
+    flags: dict[tuple[int, int], int] = {}
+    estimated: set[tuple[int, int]] = set()
+    for readings in validated_intervals(field_, record, intervals, rules):
+        for reading in readings:
             key = (int.from_bytes(reading.meter, "big"), reading.interval_end)
             if reading.quality_flags & QualityFlag.ESTIMATED:
                 estimated.add(key)
