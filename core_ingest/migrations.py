@@ -214,9 +214,10 @@ INSERT INTO reading_quarantine
          device_no, reason)
     SELECT r.meter_id, r.interval_end, r.energy_wh, r.register_wh, r.quality_flags, r.poll_time,
            r.batch_id, r.device_no, 'duplicate-before-schema-5'
-    FROM meter_readings r JOIN meter_readings d
-        ON d.meter_id = r.meter_id AND d.interval_end = r.interval_end
-        AND (d.batch_id < r.batch_id OR (d.batch_id = r.batch_id AND d.ctid < r.ctid));
+    FROM meter_readings r WHERE EXISTS (
+        SELECT 1 FROM meter_readings d
+        WHERE d.meter_id = r.meter_id AND d.interval_end = r.interval_end
+        AND (d.batch_id < r.batch_id OR (d.batch_id = r.batch_id AND d.ctid < r.ctid)));
 DELETE FROM meter_readings r USING meter_readings d
     WHERE d.meter_id = r.meter_id AND d.interval_end = r.interval_end
     AND (d.batch_id < r.batch_id OR (d.batch_id = r.batch_id AND d.ctid < r.ctid));
@@ -231,8 +232,10 @@ CREATE UNIQUE INDEX meter_readings_meter_time ON meter_readings (meter_id, inter
 -- Readings arrive roughly in batch and time order: block-range indexes find them by batch or
 -- time at a fraction of a B-tree's cost per insert (TimescaleDB's default B-tree goes).
 DROP INDEX IF EXISTS meter_readings_interval_end_idx;
-CREATE INDEX meter_readings_batch ON meter_readings USING brin (batch_id);
-CREATE INDEX meter_readings_time ON meter_readings USING brin (interval_end);
+CREATE INDEX meter_readings_batch ON meter_readings USING brin (batch_id)
+    WITH (autosummarize = on);
+CREATE INDEX meter_readings_time ON meter_readings USING brin (interval_end)
+    WITH (autosummarize = on);
 COMMENT ON COLUMN meter_readings.device_no IS 'Position (from 1) in batches.devices';
 CREATE VIEW meter_readings_continuous AS
     SELECT coalesce(p.new_meter, m.pseudonym) AS meter_now, m.pseudonym AS meter, r.*
@@ -260,6 +263,17 @@ ALTER TABLE substation_daily RENAME COLUMN hour TO day;
 ALTER TABLE substation_daily ADD PRIMARY KEY (substation, day);
 COMMENT ON TABLE substation_daily IS
     'Energy and reading counts per substation and UTC day (interval start), kept by the core';
+INSERT INTO substation_hourly
+    SELECT b.substation, max(b.region), date_bin('1 hour', r.interval_end - interval '15 minutes',
+           timestamptz '2000-01-01 00:00+00') AS hour, sum(r.energy_wh),
+           count(*) FILTER (WHERE r.quality_flags & {estimated} = 0),
+           count(*) FILTER (WHERE r.quality_flags & {estimated} <> 0),
+           count(*) FILTER (WHERE r.quality_flags & {suspect} <> 0)
+    FROM meter_readings r JOIN batches b USING (batch_id) GROUP BY b.substation, hour;
+INSERT INTO substation_daily
+    SELECT substation, max(region), date_bin('1 day', hour, timestamptz '2000-01-01 00:00+00')
+           AS day, sum(energy_wh), sum(received), sum(estimated), sum(suspect)
+    FROM substation_hourly GROUP BY substation, day;
 CREATE INDEX substation_hourly_region ON substation_hourly (region, hour);
 CREATE INDEX substation_daily_region ON substation_daily (region, day);
 CREATE VIEW region_hourly AS

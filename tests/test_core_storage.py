@@ -211,7 +211,10 @@ V4_READING = (
 
 
 def test_upgrade_from_schema_4_keeps_every_reading_and_quarantines_duplicates(empty_dsn, storage):
-    """Readings stored by release 0.4 get meter ids and batch ids; duplicates are kept aside."""
+    """Readings stored by release 0.4 get meter ids and batch ids; duplicates are kept aside.
+
+    The rollups start with what was stored before the upgrade.
+    """
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         migrate(conn, storage=storage, stop_before=5)
         conn.execute(
@@ -235,6 +238,7 @@ def test_upgrade_from_schema_4_keeps_every_reading_and_quarantines_duplicates(em
         conn.execute(V4_READING, (meter(1), FIRST_END, 10, FIRST_END, DEVICE, AGENT, 1))
         conn.execute(V4_READING, (meter(2), FIRST_END, 20, FIRST_END, DEVICE, AGENT, 1))
         conn.execute(V4_READING, (meter(1), FIRST_END, 11, FIRST_END, DEVICE, AGENT, 2))
+        conn.execute(V4_READING, (meter(1), FIRST_END, 12, FIRST_END, DEVICE, AGENT, 2))
         conn.execute(V4_READING, (meter(2), FIRST_END + 900, 21, FIRST_END, DEVICE, AGENT, 2))
         migrate(conn)
     assert query(
@@ -247,9 +251,12 @@ def test_upgrade_from_schema_4_keeps_every_reading_and_quarantines_duplicates(em
         (meter(2), 20, 1, DEVICE),
         (meter(2), 21, 2, DEVICE),
     ]
-    assert query(empty_dsn, "SELECT energy_wh, reason FROM reading_quarantine") == [
-        (11, "duplicate-before-schema-5")
-    ]
+    assert query(
+        empty_dsn, "SELECT energy_wh, reason FROM reading_quarantine ORDER BY energy_wh"
+    ) == [(11, "duplicate-before-schema-5"), (12, "duplicate-before-schema-5")]
+    rollups = "SELECT substation, hour, energy_wh, received, estimated FROM substation_hourly"
+    assert query(empty_dsn, rollups + " ORDER BY 1, 2") == query(empty_dsn, DIRECT_HOURLY)
+    assert query(empty_dsn, "SELECT sum(energy_wh)::int FROM substation_daily") == [(51,)]
     assert query(empty_dsn, "SELECT substation, region FROM agents") == [(AGENT, "unassigned")]
 
 
