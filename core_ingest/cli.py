@@ -36,6 +36,7 @@ from core_ingest.certificates import (
 from core_ingest.config import CoreConfig, load_config
 from core_ingest.errors import CertificateError, ConfigError, CoreError
 from core_ingest.migrations import MIGRATIONS, STORAGE_CHOICES, applied_versions, migrate
+from core_ingest.quality_watch import AlertRule, QualityAlert, check_suspect_share
 from core_ingest.service import serve
 from core_ingest.status import database_status
 
@@ -170,6 +171,38 @@ def status_command(config_path: Path | None, dsn: str | None) -> None:
     """
     with _database(_config(config_path, dsn=dsn)) as conn:
         _print(database_status(conn))
+
+
+@main.command("quality-check")
+@database_options
+@click.option(
+    "--window-seconds",
+    type=click.FloatRange(1, 86_400),
+    help="Look back this far instead of [quality] alert_window_seconds.",
+)
+def quality_check(config_path: Path | None, dsn: str | None, window_seconds: float | None) -> None:
+    """Check the suspect-share alert rule now; print the alert raised, or null.
+
+    Every serving core checks it each [quality] alert_check_seconds; this is the same check
+    on demand (after a storm, from a monitoring job). One alert per breached window: while an
+    alert is younger than the window, none is raised again.
+
+    Example: core-ingest quality-check --dsn postgresql://ingest@db/meters
+    """
+    config = _config(config_path, dsn=dsn)
+    rule = config.quality
+    if window_seconds is not None:
+        rule = dataclasses.replace(rule, window_seconds=window_seconds)
+    alert = asyncio.run(_check_once(config.dsn, rule))
+    _print(dataclasses.asdict(alert) | {"share": alert.share} if alert else None)
+
+
+async def _check_once(dsn: str, rule: AlertRule) -> QualityAlert | None:
+    try:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            return await check_suspect_share(conn, rule, raised_by="core-ingest quality-check")
+    except psycopg.OperationalError as exc:
+        raise click.ClickException(f"cannot reach the database: {exc}".strip()) from None
 
 
 @main.group("agents")

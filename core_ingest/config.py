@@ -81,10 +81,11 @@ def _integer(data: dict[str, Any], table: str, key: str, default: int, high: int
     return value
 
 
-QUALITY_LIMITS = {  # [quality] key -> (AlertRule field, lowest, highest)
-    "alert_threshold": ("threshold", 0.0, 1.0),
-    "alert_window_seconds": ("window_seconds", 1.0, 86_400.0),
-    "alert_check_seconds": ("check_seconds", 0.1, 3_600.0),
+QUALITY_LIMITS = {  # [quality] key -> (AlertRule field, accepted types, lowest, highest)
+    "alert_threshold": ("threshold", int | float, 0.0, 1.0),
+    "alert_window_seconds": ("window_seconds", int | float, 1.0, 86_400.0),
+    "alert_check_seconds": ("check_seconds", int | float, 0.1, 3_600.0),
+    "alert_min_readings": ("min_readings", int, 1, 10**9),
 }
 
 
@@ -97,16 +98,13 @@ def _alert_rule(data: dict[str, Any]) -> AlertRule:
     for key, value in section.items():
         if key not in QUALITY_LIMITS:
             raise ConfigError(f"quality.{key}", "is not a known setting")
-        field, low, high = QUALITY_LIMITS[key]
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not low <= value <= high
-        ):
+        field, kind, low, high = QUALITY_LIMITS[key]
+        if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
+            what = "an integer" if kind is int else "a number"
             raise ConfigError(
-                f"quality.{key}", f"must be a number from {low:g} to {high:g}, got {value!r}"
+                f"quality.{key}", f"must be {what} from {low:g} to {high:g}, got {value!r}"
             )
-        settings[field] = float(value)
+        settings[field] = value
     return AlertRule(**settings)
 
 

@@ -33,6 +33,9 @@ class AlertRule:
     threshold: float = 0.005  # share of received readings, 0..1
     window_seconds: float = 3600.0
     check_seconds: float = 60.0
+    # Fewer readings than this in the window raise nothing: one substation's batch at night is
+    # no basis for a share (2,000 readings, 10 of them flagged, would be 0.5 %).
+    min_readings: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +59,10 @@ class QualityAlert:
 async def check_suspect_share(
     conn: psycopg.AsyncConnection, rule: AlertRule, *, raised_by: str
 ) -> QualityAlert | None:
-    """Raise and return an alert when the last window breaches the rule, else None."""
+    """Raise and return an alert when the last window breaches the rule, else None.
+
+    Used by every core's background watch and by ``core-ingest quality-check``.
+    """
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (SUSPECT_SHARE,))
         cur = await conn.execute(
@@ -66,7 +72,7 @@ async def check_suspect_share(
             (rule.window_seconds, rule.window_seconds),
         )
         start, end, received, flagged = await cur.fetchone()
-        if not received or flagged / received <= rule.threshold:
+        if received < max(rule.min_readings, 1) or flagged / received <= rule.threshold:
             return None
         cur = await conn.execute(
             "SELECT 1 FROM quality_alerts WHERE kind = %s AND raised_at > %s",

@@ -2,21 +2,25 @@
 
 The simulator's ``storm`` scenario runs in-process; every interval's readings are validated as
 the agent validates them, sealed per substation as its agent would, and streamed over gRPC to
-a ``core-ingest serve`` process with a short alert window, so "the last hour" of the rule
-covers one phase of the test at a time.
+a ``core-ingest serve`` process. ``core-ingest quality-check`` then checks the rule over a
+window that covers one phase of the test at a time. The core's own background check is tested
+on hand-made batches.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import json
+import subprocess
 import time
 
 import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fix_services import serving_core, wait_until
-from signed_batches import answer, send
+from fix_services import BIN, serving_core, wait_until
+from signed_batches import AGENT, answer, payload, seal, send
+from signed_batches import KEY as SIGNED_KEY
 from vee_scoring import validated_intervals
 
 from core_ingest import agents
@@ -31,7 +35,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.parametrize("storage", [TIMES
 KEY = Ed25519PrivateKey.generate()
 REGIONS = {"N": "North", "S": "South"}
 CALM_INTERVALS, STORM_INTERVALS = 48, 8  # 00:00-12:00, then the storm's first two hours
-WINDOW_SECONDS = 4.0
 
 
 def substation(device: str) -> str:
@@ -64,6 +67,18 @@ def sealed_batches(intervals: list[list[PseudonymousReading]], sequences: collec
     return batches
 
 
+def quality_check(dsn: str, *options: str) -> dict | None:
+    """``core-ingest quality-check``: the alert it raised, or None."""
+    done = subprocess.run(
+        [str(BIN / "core-ingest"), "quality-check", "--dsn", dsn, *options],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 def alerts(dsn: str) -> list[tuple]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(
@@ -89,27 +104,23 @@ def test_storm_raises_the_suspect_share_alert_and_fills_the_quality_records(stor
         for name in names:
             public = public_key_bytes(KEY.public_key())
             agents.enroll(conn, name, public, substation=name, region=REGIONS[name[0]])
-    config = tmp_path / "core.toml"
-    config.write_text(
-        f"[quality]\nalert_window_seconds = {WINDOW_SECONDS}\nalert_check_seconds = 0.2\n"
-    )
     sequences: collections.Counter[str] = collections.Counter()
-    with contextlib.contextmanager(serving_core)(
-        storage_dsn, tmp_path / "core.log", "--config", str(config)
-    ) as target:
+    with contextlib.contextmanager(serving_core)(storage_dsn, tmp_path / "core.log") as target:
         acks = send(target, *sealed_batches(calm, sequences))
         assert {answer(a) for a in acks} == {pb.AckStatus.Name(pb.ACK_STATUS_ACCEPTED)}
-        time.sleep(WINDOW_SECONDS + 1)  # the calm morning leaves the window, unalerted
-        assert alerts(storage_dsn) == []
+        assert quality_check(storage_dsn) is None  # the whole calm morning is in the window
+        time.sleep(2)
+        storm_started = time.monotonic()
         acks = send(target, *sealed_batches(storm, sequences))
         assert {answer(a) for a in acks} == {pb.AckStatus.Name(pb.ACK_STATUS_ACCEPTED)}
-        raised = wait_until(lambda: alerts(storage_dsn), timeout=30, what="the quality alert")
+        window = time.monotonic() - storm_started + 1  # the storm's batches, none before
+        raised = quality_check(storage_dsn, "--window-seconds", f"{window:.1f}")
+        again = quality_check(storage_dsn, "--window-seconds", f"{window:.1f}")
+    assert again is None  # one alert per breached window
+    assert alerts(storage_dsn) == [("suspect-share", raised["received"], raised["flagged"], 0.005)]
     storm_received = sum(len(readings) for readings in storm)
-    (kind, received, flagged, threshold) = raised[0]
-    assert len(raised) == 1
-    assert (kind, threshold) == ("suspect-share", 0.005)
-    assert 0 < received <= storm_received  # raised as the storm's batches came in
-    assert flagged / received > 0.005
+    assert raised["received"] == storm_received
+    assert raised["share"] > 0.005
     with psycopg.connect(storage_dsn) as conn:
         quality = {
             region: numbers
@@ -128,3 +139,29 @@ def test_storm_raises_the_suspect_share_alert_and_fills_the_quality_records(stor
         assert quality[region] == [*expected, 96 * meters]
     south, north = quality["South"], quality["North"]
     assert south[2] / south[0] > north[2] / north[0]  # the storm hit the South
+
+
+def test_the_core_raises_the_alert_itself_once_per_breached_window(storage_dsn, tmp_path):
+    """A serving core checks in the background: 1 % suspect raises one alert, not one per check.
+
+    Below [quality] alert_min_readings nothing is raised whatever the share.
+    """
+    with psycopg.connect(storage_dsn, autocommit=True) as conn:
+        agents.enroll(conn, AGENT, public_key_bytes(SIGNED_KEY.public_key()))
+    spike = int(QualityFlag.SPIKE)
+    few = payload(meters=range(100), flags=[spike] * 50 + [0] * 50)
+    many = [
+        payload(meters=range(1000), interval=i, flags=[spike] * 10 + [0] * 990) for i in range(1, 6)
+    ]
+    config = tmp_path / "core.toml"
+    config.write_text("[quality]\nalert_check_seconds = 0.2\nalert_min_readings = 1000\n")
+    with contextlib.contextmanager(serving_core)(
+        storage_dsn, tmp_path / "core.log", "--config", str(config)
+    ) as core:
+        send(core, seal(few, sequence=1))
+        time.sleep(1)  # five checks: 50 % of 100 readings is below the minimum volume
+        assert alerts(storage_dsn) == []
+        send(core, *[seal(body, sequence=s) for s, body in enumerate(many, 2)])
+        wait_until(lambda: alerts(storage_dsn), timeout=30, what="the core's own alert")
+        time.sleep(1)  # five more checks of the same window
+    assert alerts(storage_dsn) == [("suspect-share", 5100, 100, 0.005)]
