@@ -189,10 +189,16 @@ def report(dsn: str, record_path: Path, expected: int, stored: int) -> None:
     telemetry = record.execute("SELECT count(*) FROM telemetry").fetchone()[0]
     with psycopg.connect(dsn) as conn:
         row = conn.execute(
-            "SELECT count(*), count(DISTINCT meter), count(DISTINCT interval_end),"
+            "SELECT count(*), count(DISTINCT meter_id), count(DISTINCT interval_end),"
             " sum(energy_wh)::bigint, (SELECT count(*) FROM batches),"
             " (SELECT count(*) FROM transformer_telemetry) FROM meter_readings"
         ).fetchone()
+        rolled_up = conn.execute("SELECT sum(energy_wh)::bigint FROM region_daily").fetchone()[0]
+        lineage = conn.execute(
+            "SELECT step, actor FROM reading_lineage WHERE (meter, interval_end) ="
+            " (SELECT m.pseudonym, r.interval_end FROM meter_readings r JOIN meters m"
+            " USING (meter_id) WHERE r.quality_flags & 2 = 0 LIMIT 1) ORDER BY step_no"
+        ).fetchall()
     print(
         json.dumps(
             {
@@ -208,7 +214,9 @@ def report(dsn: str, record_path: Path, expected: int, stored: int) -> None:
                     "energy_wh": row[3],
                     "batches": row[4],
                     "transformer_telemetry_points": row[5],
+                    "energy_wh_in_daily_rollups": rolled_up,
                 },
+                "lineage_of_one_reading": [f"{step}: {actor}" for step, actor in lineage],
                 "complete": stored == expected and row[3] == served_wh[1],
             },
             indent=2,
