@@ -207,14 +207,15 @@ def _check_stored(dsn: str, readings: int) -> None:
 def report(
     label: str, fleet: Fleet, seconds: float, memory: float, baselines: dict[int, float]
 ) -> None:
-    """One table row: pipeline readings/s, raw COPY readings/s, ratio."""
+    """One line: pipeline readings/s, raw COPY readings/s over 1 and 2 connections, ratios."""
     rate = fleet.readings / seconds
-    best = max(fleet.readings / s for s in baselines.values())
-    copy_rates = ", ".join(f"{n} conn {fleet.readings / s:,.0f}/s" for n, s in baselines.items())
+    copies = ", ".join(
+        f"{n} conn {fleet.readings / s:,.0f}/s (ratio {rate * s / fleet.readings:.2f})"
+        for n, s in baselines.items()
+    )
     print(
         f"{label}: {fleet.readings:,} readings in {seconds:.2f} s = {rate:,.0f} readings/s;"
-        f" raw binary COPY {copy_rates}; ratio to the best {rate / best:.2f};"
-        f" core peak RSS {memory:.0f} MB",
+        f" raw binary COPY {copies}; core peak RSS {memory:.0f} MB",
         flush=True,
     )
 
