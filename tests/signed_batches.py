@@ -65,6 +65,7 @@ def seal(
     sequence: int = 1,
     agent_id: str = AGENT,
     key: Ed25519PrivateKey = KEY,
+    key_id: str = "k1",
 ) -> pb.SignedBatch:
     """Sign ``body`` (default: four meters' first interval) as the agent would."""
     return seal_batch(
@@ -72,7 +73,7 @@ def seal(
         agent_id=agent_id,
         sequence=sequence,
         created_ms=1_790_000_000_000,
-        pseudonym_key_id="k1",
+        pseudonym_key_id=key_id,
         software_version="test",
         register_map_version=1,
         private_key=key,

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 import psycopg
+import signed_batches
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from core_ingest import agents
@@ -22,7 +23,7 @@ from edge_agent.sinks.buffer import Buffer
 from edge_agent.sinks.uplink import Uplink
 from edge_agent.transforms.batch import batch_payload
 from edge_agent.transforms.pseudonymize import PseudonymousReading
-from proto import pb, pb_grpc, public_key_bytes, seal_batch
+from proto import pb, pb_grpc, public_key_bytes
 
 FIRST_INTERVAL_END = 1_790_000_100 - 1_790_000_100 % 900
 # Few meters over many intervals, as after an outage: compressible like real backlogs.
@@ -57,16 +58,11 @@ def fill_signed(
     """
 
     def seal(readings, points, sequence, rotations) -> bytes:
-        return seal_batch(
-            batch_payload(readings, points),
-            agent_id=agent_id,
-            sequence=sequence,
-            created_ms=1_790_000_000_000,
-            pseudonym_key_id="test-key-1",
-            software_version="test",
-            register_map_version=1,
-            private_key=key,
-        ).SerializeToString()
+        body = batch_payload(readings, points)
+        signed = signed_batches.seal(
+            body, sequence=sequence, agent_id=agent_id, key=key, key_id="test-key-1"
+        )
+        return signed.SerializeToString()
 
     per_batch = METERS * INTERVALS
     for batch in range(batches):
