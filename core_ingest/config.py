@@ -47,6 +47,7 @@ class CoreConfig:
     tls: ServerTlsFiles | None = None  # None: plaintext, for loopback or inside a VPN only
     openlineage: LineageConfig | None = None  # None: no OpenLineage events
     quality: AlertRule = dataclasses.field(default_factory=AlertRule)
+    metrics_listen: str | None = None  # host:port of the Prometheus endpoint; None: off
 
 
 def _read(path: Path | None) -> dict[str, Any]:
@@ -130,13 +131,20 @@ def load_config(
             data.get("openlineage"), base=path.parent if path else None
         ),
         quality=_alert_rule(data),
+        metrics_listen=data.get("metrics", {}).get("listen"),
     )
     if config.storage not in STORAGE_CHOICES:
         raise ConfigError("database.storage", f"must be one of {STORAGE_CHOICES}")
-    host, _, port = config.listen.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65_536:  # noqa: PLR2004
-        raise ConfigError("server.listen", f"must be host:port, got {config.listen!r}")
+    _check_address("server.listen", config.listen)
+    if config.metrics_listen is not None:
+        _check_address("metrics.listen", config.metrics_listen)
     return config
+
+
+def _check_address(key: str, value: object) -> None:
+    host, _, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+    if not host or not port.isdigit() or not 0 < int(port) < 65_536:  # noqa: PLR2004
+        raise ConfigError(key, f"must be host:port, got {value!r}")
 
 
 def _tls(server: dict[str, Any], *, base: Path) -> ServerTlsFiles | None:

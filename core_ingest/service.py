@@ -33,6 +33,7 @@ from core_ingest.certificates import ServerTls
 from core_ingest.config import CoreConfig
 from core_ingest.errors import StorageUnavailable
 from core_ingest.lineage_events import LineageEmitter
+from core_ingest.metrics import Counter, MetricsServer
 from core_ingest.quality_watch import QualityWatch
 from core_ingest.store import (
     AgentDirectory,
@@ -75,6 +76,14 @@ def _rejection(header: pb.BatchHeader | None, error: EnvelopeError) -> pb.Ack:
         reason=error.reason,
         detail=error.detail,
     )
+
+
+def _outcome(ack: pb.Ack) -> tuple[str, str]:
+    """(status, reason) of an ack as metric labels, e.g. ("rejected", "BAD_SIGNATURE")."""
+    status = pb.AckStatus.Name(ack.status).removeprefix("ACK_STATUS_").lower()
+    if ack.status != pb.ACK_STATUS_REJECTED:
+        return status, ""
+    return status, pb.RejectReason.Name(ack.reason).removeprefix("REJECT_REASON_")
 
 
 def _certified_agent(context: grpc.aio.ServicerContext) -> str | None:
@@ -123,7 +132,8 @@ class IngestService(pb_grpc.IngestServicer):
         self._meters = MeterDirectory()
         self._agents = AgentDirectory()
         self._storage: str | None = None
-        self.outcomes: collections.Counter[str] = collections.Counter()
+        self.outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.readings_stored = 0
 
     async def StreamBatches(  # noqa: N802 - name fixed by the generated servicer
         self, request_iterator: AsyncIterator[pb.SignedBatch], context: grpc.aio.ServicerContext
@@ -155,7 +165,7 @@ class IngestService(pb_grpc.IngestServicer):
         async def answer(batch: pb.SignedBatch) -> None:
             try:
                 ack = await self.handle(batch, certified_as=certified_as)
-                self.outcomes[pb.AckStatus.Name(ack.status)] += 1
+                self.outcomes[_outcome(ack)] += 1
                 acks.put_nowait(ack)
             finally:
                 slots.release()
@@ -217,8 +227,10 @@ class IngestService(pb_grpc.IngestServicer):
             log.exception("failed on a batch")
             detail = f"core failed on this batch: {type(exc).__name__}"
             return _rejection(header, EnvelopeError(pb.REJECT_REASON_INTERNAL, detail))
-        if outcome.committed and self._lineage:
-            self._lineage.emit(outcome.committed)
+        if outcome.committed:
+            self.readings_stored += outcome.committed.readings_stored
+            if self._lineage:
+                self._lineage.emit(outcome.committed)
         return pb.Ack(
             agent_id=header.agent_id,
             sequence=header.sequence,
@@ -302,7 +314,8 @@ async def serve(config: CoreConfig, *, tls: ServerTls | None = None) -> None:
         _running(emitter),
         asyncio.TaskGroup() as background,
     ):
-        watch = background.create_task(QualityWatch(pool, config.quality).run())
+        watch = QualityWatch(pool, config.quality)
+        checking = background.create_task(watch.run())
         server = grpc.aio.server(options=SERVER_OPTIONS)
         service = IngestService(
             pool,
@@ -313,6 +326,7 @@ async def serve(config: CoreConfig, *, tls: ServerTls | None = None) -> None:
         pb_grpc.add_IngestServicer_to_server(service, server)
         if _bind(server, listen, tls) == 0:
             raise OSError(f"cannot listen on {listen}")
+        metrics = _metrics_server(config, service, watch, emitter)
         await server.start()
         log.info(
             "core ingest %s listening on %s (%s)",
@@ -324,7 +338,69 @@ async def serve(config: CoreConfig, *, tls: ServerTls | None = None) -> None:
             await server.wait_for_termination()
         finally:
             await server.stop(grace=5)
-            watch.cancel()
+            checking.cancel()
+            if metrics:
+                metrics.close()
+
+
+def _metrics_server(
+    config: CoreConfig,
+    service: IngestService,
+    watch: QualityWatch,
+    emitter: LineageEmitter | None,
+) -> MetricsServer | None:
+    """The started ``[metrics]`` endpoint over the service's, watch's and emitter's counters."""
+    if config.metrics_listen is None:
+        return None
+
+    def collect() -> list[Counter]:
+        samples = [
+            Counter(
+                "meterpipe_core_batches_total",
+                "Batches answered, by status and refusal reason",
+                count,
+                (("status", status), ("reason", reason)),
+            )
+            for (status, reason), count in sorted(service.outcomes.items())
+        ]
+        samples += [
+            Counter(
+                "meterpipe_core_readings_stored_total",
+                "Meter readings newly stored",
+                service.readings_stored,
+            ),
+            Counter(
+                "meterpipe_core_quality_alerts_total",
+                "Suspect-share alerts raised by this process",
+                watch.alerts_raised,
+            ),
+            Counter(
+                "meterpipe_core_quality_checks_failed_total",
+                "Quality checks that could not run (database unreachable)",
+                watch.checks_failed,
+            ),
+        ]
+        if emitter:
+            stats = emitter.statistics()
+            samples += [
+                Counter(
+                    "meterpipe_core_lineage_events_total",
+                    "OpenLineage events, by result",
+                    value,
+                    (("result", result),),
+                )
+                for result, value in (
+                    ("emitted", stats.emitted),
+                    ("failed", stats.failed),
+                    ("dropped", stats.dropped),
+                )
+            ]
+        return samples
+
+    metrics = MetricsServer(config.metrics_listen, collect)
+    metrics.start()
+    log.info("metrics on http://%s/metrics", config.metrics_listen)
+    return metrics
 
 
 @contextlib.asynccontextmanager

@@ -107,6 +107,8 @@ def test_core_config_layers_and_errors(tmp_path):
         ("[quality]\nalert_window = 60\n", "quality.alert_window"),
         ('[quality]\nalert_check_seconds = "1"\n', "quality.alert_check_seconds"),
         ("[quality]\nalert_min_readings = 2.5\n", "quality.alert_min_readings"),
+        ('[metrics]\nlisten = "9464"\n', "metrics.listen"),
+        ("[metrics]\nlisten = 9464\n", "metrics.listen"),
     ],
 )
 def test_core_pool_stream_and_quality_settings_name_the_bad_key(tmp_path, text, key):

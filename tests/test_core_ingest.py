@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import subprocess
+import urllib.request
 
 import grpc
 import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fix_services import BIN, core_healthy, core_processes, stop_process, wait_until
+from fix_services import (
+    BIN,
+    core_healthy,
+    core_processes,
+    serving_core,
+    stop_process,
+    wait_until,
+)
 from signed_batches import AGENT, KEY, answer, payload, seal, send
 
 from core_ingest import agents
@@ -188,3 +197,26 @@ def test_two_core_processes_store_a_batch_sent_to_both_once(enrolled, tmp_path):
         pair = sorted(answer(results[core][sequence]) for core in range(2))
         assert pair == ["ACK_STATUS_ACCEPTED", "ACK_STATUS_DUPLICATE"], pair
     assert counts(enrolled) == (20, 20 * 50, 0)
+
+
+@one_storage
+def test_metrics_endpoint_counts_batches_by_outcome_and_readings_stored(enrolled, tmp_path):
+    """[metrics] listen: Prometheus text with the core's counters, labelled by outcome."""
+    address = f"127.0.0.1:{free_loopback_port()}"
+    config = tmp_path / "core.toml"
+    config.write_text(f'[metrics]\nlisten = "{address}"\n')
+    with contextlib.contextmanager(serving_core)(
+        enrolled, tmp_path / "core.log", "--config", str(config)
+    ) as target:
+        forged = seal(key=Ed25519PrivateKey.generate(), sequence=2)
+        send(target, seal(payload(readings=7)), forged)
+        with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+            kind = reply.headers["Content-Type"]
+    assert kind.startswith("text/plain; version=0.0.4")
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line[0] != "#")
+    assert samples['meterpipe_core_batches_total{status="accepted",reason=""}'] == "1"
+    assert samples['meterpipe_core_batches_total{status="rejected",reason="BAD_SIGNATURE"}'] == "1"
+    assert samples["meterpipe_core_readings_stored_total"] == "7"
+    assert samples["meterpipe_core_quality_alerts_total"] == "0"
+    assert "# TYPE meterpipe_core_batches_total counter" in text
