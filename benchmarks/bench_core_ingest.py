@@ -12,7 +12,10 @@ database with the same schema and indexes), one COPY and commit per batch, over 
 connections. PostgreSQL runs with production durability (fsync and synchronous_commit on).
 
 Scenarios: 1 agent streaming 10,000 meters x 24 intervals; 50 agents at once, 2,000 meters x
-24 intervals each (2.4 million readings). Also prints the core process's peak resident memory.
+24 intervals each (2.4 million readings). Each in two phases, timed apart: first contact (every
+agent's first interval: each meter is new to the meters dimension) and steady state (the other
+23 intervals: meters known, as on every day after the first). Also prints the core process's
+peak resident memory.
 
 Usage: .venv/bin/python benchmarks/bench_core_ingest.py [--quick]
 """
@@ -52,9 +55,20 @@ class Fleet:
     """Pre-built batches of each agent, serialized, and the same rows as raw COPY buffers."""
 
     agent_ids: list[str]
-    streams: list[list[bytes]]
-    copies: list[bytes]
-    readings: int
+    streams: list[list[bytes]]  # per agent, per interval
+    copies: list[list[bytes]]  # per agent, per interval
+    meters: int  # per agent
+
+    def phase(self, *, first: bool) -> tuple[list[list[bytes]], list[bytes], int]:
+        """The first interval of every agent, or all the later ones: streams, copies, readings.
+
+        The first interval brings every meter to the core for the first time (the meters
+        dimension grows); the later ones are the steady state of every day after.
+        """
+        cut = slice(0, 1) if first else slice(1, None)
+        streams = [batches[cut] for batches in self.streams]
+        copies = [rows for agent in self.copies for rows in agent[cut]]
+        return streams, copies, len(copies) * self.meters
 
 
 def build_fleet(agent_count: int, meters: int, intervals: int, key: Ed25519PrivateKey) -> Fleet:
@@ -62,10 +76,11 @@ def build_fleet(agent_count: int, meters: int, intervals: int, key: Ed25519Priva
     rng = np.random.default_rng(1)
     agent_ids = [f"bench-{agent_count}-{a:03d}" for a in range(agent_count)]
     streams, copies = [], []
+    batch_id = 0
     for a, agent_id in enumerate(agent_ids):
         pseudonyms = [(a * 1_000_000 + m).to_bytes(32, "big") for m in range(meters)]
         registers = rng.integers(10**6, 10**8, size=meters)
-        batches = []
+        batches, rows = [], []
         for i in range(intervals):
             energy = rng.integers(20, 400, size=meters)
             registers = registers + energy
@@ -92,9 +107,11 @@ def build_fleet(agent_count: int, meters: int, intervals: int, key: Ed25519Priva
             )
             batches.append(sealed.SerializeToString())
             ids = np.arange(a * meters + 1, (a + 1) * meters + 1, dtype=np.int32)
-            copies.append(copy_buffer(ReadingColumns.of(columns), ids, len(copies) + 1))
+            batch_id += 1
+            rows.append(copy_buffer(ReadingColumns.of(columns), ids, batch_id))
         streams.append(batches)
-    return Fleet(agent_ids, streams, copies, agent_count * meters * intervals)
+        copies.append(rows)
+    return Fleet(agent_ids, streams, copies, meters)
 
 
 def fresh_database(cluster: PostgresCluster, name: str) -> str:
@@ -150,8 +167,11 @@ def peak_rss_mb(pid: int) -> float:
 
 def through_core(
     cluster: PostgresCluster, fleet: Fleet, name: str, key: Ed25519PrivateKey, settings: str
-) -> tuple[float, float]:
-    """Seconds to stream the fleet through one core process, and the core's peak RSS in MB."""
+) -> tuple[float, float, float]:
+    """Stream the fleet through one core process, first intervals then the rest.
+
+    Returns the seconds of each phase and the core's peak RSS in MB.
+    """
     dsn = fresh_database(cluster, name)
     with psycopg.connect(dsn, autocommit=True) as conn:
         for n, agent_id in enumerate(fleet.agent_ids):
@@ -162,31 +182,30 @@ def through_core(
     with tempfile.TemporaryDirectory() as folder:
         config = Path(folder) / "core.toml"
         config.write_text(settings, encoding="utf-8")
+        command = [str(BIN / "core-ingest"), "serve", "--config", str(config)]
         core = subprocess.Popen(
-            [
-                str(BIN / "core-ingest"),
-                "serve",
-                "--config",
-                str(config),
-                "--dsn",
-                dsn,
-                "--listen",
-                target,
-            ],
+            [*command, "--dsn", dsn, "--listen", target],
             stderr=(Path(folder) / "core.log").open("w"),
         )
         try:
             _wait_for(target)
-            start = time.perf_counter()
-            with ThreadPoolExecutor(len(fleet.streams)) as pool:
-                list(pool.map(stream, [target] * len(fleet.streams), fleet.streams))
-            elapsed = time.perf_counter() - start
+            first, steady = (
+                _stream_all(target, fleet.phase(first=first)[0]) for first in (True, False)
+            )
             memory = peak_rss_mb(core.pid)
         finally:
             core.terminate()
             core.wait(10)
-    _check_stored(dsn, fleet.readings)
-    return elapsed, memory
+    _check_stored(dsn, len(fleet.streams) * len(fleet.streams[0]) * fleet.meters)
+    return first, steady, memory
+
+
+def _stream_all(target: str, streams: list[list[bytes]]) -> float:
+    """Seconds to stream every agent's batches at once, one stream per agent."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(len(streams)) as pool:
+        list(pool.map(stream, [target] * len(streams), streams))
+    return time.perf_counter() - start
 
 
 def _wait_for(target: str) -> None:
@@ -204,18 +223,16 @@ def _check_stored(dsn: str, readings: int) -> None:
         raise RuntimeError(f"stored {stored}, rolled up {rolled}, sent {readings}")
 
 
-def report(
-    label: str, fleet: Fleet, seconds: float, memory: float, baselines: dict[int, float]
-) -> None:
+def report(label: str, readings: int, seconds: float, baselines: dict[int, float]) -> None:
     """One line: pipeline readings/s, raw COPY readings/s over 1 and 2 connections, ratios."""
-    rate = fleet.readings / seconds
+    rate = readings / seconds
     copies = ", ".join(
-        f"{n} conn {fleet.readings / s:,.0f}/s (ratio {rate * s / fleet.readings:.2f})"
+        f"{n} conn {readings / s:,.0f}/s (ratio {rate * s / readings:.2f})"
         for n, s in baselines.items()
     )
     print(
-        f"{label}: {fleet.readings:,} readings in {seconds:.2f} s = {rate:,.0f} readings/s;"
-        f" raw binary COPY {copies}; core peak RSS {memory:.0f} MB",
+        f"{label}: {readings:,} readings in {seconds:.2f} s = {rate:,.0f} readings/s;"
+        f" raw binary COPY {copies}",
         flush=True,
     )
 
@@ -245,12 +262,17 @@ def main() -> None:
         ):
             fleet = build_fleet(agent_count, meters, 24, key)
             slug = label.replace(" ", "_")
-            baselines = {
-                n: raw_copy(fresh_database(cluster, f"copy_{slug}_{n}"), fleet.copies, n)
-                for n in (1, 2)
-            }
-            seconds, memory = through_core(cluster, fleet, f"core_{slug}", key, settings)
-            report(label, fleet, seconds, memory, baselines)
+            baselines: dict[bool, dict[int, float]] = {True: {}, False: {}}
+            for connections in (1, 2):
+                dsn = fresh_database(cluster, f"copy_{slug}_{connections}")
+                for first in (True, False):
+                    rows = fleet.phase(first=first)[1]
+                    baselines[first][connections] = raw_copy(dsn, rows, connections)
+            first, steady, memory = through_core(cluster, fleet, f"core_{slug}", key, settings)
+            readings = {phase: fleet.phase(first=phase)[2] for phase in (True, False)}
+            report(f"{label}, steady state", readings[False], steady, baselines[False])
+            report(f"{label}, first contact", readings[True], first, baselines[True])
+            print(f"{label}: core peak RSS {memory:.0f} MB", flush=True)
     finally:
         cluster.stop()
 

@@ -22,6 +22,7 @@ COPY_COLUMNS = (
     "meter_id, interval_end, energy_wh, register_wh, quality_flags, poll_time, batch_id, device_no"
 )
 INTERVAL_SECONDS = 900  # the register map's interval length; an interval starts 900 s before
+MAX_DENSE_BUCKETS = 4096  # rollup buckets counted in one dense array; sparser spans use unique
 PG_EPOCH_S = 946_684_800  # PostgreSQL timestamps count microseconds from 2000-01-01 UTC
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
@@ -170,16 +171,26 @@ def rollup_delta(
     update the same rows in the same order and cannot deadlock on them.
     """
     start = interval_end - INTERVAL_SECONDS
-    buckets, slot = np.unique(start - start % period, return_inverse=True)
-    estimated = (flags & int(QualityFlag.ESTIMATED)) != 0
-    suspect = (flags & int(SUSPECT)) != 0
-    energy = np.zeros(len(buckets), dtype=np.int64)
-    np.add.at(energy, slot, energy_wh)
-    size = len(buckets)
+    number = start // period
+    low = int(number.min())
+    slot = number - low
+    if int(slot.max()) >= MAX_DENSE_BUCKETS:  # a batch spanning years: number them sparsely
+        numbers, slot = np.unique(number, return_inverse=True)
+    else:
+        numbers = np.arange(low, low + int(slot.max()) + 1)
+    size = len(numbers)
+
+    def per_bucket(weights: npt.NDArray | None = None) -> npt.NDArray[np.int64]:
+        # float64 sums are exact below 2**53 Wh, far above any batch's energy
+        return np.bincount(slot, weights=weights, minlength=size).astype(np.int64)
+
+    count = per_bucket()
+    estimated = per_bucket((flags & int(QualityFlag.ESTIMATED)) != 0)
+    present = count > 0
     return RollupDelta(
-        bucket=buckets.tolist(),
-        energy_wh=energy.tolist(),
-        received=np.bincount(slot, weights=~estimated, minlength=size).astype(np.int64).tolist(),
-        estimated=np.bincount(slot, weights=estimated, minlength=size).astype(np.int64).tolist(),
-        suspect=np.bincount(slot, weights=suspect, minlength=size).astype(np.int64).tolist(),
+        bucket=(numbers[present] * period).tolist(),
+        energy_wh=per_bucket(energy_wh)[present].tolist(),
+        received=(count - estimated)[present].tolist(),
+        estimated=estimated[present].tolist(),
+        suspect=per_bucket((flags & int(SUSPECT)) != 0)[present].tolist(),
     )

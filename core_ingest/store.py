@@ -25,6 +25,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from core_ingest import __version__
+from core_ingest.errors import StorageUnavailable
 from core_ingest.lineage_events import CommittedBatch
 from core_ingest.migrations import NATIVE
 from core_ingest.reading_rows import (
@@ -221,17 +222,28 @@ class MeterDirectory:
 async def _add_meters(
     conn: psycopg.AsyncConnection, pseudonyms: list[bytes], agent_id: str, agent: AgentKey
 ) -> list[tuple[bytes, int]]:
-    """Insert the meters not in the dimension yet; (pseudonym, meter_id) of all of them."""
+    """Insert the meters not in the dimension yet; (pseudonym, meter_id) of all of them.
+
+    Ids come back in the order asked (no pseudonym is sent back: decoding thousands of
+    bytea values costs more than the lookup). The insert commits first, so a meter another
+    core added meanwhile is found too.
+    """
     await conn.execute(
         "INSERT INTO meters (pseudonym, substation, region, first_agent_id)"
-        " SELECT p, %s, %s, %s FROM unnest(%s::bytea[]) AS p"
+        " SELECT p, %s, %s, %s FROM unnest(%b::bytea[]) AS p"
         " ON CONFLICT (pseudonym) DO NOTHING",
         (agent.substation, agent.region, agent_id, pseudonyms),
     )
     cur = await conn.execute(
-        "SELECT pseudonym, meter_id FROM meters WHERE pseudonym = ANY(%s)", (pseudonyms,)
+        "SELECT m.meter_id FROM unnest(%b::bytea[]) WITH ORDINALITY AS g(p, n)"
+        " JOIN meters m ON m.pseudonym = g.p ORDER BY g.n",
+        (pseudonyms,),
+        binary=True,
     )
-    return [(bytes(p), meter_id) for p, meter_id in await cur.fetchall()]
+    ids = [meter_id for (meter_id,) in await cur.fetchall()]
+    if len(ids) != len(pseudonyms):
+        raise StorageUnavailable(f"{len(pseudonyms) - len(ids)} meters vanished from the dimension")
+    return list(zip(pseudonyms, ids, strict=True))
 
 
 class Partitions:
