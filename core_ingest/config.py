@@ -131,7 +131,7 @@ def load_config(
             data.get("openlineage"), base=path.parent if path else None
         ),
         quality=_alert_rule(data),
-        metrics_listen=data.get("metrics", {}).get("listen"),
+        metrics_listen=_metrics_listen(data),
     )
     if config.storage not in STORAGE_CHOICES:
         raise ConfigError("database.storage", f"must be one of {STORAGE_CHOICES}")
@@ -139,6 +139,20 @@ def load_config(
     if config.metrics_listen is not None:
         _check_address("metrics.listen", config.metrics_listen)
     return config
+
+
+def _metrics_listen(data: dict[str, Any]) -> str | None:
+    """``[metrics] listen``: where the Prometheus endpoint listens (IPv4 or a host name)."""
+    section = data.get("metrics", {})
+    if not isinstance(section, dict):
+        raise ConfigError("metrics", "must be a table")
+    unknown = set(section) - {"listen"}
+    if unknown:
+        raise ConfigError(f"metrics.{min(unknown)}", "is not a known setting")
+    listen = section.get("listen")
+    if isinstance(listen, str) and listen.startswith("["):
+        raise ConfigError("metrics.listen", f"must be an IPv4 address or host name, got {listen!r}")
+    return listen
 
 
 def _check_address(key: str, value: object) -> None:

@@ -221,6 +221,11 @@ INSERT INTO reading_quarantine
 DELETE FROM meter_readings r USING meter_readings d
     WHERE d.meter_id = r.meter_id AND d.interval_end = r.interval_end
     AND (d.batch_id < r.batch_id OR (d.batch_id = r.batch_id AND d.ctid < r.ctid));
+UPDATE batches b SET readings_stored = coalesce(kept.n, 0)
+    FROM batches o LEFT JOIN
+        (SELECT batch_id, count(*) AS n FROM meter_readings GROUP BY batch_id) kept
+        USING (batch_id)
+    WHERE o.batch_id = b.batch_id AND b.readings_stored <> coalesce(kept.n, 0);
 ALTER TABLE meter_readings DROP COLUMN meter;
 ALTER TABLE meter_readings DROP COLUMN device;
 ALTER TABLE meter_readings DROP COLUMN agent_id;

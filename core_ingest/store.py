@@ -144,8 +144,8 @@ class AgentDirectory:
     """Enrolled agents' keys and places, remembered for ``ttl`` seconds by this core process.
 
     Saves a query per batch. Safe because the ledger row is only inserted while the agent
-    still holds the key and is unrevoked (see ``BatchStore``): a revocation or new key takes
-    effect at once, the cache only decides how a refusal is worded.
+    still holds the key and is unrevoked (see ``BatchStore``): a revocation or new key is not
+    delayed by the cache, which only decides how a refusal is worded.
     """
 
     def __init__(self, ttl: float = 30.0) -> None:
@@ -206,13 +206,17 @@ class MeterDirectory:
         if known is not None:
             return known
         listed = list(pseudonyms)
-        missing = [p for p in set(listed) if p not in self._ids]
-        if len(self._ids) + len(missing) > self._meter_capacity:
-            self._ids.clear()
-            missing = list(set(listed))
+        # Resolve into a local dict: another stream may clear the cache while this one waits.
+        unique = set(listed)
+        found = {p: self._ids[p] for p in unique if p in self._ids}
+        missing = sorted(unique - found.keys())
         if missing:
-            self._ids.update(await _add_meters(conn, sorted(missing), agent_id, agent))
-        ids = np.fromiter((self._ids[p] for p in listed), dtype=np.int32, count=len(listed))
+            added = await _add_meters(conn, missing, agent_id, agent)
+            found.update(added)
+            if len(self._ids) + len(added) > self._meter_capacity:
+                self._ids.clear()
+            self._ids.update(added)
+        ids = np.fromiter((found[p] for p in listed), dtype=np.int32, count=len(listed))
         if len(self._lists) >= self._list_capacity:
             self._lists.clear()
         self._lists[digest] = ids
@@ -335,6 +339,7 @@ class BatchStore:
                 if attempt == WRITE_ATTEMPTS:
                     raise
                 attempt += 1
+                staged = True  # inserted in key order this time, so the retry cannot deadlock
                 log.info("retrying batch %s after %s", opened.header.sequence, exc.sqlstate)
 
     async def _commit(self, batch: _PendingBatch, *, staged: bool) -> WriteOutcome:
@@ -360,7 +365,8 @@ class BatchStore:
 
         None means (agent, sequence) is already there, or the agent no longer holds the key
         the batch was verified with: the row is only inserted while the agent is enrolled with
-        that key and unrevoked, so a revocation is exact even when the key was cached.
+        that key and unrevoked, so a cached key never outlives a revocation (a batch already
+        being written when the revocation commits may still commit).
         """
         header, payload, flags = (
             batch.opened.header,
@@ -496,6 +502,11 @@ class BatchStore:
         )
         ids = batch.meter_ids[batch.columns.meter_index].tolist()
         ends = batch.columns.interval_end.tolist()
+        if len(set(zip(ids, ends, strict=True))) != len(ends):
+            raise EnvelopeError(
+                pb.REJECT_REASON_MALFORMED,
+                "a meter's reading for one interval appears twice in the batch",
+            )
         new = np.fromiter(
             ((meter, end) in inserted for meter, end in zip(ids, ends, strict=True)),
             dtype=np.bool_,

@@ -109,6 +109,9 @@ def test_core_config_layers_and_errors(tmp_path):
         ("[quality]\nalert_min_readings = 2.5\n", "quality.alert_min_readings"),
         ('[metrics]\nlisten = "9464"\n', "metrics.listen"),
         ("[metrics]\nlisten = 9464\n", "metrics.listen"),
+        ('[metrics]\nlisten = "[::1]:9464"\n', "metrics.listen"),
+        ('[metrics]\nport = "9464"\n', "metrics.port"),
+        ('metrics = "127.0.0.1:9464"\n', "metrics"),
     ],
 )
 def test_core_pool_stream_and_quality_settings_name_the_bad_key(tmp_path, text, key):

@@ -68,6 +68,24 @@ def test_a_reading_stored_before_is_not_stored_again_from_another_batch(core_ser
     ]
 
 
+@one_storage
+def test_a_batch_with_a_reading_twice_is_refused_whole(core_server, enrolled):
+    """The same meter's interval twice in one batch is MALFORMED: nothing stored or rolled up."""
+    twice_listed = payload(meters=[0, 1, 0], energy=[100, 100, 999])
+    twice_indexed = payload(meters=[5, 5])  # one meter under two dictionary entries
+    acks = [
+        send(core_server, seal(body, sequence=s))[0]
+        for s, body in ((1, twice_listed), (2, twice_indexed))
+    ]
+    assert [answer(a) for a in acks] == ["REJECT_REASON_MALFORMED"] * 2
+    assert "appears twice" in acks[0].detail
+    assert query(
+        enrolled,
+        "SELECT (SELECT count(*) FROM meter_readings), (SELECT count(*) FROM batches),"
+        " (SELECT count(*) FROM substation_hourly)",
+    ) == [(0, 0, 0)]
+
+
 def test_two_cores_given_overlapping_batches_store_each_reading_once(enrolled, tmp_path):
     """Every reading sent by two agents through two cores at once is stored once.
 
@@ -254,6 +272,10 @@ def test_upgrade_from_schema_4_keeps_every_reading_and_quarantines_duplicates(em
     assert query(
         empty_dsn, "SELECT energy_wh, reason FROM reading_quarantine ORDER BY energy_wh"
     ) == [(11, "duplicate-before-schema-5"), (12, "duplicate-before-schema-5")]
+    assert query(empty_dsn, "SELECT sequence, readings_stored FROM batches ORDER BY 1") == [
+        (1, 2),
+        (2, 1),
+    ]
     rollups = "SELECT substation, hour, energy_wh, received, estimated FROM substation_hourly"
     assert query(empty_dsn, rollups + " ORDER BY 1, 2") == query(empty_dsn, DIRECT_HOURLY)
     assert query(empty_dsn, "SELECT sum(energy_wh)::int FROM substation_daily") == [(51,)]
