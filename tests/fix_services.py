@@ -198,6 +198,21 @@ def simulator(tmp_path: Path) -> Iterator[Callable[..., RunningSimulator]]:
         sim.stop()
 
 
+def stored_readings(dsn: str) -> int:
+    """Meter readings in the core's database."""
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT count(*) FROM meter_readings").fetchone()[0]
+
+
+def stored_and_sent(dsn: str) -> tuple[int, int]:
+    """Readings stored, and readings sent in accepted batches: equal when none was sent twice."""
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(
+            "SELECT count(*), (SELECT coalesce(sum(meter_readings), 0) FROM batches)::bigint"
+            " FROM meter_readings"
+        ).fetchone()
+
+
 def core_healthy(target: str, *, tls: ClientTls | None = None) -> bool:
     """Whether a core answers Health with serving=True (over mutual TLS with ``tls``)."""
     channel = (

@@ -7,24 +7,14 @@ import signal
 import subprocess
 import time
 
-import psycopg
 import pytest
-from fix_services import BIN, core_healthy, stop_process, wait_until
+from fix_services import BIN, core_healthy, stop_process, stored_and_sent, wait_until
 
 from core_ingest.migrations import TIMESCALEDB
 from core_ingest.pgcluster import free_loopback_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("storage", [TIMESCALEDB])]
 METERS = 200
-
-
-def stored(dsn: str) -> tuple[int, int]:
-    """Readings stored, and readings sent in accepted batches: equal when none was sent twice."""
-    with psycopg.connect(dsn) as conn:
-        return conn.execute(
-            "SELECT count(*), (SELECT coalesce(sum(meter_readings), 0) FROM batches)::bigint"
-            " FROM meter_readings"
-        ).fetchone()
 
 
 def buffer_status(agent) -> dict:
@@ -53,14 +43,14 @@ def test_readings_wait_in_the_buffer_until_the_core_comes_up(
                 timeout=30,
                 what=f"interval {interval} sealed into a pending batch",
             )
-        assert stored(storage_dsn) == (0, 0)
+        assert stored_and_sent(storage_dsn) == (0, 0)
         core = subprocess.Popen(
             [str(BIN / "core-ingest"), "serve", "--dsn", storage_dsn, "--listen", target],
             stderr=(tmp_path / "core.log").open("w"),
         )
         wait_until(lambda: core_healthy(target), timeout=30, what="core to start")
         wait_until(
-            lambda: stored(storage_dsn)[0] >= 2 * METERS,
+            lambda: stored_and_sent(storage_dsn)[0] >= 2 * METERS,
             timeout=90,
             what="the backlog to reach the database",
         )
@@ -73,7 +63,7 @@ def test_readings_wait_in_the_buffer_until_the_core_comes_up(
         stop_process(process)
         if core is not None:
             stop_process(core)
-    assert stored(storage_dsn) == (2 * METERS, 2 * METERS)
+    assert stored_and_sent(storage_dsn) == (2 * METERS, 2 * METERS)
 
 
 def assert_restart_delivers_each_once(agent, dsn: str, *, intervals: int) -> None:
@@ -81,7 +71,7 @@ def assert_restart_delivers_each_once(agent, dsn: str, *, intervals: int) -> Non
     process = agent.run()
     try:
         wait_until(
-            lambda: stored(dsn)[0] >= intervals * METERS,
+            lambda: stored_and_sent(dsn)[0] >= intervals * METERS,
             timeout=60,
             what="every interval in the database",
         )
@@ -92,7 +82,7 @@ def assert_restart_delivers_each_once(agent, dsn: str, *, intervals: int) -> Non
         )
     finally:
         stop_process(process)
-    assert stored(dsn) == (intervals * METERS, intervals * METERS)
+    assert stored_and_sent(dsn) == (intervals * METERS, intervals * METERS)
 
 
 def test_sigkill_loses_nothing_and_duplicates_nothing(

@@ -8,7 +8,7 @@ import threading
 
 import psycopg
 import pytest
-from fix_services import BIN, core_healthy, stop_process, wait_until
+from fix_services import BIN, core_healthy, stop_process, stored_and_sent, wait_until
 
 from core_ingest.migrations import TIMESCALEDB
 from core_ingest.pgcluster import free_loopback_port
@@ -57,15 +57,8 @@ def test_a_full_buffer_sheds_telemetry_pauses_polling_and_loses_no_interval(
         )
         wait_until(lambda: core_healthy(target), timeout=30, what="core to start")
 
-        def stored() -> tuple[int, int]:
-            with psycopg.connect(storage_dsn) as conn:
-                return conn.execute(
-                    "SELECT count(*), (SELECT coalesce(sum(meter_readings), 0)"
-                    " FROM batches)::bigint FROM meter_readings"
-                ).fetchone()
-
         wait_until(
-            lambda: stored()[0] >= METERS * INTERVALS,
+            lambda: stored_and_sent(storage_dsn)[0] >= METERS * INTERVALS,
             timeout=180,
             what="every interval, read back after the pause",
         )
@@ -75,7 +68,7 @@ def test_a_full_buffer_sheds_telemetry_pauses_polling_and_loses_no_interval(
             stop_process(core)
     text = log.read_text()
     assert "-> shedding" in text
-    assert stored() == (METERS * INTERVALS, METERS * INTERVALS)
+    assert stored_and_sent(storage_dsn) == (METERS * INTERVALS, METERS * INTERVALS)
     with psycopg.connect(storage_dsn) as conn:
         minutes = conn.execute("SELECT count(DISTINCT time) FROM transformer_telemetry").fetchone()[
             0

@@ -13,6 +13,15 @@ from fix_services import BIN
 from core_ingest.migrations import NATIVE, TIMESCALEDB
 
 pytestmark = pytest.mark.integration
+# Every migration of this release, in order: an upgrade path is never reordered or renamed.
+MIGRATION_NAMES = [
+    "base-schema",
+    "batch-header-hash",
+    "pseudonym-map",
+    "batch-validation-ruleset",
+    "meters-dimension",
+    "quality-rollups-lineage",
+]
 
 
 def core_ingest(*args: str, dsn: str) -> subprocess.CompletedProcess[str]:
@@ -35,14 +44,7 @@ def test_migrate_creates_the_schema_once_and_status_names_the_storage(empty_dsn,
     first = core_ingest("migrate", "--storage", storage, dsn=empty_dsn)
     assert first.returncode == 0, first.stderr
     report = json.loads(first.stdout)
-    assert report["applied"] == [
-        "base-schema",
-        "batch-header-hash",
-        "pseudonym-map",
-        "batch-validation-ruleset",
-        "meters-dimension",
-        "quality-rollups-lineage",
-    ]
+    assert report["applied"] == MIGRATION_NAMES
     assert report["storage"] == storage
     assert report["schema_version"] == report["release_schema_version"] == 6
     again = json.loads(core_ingest("migrate", dsn=empty_dsn).stdout)
@@ -53,14 +55,7 @@ def test_migrate_creates_the_schema_once_and_status_names_the_storage(empty_dsn,
     assert (status["timescaledb_version"] is not None) == (storage == TIMESCALEDB)
     assert status["meter_readings_rows"] == 0
     listing = json.loads(core_ingest("migrate", "--list", dsn=empty_dsn).stdout)
-    assert [m["name"] for m in listing] == [
-        "base-schema",
-        "batch-header-hash",
-        "pseudonym-map",
-        "batch-validation-ruleset",
-        "meters-dimension",
-        "quality-rollups-lineage",
-    ]
+    assert [m["name"] for m in listing] == MIGRATION_NAMES
     assert all(m["applied_at"] is not None for m in listing)
 
 

@@ -8,17 +8,12 @@ import json
 
 import psycopg
 import pytest
-from fix_services import stop_process, wait_until
+from fix_services import stop_process, stored_readings, wait_until
 
 pytestmark = pytest.mark.integration
 
 METERS = 1_000
 INTERVALS = 4
-
-
-def stored_count(dsn: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute("SELECT count(*) FROM meter_readings").fetchone()[0]
 
 
 def test_every_served_reading_is_stored_once_even_when_every_batch_is_sent_again(
@@ -32,7 +27,7 @@ def test_every_served_reading_is_stored_once_even_when_every_batch_is_sent_again
         for interval in range(1, INTERVALS + 1):
             sim.close_interval()
             wait_until(
-                lambda n=interval: stored_count(storage_dsn) >= n * METERS,
+                lambda n=interval: stored_readings(storage_dsn) >= n * METERS,
                 timeout=60,
                 what=f"interval {interval} in the database",
             )
@@ -65,7 +60,7 @@ def test_every_served_reading_is_stored_once_even_when_every_batch_is_sent_again
     assert resent.returncode == 0, resent.stderr
     answers = json.loads(resent.stdout)
     assert answers == {"sent": batches, "answers": {"duplicate": batches}}, resent.stdout
-    assert stored_count(storage_dsn) == METERS * INTERVALS
+    assert stored_readings(storage_dsn) == METERS * INTERVALS
 
 
 def test_no_meter_serial_reaches_the_buffer_the_wire_or_the_database(
@@ -80,7 +75,9 @@ def test_no_meter_serial_reaches_the_buffer_the_wire_or_the_database(
     process = agent.run()
     try:
         sim.close_interval()
-        wait_until(lambda: stored_count(storage_dsn) >= 200, timeout=60, what="the interval stored")
+        wait_until(
+            lambda: stored_readings(storage_dsn) >= 200, timeout=60, what="the interval stored"
+        )
     finally:
         stop_process(process)
     serials = {r.serial for r in sim.served()}

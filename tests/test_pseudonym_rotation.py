@@ -6,18 +6,13 @@ import json
 
 import psycopg
 import pytest
-from fix_services import stop_process, wait_until
+from fix_services import stop_process, stored_readings, wait_until
 
 from core_ingest.migrations import NATIVE
 from edge_agent.keys import generate_pseudonym_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("storage", [NATIVE])]
 METERS = 100
-
-
-def stored(dsn: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        return conn.execute("SELECT count(*) FROM meter_readings").fetchone()[0]
 
 
 def test_history_stays_continuous_across_a_key_rotation(
@@ -29,7 +24,7 @@ def test_history_stays_continuous_across_a_key_rotation(
     process = agent.run()
     try:
         sim.close_interval()
-        wait_until(lambda: stored(storage_dsn) >= METERS, timeout=30, what="interval 1")
+        wait_until(lambda: stored_readings(storage_dsn) >= METERS, timeout=30, what="interval 1")
     finally:
         stop_process(process)
     generate_pseudonym_key(agent.folder / "pseudonym-2.key")
@@ -58,7 +53,9 @@ def test_history_stays_continuous_across_a_key_rotation(
     process = agent.run()
     try:
         sim.close_interval()
-        wait_until(lambda: stored(storage_dsn) >= 2 * METERS, timeout=30, what="interval 2")
+        wait_until(
+            lambda: stored_readings(storage_dsn) >= 2 * METERS, timeout=30, what="interval 2"
+        )
     finally:
         stop_process(process)
     with psycopg.connect(storage_dsn) as conn:

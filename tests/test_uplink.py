@@ -9,6 +9,7 @@ import time
 import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fix_services import stored_readings
 from uplink_harness import (
     ByteCounter,
     drive,
@@ -18,7 +19,6 @@ from uplink_harness import (
     make_uplink,
     run_uplink_until,
     serving,
-    stored_readings,
 )
 
 from core_ingest.migrations import NATIVE

@@ -7,8 +7,8 @@ import dataclasses
 import grpc
 import psycopg
 import pytest
-from fix_services import make_pki, stop_process, wait_until
-from uplink_harness import enroll, fill_signed, run_uplink_against, stored_readings
+from fix_services import make_pki, stop_process, stored_readings, wait_until
+from uplink_harness import enroll, fill_signed, run_uplink_against
 
 from core_ingest.migrations import NATIVE
 from edge_agent.sinks.buffer import Buffer

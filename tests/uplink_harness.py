@@ -156,12 +156,6 @@ def enroll(dsn: str, agent_id: str) -> Ed25519PrivateKey:
     return key
 
 
-def stored_readings(dsn: str) -> int:
-    """Meter readings in the core's database."""
-    with psycopg.connect(dsn) as conn:
-        return conn.execute("SELECT count(*) FROM meter_readings").fetchone()[0]
-
-
 class ByteCounter:
     """A TCP relay on a free loopback port that counts the bytes the client sends through it."""
 
