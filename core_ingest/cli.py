@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import faulthandler
 import functools
 import ipaddress
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -122,8 +124,21 @@ def serve_command(config_path: Path | None, dsn: str | None, listen: str | None)
     """
     config = _config(config_path, dsn=dsn, listen=listen)
     tls = _server_tls(config)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config, tls=tls))
+    faulthandler.enable()  # a crash in a C extension still leaves a stack in the log
+    with contextlib.suppress(KeyboardInterrupt, asyncio.CancelledError):
+        asyncio.run(_serve_until_stopped(config, tls))
+
+
+async def _serve_until_stopped(config: CoreConfig, tls: ServerTls | None) -> None:
+    """Serve until SIGINT or SIGTERM (systemd's stop): either stops it gracefully.
+
+    Batches being written get the server's grace period and queued lineage events are
+    flushed, instead of the process dying mid-transaction.
+    """
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    await serve(config, tls=tls)
 
 
 @main.command("migrate")

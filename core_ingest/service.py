@@ -138,7 +138,13 @@ class IngestService(pb_grpc.IngestServicer):
     async def StreamBatches(  # noqa: N802 - name fixed by the generated servicer
         self, request_iterator: AsyncIterator[pb.SignedBatch], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Ack]:
-        """Answer every batch of the stream with one Ack, as each is done."""
+        """Answer every batch of the stream with one Ack, as each is done.
+
+        The context is used only here, while the call is alive: grpcio 1.85 dereferences a
+        null pointer (the whole process segfaults) on ``context.peer()`` once a cancelled call
+        is gone, as when an agent is killed mid-stream.
+        """
+        peer = context.peer()
         acks: asyncio.Queue[pb.Ack | None] = asyncio.Queue()
         reader = asyncio.create_task(
             self._handle_stream(request_iterator, acks, _certified_agent(context))
@@ -151,7 +157,7 @@ class IngestService(pb_grpc.IngestServicer):
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
-            log.debug("stream from %s ended", context.peer())
+            log.debug("stream from %s ended", peer)
 
     async def _handle_stream(
         self,

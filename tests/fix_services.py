@@ -245,6 +245,8 @@ def serving_core(
         yield target
     finally:
         stop_process(process)
+    # SIGTERM stops it in order (grace period, lineage flushed): exit 0, not killed by the signal
+    assert process.returncode == 0, f"core exited with {process.returncode}, see {log_path}"
 
 
 @contextlib.contextmanager

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
+import random
 import subprocess
+import threading
+import time
 import urllib.request
+from collections.abc import Iterator
 
 import grpc
 import psycopg
@@ -231,3 +236,48 @@ def test_metrics_endpoint_counts_batches_by_outcome_and_readings_stored(enrolled
     assert samples["meterpipe_core_readings_stored_total"] == "7"
     assert samples["meterpipe_core_quality_alerts_total"] == "0"
     assert "# TYPE meterpipe_core_batches_total counter" in text
+
+
+def cut_off_stream(target: str, batches: list[pb.SignedBatch], *, after: float, cancel: bool):
+    """Stream ``batches`` and vanish ``after`` seconds in, as a killed agent does.
+
+    The call is cancelled (RST_STREAM) or its channel just closed, mid-send or mid-answer.
+    """
+
+    def requests() -> Iterator[pb.SignedBatch]:
+        yield from batches
+        time.sleep(1)  # still sending when cut off
+
+    def drain_acks() -> None:
+        with contextlib.suppress(grpc.RpcError):  # the cut itself
+            collections.deque(call, maxlen=0)
+
+    channel = grpc.insecure_channel(target)
+    call = pb_grpc.IngestStub(channel).StreamBatches(requests(), timeout=30)
+    reader = threading.Thread(target=drain_acks, daemon=True)
+    reader.start()
+    time.sleep(after)
+    if cancel:
+        call.cancel()
+    channel.close()
+    reader.join(timeout=10)
+
+
+@one_storage
+def test_streams_cut_off_at_any_moment_never_take_the_core_down(core_server, enrolled):
+    """100 streams cut off at random moments; the core serves on and stores what committed.
+
+    grpcio segfaulted the whole core when a handler asked a call that was gone for its peer.
+    """
+    rng = random.Random(1)
+    for stream in range(100):
+        batches = [
+            seal(payload(readings=50, interval=10 * stream + i), sequence=10 * stream + i)
+            for i in range(1, rng.randrange(2, 8))
+        ]
+        cut_off_stream(core_server, batches, after=rng.random() * 0.05, cancel=stream % 2 == 0)
+    assert core_healthy(core_server)
+    (ack,) = send(core_server, seal(payload(interval=2000), sequence=2000))
+    assert answer(ack) == "ACK_STATUS_ACCEPTED"
+    stored = counts(enrolled)
+    assert stored[1] == 50 * (stored[0] - 1) + 4  # every committed batch whole, none twice
