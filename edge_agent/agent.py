@@ -30,7 +30,7 @@ from edge_agent.keys import ClientTls, load_client_tls, load_pseudonym_key, load
 from edge_agent.sinks.buffer import Buffer, BufferStatistics, Rotation
 from edge_agent.sinks.uplink import Uplink
 from edge_agent.sources.breaker import CircuitBreaker
-from edge_agent.sources.modbus import ModbusConcentrator
+from edge_agent.sources.modbus import ModbusConcentrator, Poll
 from edge_agent.sources.mqtt import MqttSource
 from edge_agent.sources.register_map import REGISTER_MAP_VERSION
 from edge_agent.transforms.batch import batch_payload
@@ -170,7 +170,7 @@ class EdgeAgent:
         cursors = self.buffer.device_cursors()
         self.validator = Validator(config.validation)
         self.validation = ValidationStatistics()
-        self._meter_states = self.buffer.meter_states()
+        self._memory = self.buffer.meter_memory()
         self._device_meters = self.buffer.device_meters()  # meters behind each device
         self.sources = [
             ModbusConcentrator(source, delivered_up_to=cursors.get(source.device, 0))
@@ -197,6 +197,11 @@ class EdgeAgent:
             tls=tls,
         )
         self._buffered = asyncio.Event()
+        # Polls between pseudonymization and their commit: two keep the event loop validating
+        # one while the I/O thread commits the other; more would only hold more readings in
+        # memory, waiting for the same disk. Devices are read outside it, so a slow device
+        # never holds a place.
+        self._buffering = asyncio.Semaphore(2)
         self._pending_readings = 0
         self.mqtt = MqttSource(config.mqtt) if config.mqtt else None
         self.telemetry_validator = TelemetryValidator()
@@ -220,7 +225,7 @@ class EdgeAgent:
     async def __aexit__(self, *_exc: object) -> None:
         """Save validation profiles, close devices and the buffer; committed data stays."""
         with contextlib.suppress(EdgeError):
-            await self.buffer_call(self.buffer.save_profiles, self._meter_states)
+            await self.buffer_call(self.buffer.save_profiles, self._memory.saved_profiles())
         for source in self.sources:
             source.close()
         await self.buffer_call(self.buffer.close)
@@ -306,27 +311,8 @@ class EdgeAgent:
         """Read one device once (backfill first, then live) and commit; return new readings."""
         fresh_total = 0
         async for poll in source.poll():
-            readings = [
-                self._pseudonymizer.apply(
-                    record, poll_time_ms=poll.poll_time_ms, device=source.device
-                )
-                for record in poll.records
-            ]
-            checked = self.validator.validate(readings, self._meter_states)
-            known = self._device_meters.setdefault(source.device, set())
-            known.update(checked.states)
-            device_states = {m: checked.states.get(m) or self._meter_states[m] for m in known}
-            fresh = await self.buffer_call(
-                self.buffer.put_readings,
-                checked.readings,
-                states=device_states,
-                quarantined=checked.quarantined,
-                device=source.device,
-                interval_end=poll.interval_end,
-            )
-            self._meter_states.update(checked.states)  # only now: the commit succeeded
-            await self.check_pressure()
-            self.validation.count(checked)
+            async with self._buffering:
+                fresh = await self._buffer_poll(source, poll)
             source.delivered(poll)
             fresh_total += fresh
             if fresh:
@@ -339,6 +325,30 @@ class EdgeAgent:
                     " from the history" if poll.from_history else "",
                 )
         return fresh_total
+
+    async def _buffer_poll(self, source: ModbusConcentrator, poll: Poll) -> int:
+        """Pseudonymize, validate and commit one poll; validation's outcome is adopted after."""
+        readings = [
+            self._pseudonymizer.apply(record, poll_time_ms=poll.poll_time_ms, device=source.device)
+            for record in poll.records
+        ]
+        checked = self.validator.validate(readings, self._memory)
+        known = self._device_meters.setdefault(source.device, set())
+        known.update(checked.states)
+        states = self._memory.states
+        fresh = await self.buffer_call(
+            self.buffer.put_readings,
+            checked.readings,
+            states={m: checked.states.get(m) or states[m] for m in known},
+            profiles=self._memory.day_start_profiles(checked),
+            quarantined=checked.quarantined,
+            device=source.device,
+            interval_end=poll.interval_end,
+        )
+        self._memory.adopt(checked)  # only now: the commit succeeded
+        await self.check_pressure()
+        self.validation.count(checked)
+        return fresh
 
     async def on_telemetry(self, topic: str, transformer: str, payload: bytes) -> None:
         """Check, validate and commit one MQTT message; a bad one goes to quarantine, raw.

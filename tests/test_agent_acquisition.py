@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 
 import psycopg
 import pytest
-from fix_services import stop_process, wait_until
+from fix_services import AgentSetup, stop_process, wait_until
 
 from core_ingest.migrations import TIMESCALEDB
+from edge_agent.sinks.buffer import Buffer
+from edge_agent.transforms.pseudonymize import Pseudonymizer
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("storage", [TIMESCALEDB])]
 METERS = 300
+
+
+def learned_profiles(agent: AgentSetup, serials: set[int], interval_end: int) -> dict[int, float]:
+    """Serial -> the profile value for ``interval_end``'s time of day the buffer holds, if any."""
+    buffer = Buffer(agent.folder / "buffer.sqlite", read_only=True)
+    memory = buffer.meter_memory()
+    buffer.close()
+    pseudonyms = Pseudonymizer(key=agent.pseudonym_key, key_id="test-key-1")
+    slot = (interval_end - 450) // 900 % 96
+    usual = {serial: memory.usual(pseudonyms.pseudonym(serial), slot) for serial in serials}
+    return {serial: value for serial, value in usual.items() if not math.isnan(value)}
 
 
 def stored_by_interval(dsn: str) -> dict[int, int]:
@@ -88,6 +102,12 @@ def test_backfill_after_a_six_hour_agent_outage_recovers_every_interval(
         )
     finally:
         stop_process(process)
+    first_served = [r for r in sim.served() if r.interval_end == first]
+    assert learned_profiles(agent, {r.serial for r in first_served}, first) == {
+        r.serial: r.energy_wh
+        for r in first_served
+        if r.energy_wh  # a first zero is suspect
+    }, "the stopped agent saves what validation learned of each meter"
     ends = [sim.close_interval() for _ in range(24)]  # six hours with the agent down
     process = agent.run()
     try:

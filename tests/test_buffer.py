@@ -49,27 +49,22 @@ def test_poll_commits_readings_states_quarantine_and_cursor_together(tmp_path):
     buf = Buffer(tmp_path / "b.sqlite")
     profile = array.array("f", [1.5] + [float("nan")] * 95).tobytes()
     state = MeterState(
-        interval_end=900,
-        register_wh=20,
-        last_energy_wh=10,
-        last_valid_wh=10,
-        repeats=1,
-        zeros=0,
-        profile=profile,
+        interval_end=900, register_wh=20, last_energy_wh=10, last_valid_wh=10, repeats=1, zeros=0
     )
+    meter = reading(1, 900).meter
     buf.put_readings(
         [reading(1, 900)],
-        states={reading(1, 900).meter: state},
+        states={meter: state},
+        profiles=[(meter, profile)],
         quarantined=[Quarantined(reading(2, 900, energy=-5), "too big")],
         device="dev",
         interval_end=900,
     )
     buf.close()
     buf = Buffer(tmp_path / "b.sqlite")
-    (restored,) = buf.meter_states().values()
-    assert restored.interval_end == 900
-    assert restored.profile == profile
-    assert restored.repeats == 1
+    memory = buf.meter_memory()
+    assert memory.states == {meter: state}
+    assert memory.saved_profile(meter) == profile
     assert buf.device_cursors() == {"dev": 900}
     (item,) = buf.quarantined()
     assert (item["reason"], item["source"]) == ("too big", "modbus")

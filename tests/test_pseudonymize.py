@@ -34,7 +34,8 @@ def test_applied_reading_carries_no_serial():
         serial=4_000_100_042, interval_end=900, energy_wh=5, register_wh=9, quality_flags=0
     )
     reading = Pseudonymizer(key=KEY, key_id="k").apply(record, poll_time_ms=1, device="d")
-    assert "serial" not in reading.__slots__
+    assert "serial" not in reading._fields
+    assert 4_000_100_042 not in reading
     assert b"4000100042" not in reading.meter
     assert len(reading.meter) == 32
     assert (reading.interval_end, reading.energy_wh, reading.register_wh) == (900, 5, 9)

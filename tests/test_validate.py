@@ -8,7 +8,7 @@ import pytest
 from vee_scoring import score
 
 from edge_agent.transforms.pseudonymize import PseudonymousReading
-from edge_agent.transforms.validate import MeterState, Validator, VeeRules
+from edge_agent.transforms.validate import MeterMemory, Validator, VeeRules
 from proto.quality import QualityFlag as Q
 
 M = b"\x01" * 32
@@ -24,11 +24,11 @@ class Meter:
 
     def __init__(self) -> None:
         self.validator = Validator()
-        self.states: dict[bytes, MeterState] = {}
+        self.memory = MeterMemory()
 
     def feed(self, end: int, energy: int, register: int):
-        result = self.validator.validate([reading(end, energy, register)], self.states)
-        self.states.update(result.states)
+        result = self.validator.validate([reading(end, energy, register)], self.memory)
+        self.memory.adopt(result)
         return result
 
     def history(self, values: list[int], *, start: int = T0, register: int = 10_000) -> int:
@@ -159,19 +159,42 @@ def test_physically_impossible_energy_is_quarantined():
     assert "physical limit" in result.quarantined[0].reason
 
 
-def test_validation_changes_no_state_it_was_given():
+def test_validation_changes_nothing_until_its_outcome_is_adopted():
+    """States and profiles move only with ``adopt`` (the agent's call after the commit)."""
     meter = Meter()
-    meter.history([100])
-    before = dict(meter.states)
-    meter.validator.validate([reading(T0 + 2 * 900, 100, 10_200)], meter.states)
-    assert meter.states == before
+    meter.history([100] * 96)  # one day: every slot of the profile learned once
+    states, profile = dict(meter.memory.states), meter.memory.profile(M)
+    result = meter.validator.validate(
+        [reading(T0 + 97 * 900, 300, 10_000 + 96 * 100 + 300)], meter.memory
+    )
+    assert (meter.memory.states, meter.memory.profile(M)) == (states, profile)
+    meter.memory.adopt(result)
+    assert meter.memory.states[M] == result.states[M]
+    changed = [
+        s
+        for s, (old, new) in enumerate(zip(profile, meter.memory.profile(M), strict=True))
+        if old != new
+    ]
+    assert changed == [0]  # the first slot of the day, moved 20 % towards 300
+    assert meter.memory.usual(M, 0) == pytest.approx(100 + 0.2 * 200)
+
+
+def test_saved_profiles_restore_the_same_memory():
+    """A profile saved in the buffer's layout and loaded back is the same, NaNs included."""
+    meter = Meter()
+    meter.history([100, 250, 40])
+    saved = list(meter.memory.saved_profiles())
+    assert [len(profile) for _, profile in saved] == [384]
+    restored = MeterMemory(meter.memory.states, saved)
+    assert [restored.usual(M, s) for s in range(3)] == [100, 250, 40]
+    assert restored.profile(M).tobytes() == meter.memory.profile(M).tobytes()
 
 
 def test_device_alarm_flag_is_kept():
     meter = Meter()
     register = meter.history([100])
     result = meter.validator.validate(
-        [reading(T0 + 2 * 900, 100, register + 100, flags=Q.DEVICE_ALARM)], meter.states
+        [reading(T0 + 2 * 900, 100, register + 100, flags=Q.DEVICE_ALARM)], meter.memory
     )
     assert result.readings[0].quality_flags == Q.DEVICE_ALARM
 

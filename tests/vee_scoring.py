@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_agent.transforms.pseudonymize import PseudonymousReading
-from edge_agent.transforms.validate import MeterState, Validator, VeeRules
+from edge_agent.transforms.validate import MeterMemory, Validator, VeeRules
 from proto.quality import SUSPECT, QualityFlag
 from substation_sim import Field, FieldRecord, load_scenario
 
@@ -54,7 +54,7 @@ def validated_intervals(
     the yielded readings carry their quality flags, estimates included.
     """
     validator = Validator(rules)
-    states: dict[bytes, MeterState] = {}
+    memory = MeterMemory()
     seen = 0
     for _ in range(intervals):
         field_.close_interval()
@@ -70,8 +70,8 @@ def validated_intervals(
             )
             for _, device, serial, end, energy, register in rows
         ]
-        result = validator.validate(readings, states)
-        states.update(result.states)
+        result = validator.validate(readings, memory)
+        memory.adopt(result)
         yield result.readings
 
 

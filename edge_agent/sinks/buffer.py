@@ -14,11 +14,10 @@ concentrator's history still holds them). Calls block: the agent runs them in on
 from __future__ import annotations
 
 import json
-import operator
 import sqlite3
 import struct
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 from edge_agent.errors import BufferUnavailable
 from edge_agent.transforms.pseudonymize import PseudonymousReading
 from edge_agent.transforms.telemetry import TelemetryPoint
-from edge_agent.transforms.validate import EMPTY_PROFILE, MeterState, Quarantined
+from edge_agent.transforms.validate import MeterMemory, MeterState, Quarantined
 
 SCHEMA = """
 BEGIN IMMEDIATE;
@@ -122,11 +121,7 @@ class StoredBatch:
     readings: int
 
 
-FIRST_INTERVAL = 900  # seconds after midnight UTC of a day's first interval end
 PRESSURE_LEVELS = ("normal", "shedding", "paused")
-_READING_ROW = operator.attrgetter(
-    "meter", "interval_end", "energy_wh", "register_wh", "quality_flags", "poll_time_ms", "device"
-)
 # One meter's validation state, packed: pseudonym, interval end, register, last energy, last
 # valid energy (NO_VALUE when none), repeats, zeros.
 _STATE = struct.Struct("<32sqqqqii")
@@ -228,11 +223,12 @@ class Buffer:
         """Close the file; every committed change is already on disk."""
         self._db.close()
 
-    def put_readings(
+    def put_readings(  # noqa: PLR0913 - every part of one poll's atomic commit
         self,
         readings: Sequence[PseudonymousReading],
         *,
         states: Mapping[bytes, MeterState] | None = None,
+        profiles: Iterable[tuple[bytes, bytes]] = (),
         quarantined: Sequence[Quarantined] = (),
         device: str | None = None,
         interval_end: int = 0,
@@ -241,12 +237,12 @@ class Buffer:
 
         Validation decided what is new (``edge_agent.transforms.validate``); ``states`` (all
         of the device's meters) are saved in the same commit, so after a crash validation
-        resumes exactly where the buffer is. Their time-of-day profiles (384 bytes a meter, a
-        learned statistic) are saved once a day, with each meter's first interval after
-        midnight UTC, and by ``save_profiles`` at shutdown: a crash forgets at most a day of
-        learning. With
-        ``device``, the device's delivery cursor moves to ``interval_end`` in the same commit:
-        a restarted agent backfills from exactly there. Returns the number of readings written.
+        resumes exactly where the buffer is. Time-of-day ``profiles`` (384 bytes a meter, a
+        learned statistic) come with a meter's first interval of a UTC day
+        (``MeterMemory.day_start_profiles``) and from ``save_profiles`` at shutdown: a crash
+        forgets at most a day of learning. With ``device``, the device's delivery cursor moves
+        to ``interval_end`` in the same commit: a restarted agent backfills from exactly there.
+        Returns the number of readings written.
         """
         states = states or {}
         now_ms = time.time_ns() // 1_000_000
@@ -254,7 +250,7 @@ class Buffer:
             self._db.executemany(
                 "INSERT INTO readings (meter, interval_end, energy_wh, register_wh, quality_flags,"
                 " poll_time_ms, device) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                map(_READING_ROW, readings),
+                readings,  # named tuples in the column order
             )
             if states:
                 # All of a device's meters in one packed row: one write per poll instead of
@@ -263,9 +259,7 @@ class Buffer:
                     "INSERT OR REPLACE INTO device_state VALUES (?, ?)",
                     (device or "", _pack_states(states)),
                 )
-            self._write_profiles(
-                {m: s for m, s in states.items() if s.interval_end % 86_400 <= FIRST_INTERVAL}
-            )
+            self._db.executemany("INSERT OR REPLACE INTO meter_profile VALUES (?, ?)", profiles)
             self._db.executemany(
                 "INSERT INTO quarantine (received_ms, source, device, reason, payload)"
                 " VALUES (?, 'modbus', ?, ?, ?)",
@@ -297,16 +291,10 @@ class Buffer:
                 (time.time_ns() // 1_000_000, source, device, reason, payload),
             )
 
-    def _write_profiles(self, states: Mapping[bytes, MeterState]) -> None:
-        self._db.executemany(
-            "INSERT OR REPLACE INTO meter_profile VALUES (?, ?)",
-            [(meter, s.profile) for meter, s in states.items()],
-        )
-
-    def save_profiles(self, states: Mapping[bytes, MeterState]) -> None:
-        """Save every meter's time-of-day profile now (at shutdown)."""
+    def save_profiles(self, profiles: Iterable[tuple[bytes, bytes]]) -> None:
+        """Save (meter, time-of-day profile) pairs now (every meter's, at shutdown)."""
         with self._transaction():
-            self._write_profiles(states)
+            self._db.executemany("INSERT OR REPLACE INTO meter_profile VALUES (?, ?)", profiles)
 
     def device_meters(self) -> dict[str, set[bytes]]:
         """Which meters each device's saved state covers."""
@@ -315,22 +303,15 @@ class Buffer:
             for device, packed in self._query("SELECT device, states FROM device_state")
         }
 
-    def meter_states(self) -> dict[bytes, MeterState]:
-        """Validation's per-meter memory as last committed."""
-        profiles = dict(self._query("SELECT meter, profile FROM meter_profile"))
+    def meter_memory(self) -> MeterMemory:
+        """Validation's memory of every meter: states as last committed, profiles as saved."""
         states = {}
         for (packed,) in self._query("SELECT states FROM device_state"):
             for meter, end, register, last, valid, repeats, zeros in _STATE.iter_unpack(packed):
                 states[meter] = MeterState(
-                    end,
-                    register,
-                    last,
-                    None if valid == NO_VALUE else valid,
-                    repeats,
-                    zeros,
-                    bytes(profiles.get(meter, EMPTY_PROFILE)),
+                    end, register, last, None if valid == NO_VALUE else valid, repeats, zeros
                 )
-        return states
+        return MeterMemory(states, self._query("SELECT meter, profile FROM meter_profile"))
 
     def quarantined(self, *, limit: int = 100) -> list[dict[str, Any]]:
         """The most recent quarantined items, newest first."""
@@ -590,7 +571,7 @@ class Buffer:
 
 def _reading_json(reading: PseudonymousReading) -> bytes:
     """A quarantined reading as JSON (the pseudonym in hex)."""
-    fields = {slot: getattr(reading, slot) for slot in reading.__slots__}
+    fields = reading._asdict()
     fields["meter"] = reading.meter.hex()
     return json.dumps(fields).encode()
 

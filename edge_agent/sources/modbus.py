@@ -104,16 +104,30 @@ class ModbusConcentrator:
         self._check(reply, "history selector write")
 
     async def read_table(self, meter_count: int, *, history: bool) -> list[MeterRecord]:
-        """Read and decode the whole meter table (live, or the selected history interval)."""
+        """Read and decode the whole meter table (live, or the selected history interval).
+
+        Records are decoded as soon as their registers are in: a 1,250-meter table's 20,000
+        registers are never all held at once (with 16 devices read together, that was the
+        agent's largest transient allocation).
+        """
+        records: list[MeterRecord] = []
         words: list[int] = []
+        decoded_up_to = register_map.METER_TABLE_ADDRESS
         table_size = meter_count * register_map.METER_RECORD_REGISTERS
-        for address, count in register_map.block_reads(
-            register_map.METER_TABLE_ADDRESS, table_size
-        ):
+        for address, count in register_map.block_reads(decoded_up_to, table_size):
             words.extend(await self._read(address, count, history=history))
-        return register_map.decode_meter_table(
-            words, device=self.device, word_order=self.config.word_order
-        )
+            whole = len(words) - len(words) % register_map.METER_RECORD_REGISTERS
+            records.extend(
+                register_map.decode_meter_table(
+                    words[:whole],
+                    device=self.device,
+                    word_order=self.config.word_order,
+                    first_address=decoded_up_to,
+                )
+            )
+            del words[:whole]
+            decoded_up_to += whole
+        return records
 
     async def read_header(self) -> ConcentratorHeader:
         """Read and decode the live header block."""

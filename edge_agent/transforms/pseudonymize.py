@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from edge_agent.sources.register_map import MeterRecord
 
 CACHE_LIMIT = 200_000  # pseudonyms kept in memory: far more meters than one gateway reads
 
 
-@dataclass(frozen=True, slots=True)
-class PseudonymousReading:
-    """A meter reading with the serial replaced by its pseudonym: safe to store and send."""
+class PseudonymousReading(NamedTuple):
+    """A meter reading with the serial replaced by its pseudonym: safe to store and send.
+
+    A named tuple in the buffer's column order: it is the row the buffer inserts.
+    """
 
     meter: bytes  # 32-byte pseudonym
     interval_end: int
