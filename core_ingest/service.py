@@ -134,6 +134,7 @@ class IngestService(pb_grpc.IngestServicer):
         self._storage: str | None = None
         self.outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
         self.readings_stored = 0
+        self._writing: set[asyncio.Task[pb.Ack]] = set()
 
     async def StreamBatches(  # noqa: N802 - name fixed by the generated servicer
         self, request_iterator: AsyncIterator[pb.SignedBatch], context: grpc.aio.ServicerContext
@@ -170,7 +171,7 @@ class IngestService(pb_grpc.IngestServicer):
 
         async def answer(batch: pb.SignedBatch) -> None:
             try:
-                ack = await self.handle(batch, certified_as=certified_as)
+                ack = await self._handled_to_the_end(batch, certified_as)
                 self.outcomes[_outcome(ack)] += 1
                 acks.put_nowait(ack)
             finally:
@@ -183,6 +184,23 @@ class IngestService(pb_grpc.IngestServicer):
                     tasks.create_task(answer(batch))
         finally:
             acks.put_nowait(None)
+
+    async def _handled_to_the_end(self, batch: pb.SignedBatch, certified_as: str | None) -> pb.Ack:
+        """``handle`` the batch to its end, even when its stream is cut off meanwhile.
+
+        A write cancelled mid-statement wastes the work and leaves its connection busy, so the
+        pool has to discard it. Finished, the batch commits, and the agent's resend is a cheap
+        DUPLICATE. ``drain`` waits for these writes when the server stops.
+        """
+        task = asyncio.ensure_future(self.handle(batch, certified_as=certified_as))
+        self._writing.add(task)
+        task.add_done_callback(self._writing.discard)
+        return await asyncio.shield(task)
+
+    async def drain(self) -> None:
+        """Wait for the batches still being written (bound it with ``asyncio.timeout``)."""
+        if self._writing:
+            await asyncio.wait(self._writing)
 
     @contextlib.asynccontextmanager
     async def _store(self) -> AsyncIterator[BatchStore]:
@@ -344,6 +362,9 @@ async def serve(config: CoreConfig, *, tls: ServerTls | None = None) -> None:
             await server.wait_for_termination()
         finally:
             await server.stop(grace=5)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await service.drain()
             checking.cancel()
             if metrics:
                 metrics.close()
