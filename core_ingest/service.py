@@ -134,7 +134,7 @@ class IngestService(pb_grpc.IngestServicer):
         self._storage: str | None = None
         self.outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
         self.readings_stored = 0
-        self._writing: set[asyncio.Task[pb.Ack]] = set()
+        self._writing: set[asyncio.Task[None]] = set()  # batches being answered, all streams
 
     async def StreamBatches(  # noqa: N802 - name fixed by the generated servicer
         self, request_iterator: AsyncIterator[pb.SignedBatch], context: grpc.aio.ServicerContext
@@ -166,36 +166,35 @@ class IngestService(pb_grpc.IngestServicer):
         acks: asyncio.Queue[pb.Ack | None],
         certified_as: str | None,
     ) -> None:
-        """Handle up to ``batches_per_stream`` batches at once; None in ``acks`` marks the end."""
+        """Handle up to ``batches_per_stream`` batches at once; None in ``acks`` marks the end.
+
+        Each batch is answered in a task of its own that is never cancelled, not even when the
+        stream is cut off: a write cancelled mid-statement wastes the work and leaves its
+        connection busy, so the pool has to discard it. Finished, the batch commits, and the
+        agent's resend is a cheap DUPLICATE. ``drain`` waits for these when the server stops.
+        """
         slots = asyncio.Semaphore(self._batches_per_stream)
+        answering: set[asyncio.Task[None]] = set()
 
         async def answer(batch: pb.SignedBatch) -> None:
             try:
-                ack = await self._handled_to_the_end(batch, certified_as)
+                ack = await self.handle(batch, certified_as=certified_as)
                 self.outcomes[_outcome(ack)] += 1
                 acks.put_nowait(ack)
             finally:
                 slots.release()
 
         try:
-            async with asyncio.TaskGroup() as tasks:
-                async for batch in request_iterator:
-                    await slots.acquire()
-                    tasks.create_task(answer(batch))
+            async for batch in request_iterator:
+                await slots.acquire()
+                task = asyncio.create_task(answer(batch))
+                for tracked in (answering, self._writing):
+                    tracked.add(task)
+                    task.add_done_callback(tracked.discard)
+            if answering:
+                await asyncio.wait(answering)  # unlike gather, never cancels them
         finally:
             acks.put_nowait(None)
-
-    async def _handled_to_the_end(self, batch: pb.SignedBatch, certified_as: str | None) -> pb.Ack:
-        """``handle`` the batch to its end, even when its stream is cut off meanwhile.
-
-        A write cancelled mid-statement wastes the work and leaves its connection busy, so the
-        pool has to discard it. Finished, the batch commits, and the agent's resend is a cheap
-        DUPLICATE. ``drain`` waits for these writes when the server stops.
-        """
-        task = asyncio.ensure_future(self.handle(batch, certified_as=certified_as))
-        self._writing.add(task)
-        task.add_done_callback(self._writing.discard)
-        return await asyncio.shield(task)
 
     async def drain(self) -> None:
         """Wait for the batches still being written (bound it with ``asyncio.timeout``)."""
