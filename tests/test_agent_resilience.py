@@ -26,6 +26,20 @@ def buffer_status(agent) -> dict:
     return json.loads(done.stdout)
 
 
+def wait_until_delivered(agent, dsn: str, *, readings: int, timeout: float) -> None:
+    """Wait for ``readings`` stored at the core, then for the agent to hold no pending batch."""
+    wait_until(
+        lambda: stored_and_sent(dsn)[0] >= readings,
+        timeout=timeout,
+        what=f"{readings} readings in the database",
+    )
+    wait_until(
+        lambda: buffer_status(agent)["pending_batches"] == 0,
+        timeout=30,
+        what="acknowledgements to clear the pending batches",
+    )
+
+
 def test_readings_wait_in_the_buffer_until_the_core_comes_up(
     simulator, agent_setup, storage_dsn, tmp_path
 ):
@@ -49,16 +63,7 @@ def test_readings_wait_in_the_buffer_until_the_core_comes_up(
             stderr=(tmp_path / "core.log").open("w"),
         )
         wait_until(lambda: core_healthy(target), timeout=30, what="core to start")
-        wait_until(
-            lambda: stored_and_sent(storage_dsn)[0] >= 2 * METERS,
-            timeout=90,
-            what="the backlog to reach the database",
-        )
-        wait_until(
-            lambda: buffer_status(agent)["pending_batches"] == 0,
-            timeout=30,
-            what="acknowledgements to clear the pending batches",
-        )
+        wait_until_delivered(agent, storage_dsn, readings=2 * METERS, timeout=90)
     finally:
         stop_process(process)
         if core is not None:
@@ -70,16 +75,7 @@ def assert_restart_delivers_each_once(agent, dsn: str, *, intervals: int) -> Non
     """Start the agent once more: every interval arrives, each reading exactly once."""
     process = agent.run()
     try:
-        wait_until(
-            lambda: stored_and_sent(dsn)[0] >= intervals * METERS,
-            timeout=60,
-            what="every interval in the database",
-        )
-        wait_until(
-            lambda: buffer_status(agent)["pending_batches"] == 0,
-            timeout=30,
-            what="every batch acknowledged",
-        )
+        wait_until_delivered(agent, dsn, readings=intervals * METERS, timeout=60)
     finally:
         stop_process(process)
     assert stored_and_sent(dsn) == (intervals * METERS, intervals * METERS)
