@@ -16,6 +16,7 @@ from typing import Any
 
 from edge_agent.errors import ConfigError
 from edge_agent.transforms.validate import VeeRules
+from proto import limits
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +253,8 @@ def _validation(table: _Section) -> VeeRules:
     for setting in dataclasses.fields(VeeRules):
         default = getattr(defaults, setting.name)
         kind = type(default)
-        values[setting.name] = table.number(setting.name, kind, default, 0, 10**9)
+        high = limits.MAX_INTERVAL_ENERGY_WH if setting.name == "max_interval_energy_wh" else 10**9
+        values[setting.name] = table.number(setting.name, kind, default, 0, high)
     return VeeRules(**values)
 
 

@@ -118,11 +118,11 @@ def test_malformed_header_names_the_register(words, names):
     assert caught.value.device == "modbus://h:502/1"
 
 
-def test_not_available_register_is_refused_naming_its_address():
-    """An all-ones register (a common "not available" marker) is no reading."""
+def test_not_available_register_is_decoded_as_it_stands():
+    """An all-ones register is decoded, not raised: validation quarantines that one record."""
     words = [0] * 16 + record(register=2**64 - 1)
-    with pytest.raises(MalformedReply, match="registers 124-127"):
-        client.decode_meter_table(words, device="d")
+    (decoded,) = client.decode_meter_table(words, device="d")
+    assert decoded.register_wh == 2**64 - 1
 
 
 def test_partial_record_is_malformed():
@@ -131,11 +131,11 @@ def test_partial_record_is_malformed():
         client.decode_meter_table([0] * 17, device="d")
 
 
-@pytest.mark.parametrize("count", [1, 124, 125, 126, 250, 16_000])
-def test_block_reads_cover_the_range_in_reads_of_at_most_125(count):
-    """Reads tile the range exactly, none larger than the Modbus limit of 125 registers."""
-    reads = client.block_reads(100, count)
-    assert all(1 <= n <= 125 for _, n in reads)
+@pytest.mark.parametrize("meters", [1, 7, 8, 14, 1_000, 4_089])
+def test_record_reads_tile_the_table_in_whole_records_of_at_most_125(meters):
+    """Reads tile the table exactly, each whole records only and within the Modbus limit."""
+    reads = client.record_reads(meters)
+    assert all(1 <= n <= 125 and n % 16 == 0 and (address - 100) % 16 == 0 for address, n in reads)
     covered = [a for address, n in reads for a in range(address, address + n)]
-    assert covered == list(range(100, 100 + count))
-    assert len(reads) == -(-count // 125)
+    assert covered == list(range(100, 100 + 16 * meters))
+    assert len(reads) == -(-meters // 7)

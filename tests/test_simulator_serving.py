@@ -25,7 +25,7 @@ async def read_history(port: int, selected: int, meters: int) -> tuple[list[int]
         await client.write_registers(10, [selected >> 16, selected & 0xFFFF], device_id=1)
         header = (await client.read_input_registers(0, count=8, device_id=1)).registers
         words = []
-        for address, count in client_map.block_reads(100, meters * 16):
+        for address, count in client_map.record_reads(meters):
             words += (
                 await client.read_input_registers(address, count=count, device_id=1)
             ).registers

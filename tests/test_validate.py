@@ -159,6 +159,53 @@ def test_physically_impossible_energy_is_quarantined():
     assert "physical limit" in result.quarantined[0].reason
 
 
+def test_no_estimate_is_built_from_a_quarantined_reading():
+    """The refused interval is not estimated from the register that carries its refused value."""
+    meter = Meter()
+    register = meter.history([100, 110, 95, 120])
+    absurd = meter.feed(T0 + 5 * 900, 20_000_000, register + 20_000_000)
+    assert "physical limit" in absurd.quarantined[0].reason
+    after = meter.feed(T0 + 6 * 900, 105, register + 20_000_105)
+    assert [r.interval_end for r in after.readings] == [T0 + 6 * 900]  # no estimate for T0+5
+    assert flags_of(after) == 0  # checked against the refused reading's register: consistent
+
+
+def test_an_estimate_beyond_the_physical_limit_is_never_made():
+    """A register that jumped absurdly across a gap leaves the gap empty, not filled with it."""
+    meter = Meter()
+    register = meter.history([100] * 4)
+    result = meter.feed(T0 + 7 * 900, 100, register + 50_000_000)
+    assert [r.interval_end for r in result.readings] == [T0 + 7 * 900]
+
+
+@pytest.mark.parametrize(
+    ("end", "register", "reason"),
+    [
+        (T0 + 900, 2**64 - 1, "is not a reading"),  # all ones: "not available"
+        (1_000, 1_000, "interval end 1000 is outside"),  # a clock reset to 1970
+        (T0 + 3 * 86_400, 1_000, "is outside"),  # days ahead of the gateway's clock
+    ],
+)
+def test_garbage_records_are_quarantined_one_by_one(end, register, reason):
+    """One garbage record goes to quarantine; the other meters of the poll are unaffected."""
+    other = b"\x02" * 32
+    garbage = PseudonymousReading(M, end, 100, register, 0, T0 * 1000, "dev")
+    good = PseudonymousReading(other, T0 + 900, 100, 5_000, 0, T0 * 1000, "dev")
+    result = Validator().validate([garbage, good], MeterMemory())
+    assert [q.reading for q in result.quarantined] == [garbage]
+    assert reason in result.quarantined[0].reason
+    assert [r.meter for r in result.readings] == [other]
+
+
+def test_a_meter_with_a_garbage_register_goes_on_without_estimates():
+    """After an all-ones register the meter's next record is taken, and nothing is made up."""
+    meter = Meter()
+    register = meter.history([100] * 4)
+    meter.feed(T0 + 5 * 900, 100, 2**64 - 1)
+    after = meter.feed(T0 + 6 * 900, 100, register + 200)
+    assert [r.interval_end for r in after.readings] == [T0 + 6 * 900]
+
+
 def test_validation_changes_nothing_until_its_outcome_is_adopted():
     """States and profiles move only with ``adopt`` (the agent's call after the commit)."""
     meter = Meter()

@@ -2,10 +2,17 @@
 
 A poll reads the header (one read). When it announces intervals the agent has not delivered, the
 agent first reads back every missed interval still in the concentrator's history, oldest first,
-then the live table, each in reads of at most 125 registers. The agent confirms each interval
-with ``delivered`` only after the buffer committed it, so whatever was not committed is read
-again. Delivery is therefore at-least-once while the history holds the interval (96 intervals:
-24 hours by default); older gaps are lost at the device and logged.
+then the live table. Every read is of whole records (7 records, 112 registers), so no record is
+ever assembled from two reads. The header is read again after the live table: if an interval
+closed meanwhile, the table may mix two intervals, so the agent reads the announced interval
+from the history instead, where a closed interval never changes. The agent confirms each
+interval with ``delivered`` only after the buffer committed it, so whatever was not committed is
+read again; delivery is at-least-once while the history holds the interval (96 intervals: 24
+hours by default). Older gaps are lost at the device and logged.
+
+A header is checked before it is trusted: one that puts the last interval ahead of the gateway's
+clock (a clock step, a bad reply) is refused, as is one whose history claims to start after its
+newest interval; a header going back in time is an alarm, never a reason to read again.
 """
 
 from __future__ import annotations
@@ -19,11 +26,19 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from edge_agent.config import ModbusSourceConfig
-from edge_agent.errors import SourceError
+from edge_agent.errors import MalformedReply, SourceError
 from edge_agent.sources import register_map
 from edge_agent.sources.register_map import INTERVAL_SECONDS, ConcentratorHeader, MeterRecord
 
 log = logging.getLogger(__name__)
+
+# A header may put its newest interval at most this far ahead of the gateway's clock: one
+# interval, for a concentrator whose clock runs ahead. More is a clock step or a bad reply.
+MAX_HEADER_AHEAD_SECONDS = INTERVAL_SECONDS
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +70,7 @@ class ModbusConcentrator:
         self.reads = 0
         self.backfilled = 0
         self.lost_intervals = 0
+        self._went_back_to = 0  # the last backward header step alarmed, so it is said once
 
     async def _connected(self) -> AsyncModbusTcpClient:
         if self._client is None:
@@ -106,35 +122,68 @@ class ModbusConcentrator:
     async def read_table(self, meter_count: int, *, history: bool) -> list[MeterRecord]:
         """Read and decode the whole meter table (live, or the selected history interval).
 
-        Records are decoded as soon as their registers are in: a 1,250-meter table's 20,000
-        registers are never all held at once (with 16 devices read together, that was the
-        agent's largest transient allocation).
+        Each read holds whole records only (``register_map.record_reads``): a device answers
+        one request from one state, so a record is always one meter's consistent state even
+        when an interval closes between two reads. Records are decoded read by read: a
+        1,250-meter table's 20,000 registers are never all held at once.
         """
         records: list[MeterRecord] = []
-        words: list[int] = []
-        decoded_up_to = register_map.METER_TABLE_ADDRESS
-        table_size = meter_count * register_map.METER_RECORD_REGISTERS
-        for address, count in register_map.block_reads(decoded_up_to, table_size):
-            words.extend(await self._read(address, count, history=history))
-            whole = len(words) - len(words) % register_map.METER_RECORD_REGISTERS
+        for address, count in register_map.record_reads(meter_count):
+            words = await self._read(address, count, history=history)
             records.extend(
                 register_map.decode_meter_table(
-                    words[:whole],
+                    words,
                     device=self.device,
                     word_order=self.config.word_order,
-                    first_address=decoded_up_to,
                 )
             )
-            del words[:whole]
-            decoded_up_to += whole
         return records
 
     async def read_header(self) -> ConcentratorHeader:
-        """Read and decode the live header block."""
+        """Read and decode the live header block.
+
+        Raises:
+            MalformedReply: the header breaks the register map, or its history claims to
+                start after its newest interval.
+
+        """
         words = await self._read(register_map.HEADER_ADDRESS, register_map.HEADER_REGISTERS)
-        return register_map.decode_header(
+        header = register_map.decode_header(
             words, device=self.device, word_order=self.config.word_order
         )
+        if header.oldest_held > header.last_interval_end:
+            raise MalformedReply(
+                self.device,
+                f"registers 6-7 (oldest held) {header.oldest_held} are after registers 2-3"
+                f" (last interval end) {header.last_interval_end}",
+            )
+        return header
+
+    async def _trusted_header(self) -> ConcentratorHeader:
+        """The header a poll acts on: never one read alone when it jumps ahead.
+
+        A header more than one interval past the cursor (after an outage, at start, or a
+        glitch) is read a second time and the earlier of the two is taken: a single bad read
+        cannot move the cursor, and an interval closing between the reads is left to the next
+        poll. Either way it may not lie ahead of the gateway's clock.
+
+        Raises:
+            MalformedReply: as ``read_header``, or the newest interval is ahead of the
+                gateway's clock by more than an interval (a clock step, or a bad reply).
+
+        """
+        header = await self.read_header()
+        if header.last_interval_end > self.last_interval_end + INTERVAL_SECONDS:
+            again = await self.read_header()
+            header = min(header, again, key=lambda h: h.last_interval_end)
+        ahead = header.last_interval_end - time.time()
+        if ahead > MAX_HEADER_AHEAD_SECONDS:
+            raise MalformedReply(
+                self.device,
+                f"registers 2-3 (last interval end) {header.last_interval_end} are {ahead:.0f} s"
+                " ahead of the gateway clock: a clock step or a bad reply, not trusted",
+            )
+        return header
 
     async def read_history(self, interval_end: int, meter_count: int) -> list[MeterRecord] | None:
         """Records of a past interval from the history, or None when it is no longer held."""
@@ -155,8 +204,10 @@ class ModbusConcentrator:
 
     async def poll(self) -> AsyncIterator[Poll]:
         """Missed intervals from the history (oldest first), then the live one if it is new."""
-        header = await self.read_header()
+        header = await self._trusted_header()
         if header.last_interval_end <= self.last_interval_end:
+            if header.last_interval_end < self.last_interval_end:
+                self._clock_went_back(header)
             return
         for interval_end in self._missed(header):
             records = await self.read_history(interval_end, header.meter_count)
@@ -167,18 +218,65 @@ class ModbusConcentrator:
                 )
                 continue
             self.backfilled += 1
-            yield Poll(records, time.time_ns() // 1_000_000, interval_end, from_history=True)
-        # The header was read before the table: if an interval closes during the table read,
-        # the next poll sees a newer header and reads again.
-        poll_time_ms = time.time_ns() // 1_000_000
+            yield Poll(records, _now_ms(), interval_end, from_history=True)
+        live = await self._read_live(header)
+        if live is not None:
+            yield live
+
+    async def _read_live(self, header: ConcentratorHeader) -> Poll | None:
+        """The interval ``header`` announced: from the live table, or from the history.
+
+        The header is read again after the table. If it changed, an interval closed during
+        the table read and the table may hold records of both intervals (a meter read after
+        the close shows the newer one, and its record for the announced interval is gone from
+        the live table). The announced interval is then read from the history, which holds it
+        unchanged: a reading the device still holds is never left to be estimated.
+        """
+        poll_time_ms = _now_ms()
         records = await self.read_table(header.meter_count, history=False)
-        yield Poll(records, poll_time_ms, header.last_interval_end)
+        after = await self.read_header()
+        if after.last_interval_end == header.last_interval_end:
+            return Poll(records, poll_time_ms, header.last_interval_end)
+        log.info(
+            "%s: interval %d closed while the live table was read; reading %d from the history",
+            self.device,
+            after.last_interval_end,
+            header.last_interval_end,
+        )
+        records = await self.read_history(header.last_interval_end, header.meter_count)
+        if records is None:
+            self.lost_intervals += 1
+            log.warning(
+                "%s: interval %d left the history before it could be read",
+                self.device,
+                header.last_interval_end,
+            )
+            return None
+        return Poll(records, _now_ms(), header.last_interval_end, from_history=True)
+
+    def _clock_went_back(self, header: ConcentratorHeader) -> None:
+        """An alarm, once per step back: the cursor stays where it is, nothing is read again."""
+        if header.last_interval_end != self._went_back_to:
+            self._went_back_to = header.last_interval_end
+            log.error(
+                "ALARM %s: the header's last interval end went back from %d to %d (clock step?);"
+                " waiting for the device to pass %d again",
+                self.device,
+                self.last_interval_end,
+                header.last_interval_end,
+                self.last_interval_end,
+            )
 
     def _missed(self, header: ConcentratorHeader) -> list[int]:
-        """Interval ends after the last delivered one, before the live one, that history holds."""
+        """Interval ends after the last delivered one, before the live one, that history holds.
+
+        Never more than the history's depth: a corrupt ``oldest_held`` cannot start millions
+        of history reads.
+        """
         if not self.config.backfill or not header.oldest_held:
             return []
-        first = header.oldest_held
+        deepest = header.last_interval_end - header.history_depth * INTERVAL_SECONDS
+        first = max(header.oldest_held, deepest)
         if self.last_interval_end:
             first = max(first, self.last_interval_end + INTERVAL_SECONDS)
             lost = (first - self.last_interval_end) // INTERVAL_SECONDS - 1

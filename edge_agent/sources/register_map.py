@@ -25,10 +25,8 @@ METER_TABLE_ADDRESS = 100
 METER_RECORD_REGISTERS = 16
 MAX_METERS = (65_536 - METER_TABLE_ADDRESS) // METER_RECORD_REGISTERS
 INTERVAL_SECONDS = 900
-# Registers at or above 2^63 are not readings (all-ones is a common "not available" marker);
-# they would not fit the buffer's or the database's signed 64-bit columns either.
-REGISTER_MAX_WH = 2**63 - 1
 MAX_REGISTERS_PER_READ = 125  # Modbus limit for function 0x03 (a 256-byte PDU)
+RECORDS_PER_READ = MAX_REGISTERS_PER_READ // METER_RECORD_REGISTERS  # 7 whole records
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +124,13 @@ def decode_meter_table(
     *,
     device: str,
     word_order: str = "high_first",
-    first_address: int = METER_TABLE_ADDRESS,
 ) -> list[MeterRecord]:
-    """Decode consecutive 16-register meter records read from ``first_address`` on.
+    """Decode consecutive 16-register meter records.
 
     A record whose interval end is 0 belongs to a meter with no closed interval (or, in the
-    history, one that missed the interval) and is skipped.
+    history, one that missed the interval) and is skipped. Values are decoded as they stand,
+    even ones no reading can hold (a register of all ones): judging a record is validation's
+    job, which quarantines that one record, so one garbage record never costs a whole read.
     """
     if len(words) % METER_RECORD_REGISTERS:
         raise MalformedReply(device, f"meter table of {len(words)} registers is not whole records")
@@ -142,12 +141,6 @@ def decode_meter_table(
         if interval_end == 0:
             continue
         register_wh = _unsigned(record[8:12], word_order)
-        if register_wh > REGISTER_MAX_WH:
-            address = first_address + start + 8
-            raise MalformedReply(
-                device,
-                f"registers {address}-{address + 3} (register) {register_wh:#x} is not a reading",
-            )
         energy_wh = _unsigned(record[6:8], word_order)
         records.append(
             MeterRecord(
@@ -161,9 +154,14 @@ def decode_meter_table(
     return records
 
 
-def block_reads(first: int, count: int) -> list[tuple[int, int]]:
-    """Split a register range into (address, count) reads of at most 125 registers."""
+def record_reads(meter_count: int) -> list[tuple[int, int]]:
+    """The meter table as (address, count) reads of whole records, at most 125 registers each.
+
+    7 records (112 registers) a read: a record never straddles two reads, so an interval that
+    closes between two reads cannot tear one meter's record across two intervals.
+    """
+    end = METER_TABLE_ADDRESS + meter_count * METER_RECORD_REGISTERS
+    step = RECORDS_PER_READ * METER_RECORD_REGISTERS
     return [
-        (address, min(MAX_REGISTERS_PER_READ, first + count - address))
-        for address in range(first, first + count, MAX_REGISTERS_PER_READ)
+        (address, min(step, end - address)) for address in range(METER_TABLE_ADDRESS, end, step)
     ]

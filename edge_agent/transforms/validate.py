@@ -7,9 +7,11 @@ changes nothing, so the agent adopts the outcome (``MeterMemory.adopt``) only af
 committed the readings; a failed commit leaves validation exactly where it was.
 
 Raw values are always kept: rules only set quality flags (``proto.quality.QualityFlag``).
-Estimates are separate readings flagged ``ESTIMATED``. Two checks are hard and send the reading
-to quarantine instead: a value beyond the physical limit, and a reading for an interval the
-meter already delivered with different values. docs/validation.md explains every rule.
+Estimates are separate readings flagged ``ESTIMATED``. Hard checks send the reading to
+quarantine instead: a value outside the bounds the core accepts (``proto.limits``: interval end,
+energy, register), and a reading for an interval the meter already delivered with different
+values. A refused reading still takes its interval: no estimate is ever built across it, since
+that estimate would be made of the refused values. docs/validation.md explains every rule.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from edge_agent.transforms.pseudonymize import PseudonymousReading
+from proto import limits
 from proto.quality import SUSPECT, QualityFlag
 
 RULESET_VERSION = "vee-1"
@@ -61,7 +64,7 @@ class VeeRules:
     time_sync_seconds: int = 10  # allowed distance of the interval end from the grid
     linear_gap_intervals: int = 4  # gaps up to 1 hour: linear interpolation; longer: like-day
     max_estimate_intervals: int = 96 * 7  # longer gaps are left as gaps
-    max_interval_energy_wh: int = 10_000_000  # hard limit: 40 MW for 15 minutes
+    max_interval_energy_wh: int = limits.MAX_INTERVAL_ENERGY_WH  # hard; lower only
     profile_weight: float = 0.2  # weight of a new value in the time-of-day profile
 
 
@@ -216,6 +219,28 @@ def _split(total: int, weights: list[float]) -> list[int]:
     return parts
 
 
+def _state_after_refusal(reading: PseudonymousReading, state: MeterState) -> MeterState | None:
+    """The meter's state once ``reading`` went to quarantine (None: unchanged).
+
+    A refused reading newer than the meter's state, with a believable interval end, still
+    takes its interval: otherwise the next reading would see a gap there and estimate it from
+    the register, which carries the refused value. With a usable register the next reading is
+    checked against it; without one the meter starts afresh (no register check, no estimate).
+    """
+    end = reading.interval_end
+    if state.interval_end and end <= state.interval_end:
+        return None
+    if (
+        not limits.EARLIEST_INTERVAL_END_S
+        <= end
+        <= (reading.poll_time_ms // 1000 + limits.MAX_AHEAD_SECONDS)
+    ):
+        return None  # the interval end itself is not believable
+    if 0 <= reading.register_wh <= limits.MAX_REGISTER_WH:
+        return state._replace(interval_end=end, register_wh=reading.register_wh)
+    return state._replace(interval_end=0, register_wh=0)
+
+
 class Validator:
     """Applies one ruleset; holds no state of its own."""
 
@@ -233,17 +258,25 @@ class Validator:
         fresh = MeterState()
         states = memory.states
         limit = self.rules.max_interval_energy_wh
+        earliest, ahead = limits.EARLIEST_INTERVAL_END_S, limits.MAX_AHEAD_SECONDS
         for reading in readings:
             state = states.get(reading.meter, fresh)
+            end = reading.interval_end
             # The hard checks in full only when a cheap test says one may apply.
-            if (state.interval_end and reading.interval_end <= state.interval_end) or abs(
-                reading.energy_wh
-            ) > limit:
+            if (
+                (state.interval_end and end <= state.interval_end)
+                or abs(reading.energy_wh) > limit
+                or not earliest <= end <= reading.poll_time_ms // 1000 + ahead
+                or not 0 <= reading.register_wh <= limits.MAX_REGISTER_WH
+            ):
                 refusal = self._hard_check(reading, state)
-                if refusal == "":
+                if not refusal:
                     dropped += 1
-                elif refusal is not None:
-                    quarantined.append(Quarantined(reading, refusal))
+                    continue
+                quarantined.append(Quarantined(reading, refusal))
+                after = _state_after_refusal(reading, state)
+                if after is not None:
+                    new_states[reading.meter] = after
                 continue
             flagged, estimates, new_states[reading.meter] = self._check(
                 reading, state, memory, learned
@@ -253,24 +286,30 @@ class Validator:
             out.append(flagged)
         return Validation(out, quarantined, new_states, learned, dropped)
 
-    def _hard_check(self, reading: PseudonymousReading, state: MeterState) -> str | None:
-        """None: go on; "": an identical re-read to drop; otherwise the quarantine reason."""
+    def _hard_check(self, reading: PseudonymousReading, state: MeterState) -> str:
+        """Why the reading goes to quarantine; the empty string for an identical re-read."""
+        problem = limits.reading_problem(
+            reading.interval_end,
+            reading.energy_wh,
+            reading.register_wh,
+            now_s=reading.poll_time_ms / 1000,
+        )
+        if problem is not None:
+            return problem
         if abs(reading.energy_wh) > self.rules.max_interval_energy_wh:
-            return f"energy {reading.energy_wh} Wh beyond the physical limit"
-        if state.interval_end and reading.interval_end <= state.interval_end:
-            same = (
-                reading.interval_end == state.interval_end
-                and reading.register_wh == state.register_wh
-                and reading.energy_wh == state.last_energy_wh
-            )
-            if same:
-                return ""
-            return (
-                "conflicting re-read of a delivered interval"
-                if reading.interval_end == state.interval_end
-                else "older than an interval already delivered"
-            )
-        return None
+            return f"energy {reading.energy_wh} Wh beyond the configured limit"
+        same = (
+            reading.interval_end == state.interval_end
+            and reading.register_wh == state.register_wh
+            and reading.energy_wh == state.last_energy_wh
+        )
+        if same:
+            return ""
+        return (
+            "conflicting re-read of a delivered interval"
+            if reading.interval_end == state.interval_end
+            else "older than an interval already delivered"
+        )
 
     def _check(
         self,
@@ -403,9 +442,12 @@ class Validator:
             fallback = sum(known) / len(known) if known else 1.0
             by_slot = [profile[_slot(end)] for end in ends]
             weights = [fallback if math.isnan(v) else v for v in by_slot]
+        parts = _split(total, weights)
+        if max(parts) > self.rules.max_interval_energy_wh:
+            return []  # what the register measured is beyond physics: no value is made up
         register = state.register_wh
         estimates = []
-        for end, energy in zip(ends, _split(total, weights), strict=True):
+        for end, energy in zip(ends, parts, strict=True):
             register += energy
             estimates.append(
                 PseudonymousReading(
