@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import aiomqtt
@@ -113,3 +114,55 @@ def test_a_message_not_yet_stored_is_delivered_again_after_a_crash(mosquitto):
 
     asyncio.run(scenario())
     assert seen == [b"reading-1", b"reading-1"]
+
+
+def test_messages_queued_while_away_are_acknowledged_only_once_stored(mosquitto):
+    """What the broker kept for the session is not acknowledged on arrival at reconnect."""
+    config = MqttConfig(
+        host="127.0.0.1",
+        port=mosquitto,
+        client_id="queued-test",
+        qos=1,
+        topics={TOPIC: "N-S01-T1"},
+    )
+    seen: list[bytes] = []
+
+    async def scenario() -> None:
+        async def ignore(topic: str, transformer: str, payload: bytes) -> None:
+            return
+
+        source = MqttSource(config)
+        first = asyncio.create_task(source.run(ignore))  # subscribes: the session is kept
+        async with asyncio.timeout(10):
+            while not source.connected:  # noqa: ASYNC110 - a flag the source sets
+                await asyncio.sleep(0.05)
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        async with aiomqtt.Client("127.0.0.1", port=mosquitto) as publisher:
+            for n in (1, 2):  # queued by the broker for the absent session
+                await publisher.publish(TOPIC, f"queued-{n}".encode(), qos=1)
+
+        async def crash_on_first(topic: str, transformer: str, payload: bytes) -> None:
+            seen.append(payload)
+            if len(seen) == 1:
+                raise RuntimeError("power cut before the commit")
+
+        with pytest.raises(RuntimeError):
+            await asyncio.wait_for(MqttSource(config).run(crash_on_first), timeout=10)
+        done = asyncio.Event()
+
+        async def store(topic: str, transformer: str, payload: bytes) -> None:
+            seen.append(payload)
+            if b"queued-2" in payload:
+                done.set()
+
+        again = asyncio.create_task(MqttSource(config).run(store))
+        try:
+            await asyncio.wait_for(done.wait(), timeout=10)
+        finally:
+            again.cancel()
+
+    asyncio.run(scenario())
+    assert seen[0] == b"queued-1"
+    assert b"queued-1" in seen[1:], f"the unstored message was not redelivered: {seen}"

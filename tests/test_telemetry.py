@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -103,3 +104,20 @@ def test_range_rate_and_stuck_rules():
     stuck = [flags_at(3 + i, ambient_c=10.0)["ambient_c"] for i in range(62)]
     assert stuck[0] == 0
     assert stuck[-1] == Q.STUCK
+
+
+@pytest.mark.parametrize(
+    ("raw", "names"),
+    [
+        (b'"top_oil_c": NaN', "top_oil_c must be a finite number, got nan"),
+        (b'"top_oil_c": Infinity', "top_oil_c must be a finite number, got inf"),
+        (b'"top_oil_c": -Infinity', "top_oil_c must be a finite number, got -inf"),
+        (b'"top_oil_c": 1e999', "top_oil_c must be a finite number, got inf"),
+        (b'"top_oil_c": 1' + b"0" * 400, "top_oil_c must be a finite number, got 1000"),
+    ],
+)
+def test_non_finite_numbers_are_malformed(raw, names):
+    """JSON as Python reads it allows NaN and Infinity literals: no sensor measures them."""
+    text = payload(top_oil_c=None).replace(b'"seq": 1', b'"seq": 1, ' + raw)
+    with pytest.raises(Malformed, match=re.escape(names)):
+        decode(text, transformer="T1")

@@ -70,13 +70,16 @@ class MqttSource:
                 await asyncio.sleep(delay)
 
     async def _session(self, handle: Handler) -> None:
-        async with aiomqtt.Client(
+        client = aiomqtt.Client(
             self.config.host,
             port=self.config.port,
             identifier=self.config.client_id,
             clean_session=False,
-        ) as client:
-            _paho(client).manual_ack_set(on=True)
+        )
+        # Before CONNECT: the broker sends what it queued for this session right after
+        # CONNACK, and anything arriving before the switch would be acknowledged unstored.
+        _paho(client).manual_ack_set(on=True)
+        async with client:
             await client.subscribe([(topic, self.config.qos) for topic in self.config.topics])
             self.connected = True
             log.info(

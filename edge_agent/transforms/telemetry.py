@@ -13,6 +13,7 @@ import collections
 import dataclasses
 import datetime as dt
 import json
+import math
 from dataclasses import dataclass
 
 from proto.quality import QualityFlag
@@ -69,10 +70,17 @@ class Message:
 
 
 def _number(document: dict, key: str, where: str = "") -> float:
+    """A finite number: NaN, Infinity and 1e999 are JSON Python reads, but no measurement."""
     value = document.get(key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise Malformed(f"{where}{key} must be a number, got {value!r}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        number = math.inf
+    if not math.isfinite(number):
+        raise Malformed(f"{where}{key} must be a finite number, got {str(value)[:20]}")
+    return number
 
 
 def _table(document: dict, key: str, names: tuple[str, ...]) -> dict[str, float]:
