@@ -99,7 +99,9 @@ def issue_server_certificate(  # noqa: PLR0913 - keyword-only, one per certifica
             files exist and ``force`` is not given.
 
     """
-    alternatives = [x509.DNSName(n) for n in dict.fromkeys((name, *dns_names))]
+    alternatives: list[x509.GeneralName] = [
+        x509.DNSName(n) for n in dict.fromkeys((name, *dns_names))
+    ]
     alternatives += [x509.IPAddress(ip) for ip in ip_addresses]
     return _issue(
         folder,

@@ -15,13 +15,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlsplit
 
 import attr
 from openlineage.client import OpenLineageClient
 from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
 from openlineage.client.facet_v2 import (
+    JobFacet,
     RunFacet,
     data_quality_metrics_input_dataset,
     job_type_job,
@@ -143,7 +144,7 @@ def parse_lineage_config(
     if transport not in TRANSPORTS:
         raise ConfigError(table.key("transport"), f"must be one of {TRANSPORTS}, got {transport!r}")
     table.only(_COMMON_KEYS + _TRANSPORT_KEYS[transport], f'of the "{transport}" transport')
-    common = {
+    common: dict[str, Any] = {
         "transport": transport,
         "namespace": table.text("namespace", DEFAULT_NAMESPACE),
         "database_namespace": table.text("database_namespace", DEFAULT_DATABASE_NAMESPACE),
@@ -326,7 +327,7 @@ def _run_facets(batch: CommittedBatch) -> dict[str, RunFacet]:
     return facets
 
 
-def _job_facets() -> dict[str, job_type_job.JobTypeJobFacet]:
+def _job_facets() -> dict[str, JobFacet]:
     """BATCH, not STREAMING: each run is one finite batch with a commit as its end.
 
     The spec's STREAMING means a run with no natural end; here the stream is the job and each
@@ -534,7 +535,7 @@ class LineageEmitter:
 
     def _send_loop(self, client: OpenLineageClient) -> None:
         while (batch := self._queue.get()) is not _STOP:
-            self._send(client, batch)
+            self._send(client, cast("CommittedBatch", batch))
         client.close()  # the HTTP transport's connection pool; nothing is buffered in it
 
     def _send(self, client: OpenLineageClient, batch: CommittedBatch) -> None:

@@ -17,6 +17,7 @@ import datetime as dt
 import logging
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import psycopg_pool
@@ -56,6 +57,13 @@ class QualityAlert:
         return self.flagged / self.received
 
 
+def _one(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    """The row an aggregate or ``RETURNING`` always yields."""
+    if row is None:
+        raise RuntimeError("the database returned no row where one is always returned")
+    return row
+
+
 async def check_suspect_share(
     conn: psycopg.AsyncConnection, rule: AlertRule, *, raised_by: str
 ) -> QualityAlert | None:
@@ -71,7 +79,7 @@ async def check_suspect_share(
             " FROM batches WHERE received_at > now() - make_interval(secs => %s)",
             (rule.window_seconds, rule.window_seconds),
         )
-        start, end, received, flagged = await cur.fetchone()
+        start, end, received, flagged = _one(await cur.fetchone())
         if received < max(rule.min_readings, 1) or flagged / received <= rule.threshold:
             return None
         cur = await conn.execute(
@@ -85,7 +93,7 @@ async def check_suspect_share(
             " threshold, raised_by) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING alert_id",
             (SUSPECT_SHARE, start, end, received, flagged, rule.threshold, raised_by),
         )
-        (alert_id,) = await cur.fetchone()
+        (alert_id,) = _one(await cur.fetchone())
     return QualityAlert(alert_id, SUSPECT_SHARE, start, end, received, flagged, rule.threshold)
 
 

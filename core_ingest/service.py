@@ -307,7 +307,7 @@ class IngestService(pb_grpc.IngestServicer):
         """
         try:
             async with await psycopg.AsyncConnection.connect(
-                self._pool.conninfo, connect_timeout=5
+                str(self._pool.conninfo), connect_timeout=5
             ) as conn:
                 storage = await recorded_storage(conn)
         except psycopg.OperationalError as exc:

@@ -413,7 +413,7 @@ class BatchStore:
         row = await cur.fetchone()
         return (row[0], row[1]) if row else None
 
-    async def _already_stored(self, opened: OpenedBatch) -> int:
+    async def _already_stored(self, opened: OpenedBatch) -> pb.AckStatus:
         cur = await self.conn.execute(
             "SELECT payload_sha256, header_sha256 FROM batches"
             " WHERE agent_id = %s AND sequence = %s",
@@ -612,7 +612,7 @@ class _PendingBatch:
 class WriteOutcome:
     """The ack status of a written batch and, when it was committed now, its lineage."""
 
-    status: int
+    status: pb.AckStatus
     committed: CommittedBatch | None
 
 

@@ -30,7 +30,7 @@ SIGNING_CONTEXT = b"meterpipe.v1.batch\x00"
 class EnvelopeError(Exception):
     """A batch that cannot be accepted; ``reason`` is the RejectReason the core answers with."""
 
-    def __init__(self, reason: pb.RejectReason.ValueType, detail: str) -> None:
+    def __init__(self, reason: pb.RejectReason, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail

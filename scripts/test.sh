@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Set everything up, then run lint and the whole test suite (unit and integration).
+# Set everything up, then run lint, the type check and the whole test suite (unit and
+# integration).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy
 exec .venv/bin/pytest "$@"

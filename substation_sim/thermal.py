@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,7 +142,9 @@ class TransformerSensors:
             gases_ppm=self._gases(time, rng),
         )
 
-    def _compute_chunk(self, chunk: int, load_w: callable, ambient_c: callable) -> None:  # type: ignore[valid-type]
+    def _compute_chunk(
+        self, chunk: int, load_w: Callable[[int], float], ambient_c: Callable[[int], float]
+    ) -> None:
         warm_start = chunk - WARM_UP_MINUTES * 60
         times = warm_start + 60 * np.arange(WARM_UP_MINUTES + CHUNK_MINUTES)
         watts = np.array([load_w(int(t)) for t in times]) * self.spec.share

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
+import threading
 import time
 
 import grpc
@@ -198,4 +200,50 @@ def test_a_live_batch_overtakes_the_backlog_and_every_batch_goes_once(tmp_path):
     assert core.sequences.index(61) + 1 <= 10 + window + 2, core.sequences
     assert sorted(core.sequences) == list(range(1, 62))  # each exactly once
     assert buffer.statistics().pending_batches == 0
+    buffer.close()
+
+
+class AcceptingCore(pb_grpc.IngestServicer):
+    """Answers ACCEPTED to every batch, by the sequence in its header; stores nothing."""
+
+    async def StreamBatches(self, request_iterator, context):  # noqa: N802, ARG002
+        async for batch in request_iterator:
+            sequence = pb.BatchHeader.FromString(batch.header).sequence
+            yield pb.Ack(sequence=sequence, status=pb.ACK_STATUS_ACCEPTED)
+
+
+def test_answered_batches_leave_the_streams_bookkeeping(tmp_path):
+    """Every recorded answer leaves the stream's set of unanswered batches: it never grows."""
+    buffer = Buffer(tmp_path / "b.sqlite")
+    fill(buffer, 200)
+    uplink = run_uplink_until(
+        AcceptingCore(), buffer, lambda _u: buffer.statistics().acknowledged_batches == 200
+    )
+    assert uplink.sessions == 1
+    assert uplink.unanswered == 0
+    buffer.close()
+
+
+def test_an_answer_the_buffer_could_not_record_is_recorded_once_it_can(tmp_path):
+    """A buffer that cannot take the answer (locked here, full in the field) takes it later.
+
+    The answer is recorded again every second on the same stream: the batch leaves the
+    pending set soon after the buffer is writable again, without a resend or a new stream.
+    """
+    path = tmp_path / "b.sqlite"
+    buffer = Buffer(path)
+    fill(buffer, 1)
+    locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    locker.execute("BEGIN IMMEDIATE")  # every write waits 5 s, then fails: "database is locked"
+    unlock = threading.Timer(6.0, lambda: locker.execute("COMMIT"))
+    unlock.start()
+    try:
+        uplink = run_uplink_until(
+            AcceptingCore(), buffer, lambda _u: buffer.statistics().acknowledged_batches == 1
+        )
+    finally:
+        unlock.join()
+        locker.close()
+    assert uplink.sessions == 1
+    assert uplink.unanswered == 0
     buffer.close()

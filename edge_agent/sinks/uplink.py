@@ -33,7 +33,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -60,7 +60,7 @@ CHANNEL_OPTIONS = (
 COMPRESSION = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression.Gzip}
 
 BufferCall = Callable[..., Awaitable[Any]]
-StreamCall = grpc.aio.StreamStreamCall
+StreamCall: TypeAlias = grpc.aio.StreamStreamCall
 
 
 def backoff_delay(attempt: int, *, rng: random.Random) -> float:
@@ -103,6 +103,8 @@ class _Session:
     in_flight: dict[int, float] = field(default_factory=dict)  # sequence -> monotonic time sent
     # Sent on this stream and the answer not recorded yet: never picked again on this stream.
     unanswered: set[int] = field(default_factory=set)
+    # Answered, but the buffer could not record it (disk full): recorded again every second.
+    unrecorded: dict[int, pb.Ack] = field(default_factory=dict)
     newest_next: bool = False  # which end of the pending batches the next pick takes
     answered: bool = False
 
@@ -159,6 +161,12 @@ class Uplink:
         self.sessions = 0
         self.bytes_sent = 0  # serialized batch bytes handed to gRPC
         self.keep_delivered = True  # False while the buffer is under pressure
+        self._session_now: _Session | None = None
+
+    @property
+    def unanswered(self) -> int:
+        """Batches sent on the current stream whose answer is not recorded in the buffer yet."""
+        return len(self._session_now.unanswered) if self._session_now else 0
 
     def notify(self) -> None:
         """Tell the sender a new batch was sealed (no waiting, never blocks)."""
@@ -171,7 +179,7 @@ class Uplink:
         """
         attempt = 0
         while True:
-            session = _Session(asyncio.Semaphore(self._max_in_flight))
+            session = self._session_now = _Session(asyncio.Semaphore(self._max_in_flight))
             try:
                 await self._session(session)
             except UplinkBroken as exc:
@@ -203,7 +211,7 @@ class Uplink:
             private_key=self._tls.private_key,
             certificate_chain=self._tls.certificate,
         )
-        options = CHANNEL_OPTIONS
+        options: tuple[tuple[str, int | str], ...] = CHANNEL_OPTIONS
         if self._tls.server_name:
             options += (("grpc.ssl_target_name_override", self._tls.server_name),)
         return grpc.aio.secure_channel(
@@ -221,7 +229,7 @@ class Uplink:
                     tasks.create_task(self._ack_loop(call, session), name="uplink.ack")
                     tasks.create_task(self._watchdog(session), name="uplink.watchdog")
         except Exception as exc:  # noqa: BLE001 - every way a session ends means: reconnect
-            leaf = exc
+            leaf: BaseException = exc
             while isinstance(leaf, BaseExceptionGroup):
                 leaf = leaf.exceptions[0]
             raise UplinkBroken(_describe(exc)) from leaf
@@ -263,44 +271,60 @@ class Uplink:
             session.answered = True
             if await self.record_ack(ack):
                 session.unanswered.discard(ack.sequence)
+            elif ack.reason != pb.REJECT_REASON_STORAGE_UNAVAILABLE:
+                session.unrecorded[ack.sequence] = ack
             session.window.release()
             if ack.reason == pb.REJECT_REASON_STORAGE_UNAVAILABLE:
                 raise UplinkBroken(f"core storage unavailable: {ack.detail}")
         raise UplinkBroken("core closed the stream")
 
     async def _watchdog(self, session: _Session) -> None:
-        """Break the session when the oldest batch in flight waits too long for its answer."""
+        """Record answers the buffer could not take yet; break a stream whose answers stall.
+
+        An answer that could not be recorded (a full disk) is tried again every second, so
+        delivery goes on within a second of space returning, without resending anything.
+        """
         while True:
             await asyncio.sleep(WATCHDOG_PERIOD_SECONDS)
+            for sequence, ack in list(session.unrecorded.items()):
+                if not await self._store_answer(ack):
+                    break
+                del session.unrecorded[sequence]
+                session.unanswered.discard(sequence)
             if session.in_flight:
                 waited = time.monotonic() - min(session.in_flight.values())
                 if waited > self._ack_timeout:
                     raise UplinkBroken(f"no acknowledgement for {waited:.0f} s")
 
     async def record_ack(self, ack: pb.Ack) -> bool:
-        """Store the core's answer for one batch in the buffer, count it and log refusals.
+        """Count and log the core's answer for one batch, and store it in the buffer.
 
-        Returns whether the batch left the pending set (False: it is to be sent again later).
+        Returns whether the answer is recorded, so the batch left the pending set (False: the
+        core could not store it, or the buffer could not record the answer; it stays pending).
         """
         label = ack_label(ack)
         self.acks[label] += 1
         if ack.reason == pb.REJECT_REASON_STORAGE_UNAVAILABLE:
             return False  # not the batch's fault: it stays pending and is sent again
-        refused = ack.status not in DELIVERED
-        if refused:
+        if ack.status not in DELIVERED:
             log.error("core refused batch %d: %s: %s", ack.sequence, label, ack.detail)
+        return await self._store_answer(ack)
+
+    async def _store_answer(self, ack: pb.Ack) -> bool:
+        """Write the answer to the buffer; False (logged) when the buffer cannot take it."""
         try:
             await self._buffer_call(
                 self._buffer.acknowledge,
                 ack.sequence,
-                outcome=label,
+                outcome=ack_label(ack),
                 detail=ack.detail,
-                refused=refused,
+                refused=ack.status not in DELIVERED,
                 keep=self.keep_delivered,
             )
         except BufferUnavailable as exc:
-            # The batch stays pending and is sent again later; the core answers DUPLICATE.
-            log.warning("cannot record the answer for batch %d: %s", ack.sequence, exc)
+            log.warning("cannot record the answer for batch %d yet: %s", ack.sequence, exc)
+            return False
+        return True
 
     async def deliver(self, batches: list[StoredBatch]) -> list[pb.Ack]:
         """Send exactly ``batches`` on a fresh stream and return the core's answers, in order.

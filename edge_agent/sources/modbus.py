@@ -103,7 +103,7 @@ class ModbusConcentrator:
         self._check(reply, what)
         if len(reply.registers) != count:
             raise SourceError(self.device, f"{what}: got {len(reply.registers)} registers")
-        return register_map.swap_bytes(reply.registers, self.config.byte_order)
+        return register_map.swap_bytes(list(reply.registers), self.config.byte_order)
 
     async def _select(self, interval_end: int) -> None:
         """Point the history area at ``interval_end`` (holding registers 10-11)."""
@@ -243,8 +243,8 @@ class ModbusConcentrator:
             after.last_interval_end,
             header.last_interval_end,
         )
-        records = await self.read_history(header.last_interval_end, header.meter_count)
-        if records is None:
+        held = await self.read_history(header.last_interval_end, header.meter_count)
+        if held is None:
             self.lost_intervals += 1
             log.warning(
                 "%s: interval %d left the history before it could be read",
@@ -252,7 +252,7 @@ class ModbusConcentrator:
                 header.last_interval_end,
             )
             return None
-        return Poll(records, _now_ms(), header.last_interval_end, from_history=True)
+        return Poll(held, _now_ms(), header.last_interval_end, from_history=True)
 
     def _clock_went_back(self, header: ConcentratorHeader) -> None:
         """An alarm, once per step back: the cursor stays where it is, nothing is read again."""

@@ -335,7 +335,7 @@ class Validator:
             flags |= register_flags
         slot = ((end - INTERVAL_SECONDS // 2) // INTERVAL_SECONDS) % SLOTS_PER_DAY
         usual = memory.usual(reading.meter, slot)
-        reference = state.last_valid_wh
+        reference: float | None = state.last_valid_wh
         if usual == usual and (reference is None or usual > reference):  # noqa: PLR0124 - NaN test
             reference = usual
         zeros = state.zeros + 1 if energy == 0 else 0
