@@ -364,6 +364,26 @@ def _add_quality_and_rollups(conn: psycopg.Connection, _storage: str) -> None:
     )
 
 
+REFUSED_VALUES = """
+CREATE TABLE refused_values (
+    batch_id bigint NOT NULL REFERENCES batches (batch_id),
+    kind text NOT NULL CHECK (kind IN ('meter_reading', 'telemetry')),
+    position integer NOT NULL,
+    reason text NOT NULL,
+    raw jsonb NOT NULL,
+    PRIMARY KEY (batch_id, kind, position)
+);
+COMMENT ON TABLE refused_values IS
+    'Readings and telemetry points of accepted batches the core did not store: outside the'
+    ' bounds both ends check (proto/limits.py), kept raw with the reason, one row each';
+"""
+
+
+def _add_refused_values(conn: psycopg.Connection, _storage: str) -> None:
+    """Values refused one by one, so one bad value never costs the batch's good ones."""
+    conn.execute(REFUSED_VALUES.encode())
+
+
 MIGRATIONS = (
     Migration(1, "base-schema", _create_base_schema),
     Migration(2, "batch-header-hash", _add_header_hash),
@@ -371,6 +391,7 @@ MIGRATIONS = (
     Migration(4, "batch-validation-ruleset", _add_validation_ruleset),
     Migration(5, "meters-dimension", _add_meters_dimension),
     Migration(6, "quality-rollups-lineage", _add_quality_and_rollups),
+    Migration(7, "refused-values", _add_refused_values),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -94,6 +94,11 @@ class PostgresCluster:
             settings["timescaledb.telemetry_level"] = "off"
         with (data / "postgresql.conf").open("a") as conf:
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+        self.restart()
+
+    def restart(self) -> None:
+        """Start the server on its existing data (after ``crash``); waits until ready."""
+        data = self.directory / "data"
         self._run(
             "pg_ctl",
             "-D",
@@ -114,6 +119,13 @@ class PostgresCluster:
         """Create an empty database and return its DSN."""
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
         return self.dsn(name)
+
+    def crash(self) -> None:
+        """Stop the server as a crash would (immediate shutdown), keeping its files.
+
+        Whatever a commit had not written to the WAL is lost, as after a power cut.
+        """
+        self._run("pg_ctl", "-D", str(self.directory / "data"), "-m", "immediate", "-w", "stop")
 
     def stop(self) -> None:
         """Stop the server (fast shutdown) and remove its files."""

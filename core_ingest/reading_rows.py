@@ -67,7 +67,8 @@ class ReadingColumns:
             meter_index=_int64s(readings.meter_index),
             interval_end=_int64s(readings.interval_end),
             energy_wh=_int64s(readings.energy_wh),
-            register_wh=_int64s(readings.register_wh),
+            # uint64 on the wire: one at or above 2^63 becomes negative, which the bounds refuse
+            register_wh=np.array(readings.register_wh, dtype=np.uint64).astype(np.int64),
             quality_flags=_int64s(readings.quality_flags),
             poll_time_ms=_int64s(readings.poll_time_ms),
             device_index=_int64s(readings.device_index),
@@ -181,15 +182,17 @@ def rollup_delta(
     size = len(numbers)
 
     def per_bucket(weights: npt.NDArray | None = None) -> npt.NDArray[np.int64]:
-        # float64 sums are exact below 2**53 Wh, far above any batch's energy
+        # counts only: bincount sums in float64
         return np.bincount(slot, weights=weights, minlength=size).astype(np.int64)
 
     count = per_bucket()
     estimated = per_bucket((flags & int(QualityFlag.ESTIMATED)) != 0)
+    energy = np.zeros(size, dtype=np.int64)
+    np.add.at(energy, slot, energy_wh)  # exact integer sums (the bounds keep them in int64)
     present = count > 0
     return RollupDelta(
         bucket=(numbers[present] * period).tolist(),
-        energy_wh=per_bucket(energy_wh)[present].tolist(),
+        energy_wh=energy[present].tolist(),
         received=(count - estimated)[present].tolist(),
         estimated=estimated[present].tolist(),
         suspect=per_bucket((flags & int(SUSPECT)) != 0)[present].tolist(),

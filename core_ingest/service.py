@@ -259,6 +259,11 @@ class IngestService(pb_grpc.IngestServicer):
             sequence=header.sequence,
             status=outcome.status,
             meter_readings=len(opened.payload.meter_readings.interval_end),
+            detail=(
+                f"{outcome.refused} values refused one by one (kept in refused_values)"
+                if outcome.refused
+                else ""
+            ),
         )
 
     def _check_certificate(self, header: pb.BatchHeader, certified_as: str | None) -> None:

@@ -6,8 +6,11 @@ inserted first with ON CONFLICT DO NOTHING; if it already exists the batch was c
 transaction ends), nothing is written, and the answer is DUPLICATE when the payload hash matches
 or SEQUENCE_CONFLICT when it does not. Readings go in with binary COPY.
 
-Binary COPY applies no casts: every column's type is pinned with ``set_types`` below, and a
-value outside the column's range is refused before the COPY starts.
+Binary COPY applies no casts: every column's type is pinned with ``set_types`` below. Values
+outside ``proto.limits`` never reach it: ``core_ingest.bounds`` sets them apart first, and they
+are kept raw in ``refused_values`` in the batch's transaction, so the good ones still go in.
+Every writing transaction sets ``synchronous_commit`` on for itself: an ACCEPTED answer means
+the batch is on disk, whatever the server's default.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from core_ingest import __version__
+from core_ingest.bounds import RefusedValue, split_readings, split_telemetry
 from core_ingest.errors import StorageUnavailable
 from core_ingest.lineage_events import CommittedBatch
 from core_ingest.migrations import NATIVE
@@ -36,16 +40,10 @@ from core_ingest.reading_rows import (
     rollup_delta,
     suspect_count,
 )
-from proto import EnvelopeError, OpenedBatch, pb
+from proto import EnvelopeError, OpenedBatch, limits, pb
 
 log = logging.getLogger(__name__)
 
-INT4_MAX = 2**31 - 1
-INT8_MAX = 2**63 - 1
-# Times accepted, Unix seconds: 2000-01-01 to 2200-01-01. Anything else is a broken clock or
-# a broken batch, and would not even convert to a timestamp past the year 9999.
-EARLIEST_S = 946_684_800
-LATEST_S = 7_258_118_400
 UTC = dt.UTC
 METER_COPY = f"COPY meter_readings ({COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 TELEMETRY_COPY = (
@@ -110,34 +108,22 @@ def _utc_day(seconds: float) -> dt.date:
     return dt.datetime.fromtimestamp(seconds, UTC).date()
 
 
-def batch_days(opened: OpenedBatch, columns: ReadingColumns) -> dict[str, set[dt.date]]:
+def batch_days(columns: ReadingColumns, telemetry_ms: Sequence[int]) -> dict[str, set[dt.date]]:
     """UTC days each partitioned table needs a partition for, to hold this batch."""
     return {
         "meter_readings": {_utc_day(int(s)) for s in np.unique(columns.interval_end)},
-        "transformer_telemetry": {
-            _utc_day(ms / 1000) for ms in set(opened.payload.transformer_telemetry.time_ms)
-        },
+        "transformer_telemetry": {_utc_day(ms / 1000) for ms in set(telemetry_ms)},
     }
 
 
-def check_ranges(opened: OpenedBatch, columns: ReadingColumns) -> None:
-    """Refuse values the database columns cannot hold, naming the column."""
-    telemetry = opened.payload.transformer_telemetry
-    limits = (
-        ("register_wh", columns.register_wh, 0, INT8_MAX),
-        ("quality_flags", columns.quality_flags, 0, INT4_MAX),
-        ("transformer quality_flags", telemetry.quality_flags, 0, INT4_MAX),
-        ("created_ms", [opened.header.created_ms], EARLIEST_S * 1000, LATEST_S * 1000),
-        ("interval_end", columns.interval_end, EARLIEST_S, LATEST_S),
-        ("poll_time_ms", columns.poll_time_ms, EARLIEST_S * 1000, LATEST_S * 1000),
-        ("telemetry time_ms", telemetry.time_ms, EARLIEST_S * 1000, LATEST_S * 1000),
-    )
-    for name, values, low, high in limits:
-        column = np.asarray(values, dtype=np.int64)
-        if len(column) and not low <= column.min() <= column.max() <= high:
-            raise EnvelopeError(
-                pb.REJECT_REASON_MALFORMED, f"a {name} value is outside {low}..{high}"
-            )
+def check_created(opened: OpenedBatch, *, now_s: float) -> None:
+    """The batch's own creation time must be believable: it is the header, not one value."""
+    created_s = opened.header.created_ms / 1000
+    if not limits.EARLIEST_INTERVAL_END_S <= created_s <= now_s + limits.MAX_AHEAD_SECONDS:
+        raise EnvelopeError(
+            pb.REJECT_REASON_MALFORMED,
+            f"created_ms {opened.header.created_ms} is outside 2000-01-01 to a day ahead",
+        )
 
 
 class AgentDirectory:
@@ -175,14 +161,24 @@ class AgentDirectory:
         return agent
 
 
+@dataclass(frozen=True, slots=True)
+class MeterIds:
+    """A batch's meter ids, by meter index, and what the directory learns once it commits."""
+
+    ids: npt.NDArray[np.int32]
+    digest: bytes
+    added: list[tuple[bytes, int]]
+
+
 class MeterDirectory:
     """Pseudonym -> meter_id from the meters dimension, remembered by this core process.
 
-    A meter is added the first time any agent sends it, with that agent's substation and
-    region. An agent sends the same list of meters interval after interval, so whole lists
-    are remembered by their digest and a known list costs one hash, not a lookup per meter.
-    New meters are inserted sorted, so two cores adding the same ones lock them in the same
-    order. Memory is bounded: past the capacities the caches start over. Meter ids are never
+    A meter is added the first time a batch that carries it commits, with that agent's
+    substation and region: the insert runs in the batch's transaction, so a refused batch adds
+    none. An agent sends the same list of meters interval after interval, so whole lists are
+    remembered by their digest and a known list costs one hash, not a lookup per meter. New
+    meters are inserted sorted, so two cores adding the same ones lock them in the same order.
+    Memory is bounded: past the capacities the caches start over. Meter ids are never
     renumbered, so a remembered id stays right.
     """
 
@@ -199,28 +195,36 @@ class MeterDirectory:
         pseudonyms: Sequence[bytes],
         agent_id: str,
         agent: AgentKey,
-    ) -> npt.NDArray[np.int32]:
-        """The meter_id of each pseudonym, in order, adding unknown meters to the dimension."""
+    ) -> MeterIds:
+        """The meter_id of each pseudonym, in order, adding unknown meters to the dimension.
+
+        Call it inside the batch's transaction and ``remember`` the result after the commit:
+        a rolled-back insert must not leave ids in memory that the dimension does not hold.
+        """
         digest = hashlib.blake2b(b"".join(pseudonyms), digest_size=16).digest()
         known = self._lists.get(digest)
         if known is not None:
-            return known
+            return MeterIds(known, digest, [])
         listed = list(pseudonyms)
         # Resolve into a local dict: another stream may clear the cache while this one waits.
         unique = set(listed)
         found = {p: self._ids[p] for p in unique if p in self._ids}
         missing = sorted(unique - found.keys())
-        if missing:
-            added = await _add_meters(conn, missing, agent_id, agent)
-            found.update(added)
-            if len(self._ids) + len(added) > self._meter_capacity:
-                self._ids.clear()
-            self._ids.update(added)
+        added = await _add_meters(conn, missing, agent_id, agent) if missing else []
+        found.update(added)
         ids = np.fromiter((found[p] for p in listed), dtype=np.int32, count=len(listed))
-        if len(self._lists) >= self._list_capacity:
-            self._lists.clear()
-        self._lists[digest] = ids
-        return ids
+        return MeterIds(ids, digest, added)
+
+    def remember(self, resolved: MeterIds) -> None:
+        """Keep a committed batch's meter ids for the next batches."""
+        if resolved.added:
+            if len(self._ids) + len(resolved.added) > self._meter_capacity:
+                self._ids.clear()
+            self._ids.update(resolved.added)
+        if resolved.digest not in self._lists:
+            if len(self._lists) >= self._list_capacity:
+                self._lists.clear()
+            self._lists[resolved.digest] = resolved.ids
 
 
 async def _add_meters(
@@ -229,8 +233,8 @@ async def _add_meters(
     """Insert the meters not in the dimension yet; (pseudonym, meter_id) of all of them.
 
     Ids come back in the order asked (no pseudonym is sent back: decoding thousands of
-    bytea values costs more than the lookup). The insert commits first, so a meter another
-    core added meanwhile is found too.
+    bytea values costs more than the lookup). A meter another core is adding meanwhile is
+    waited for by the insert and found by the select, which sees what committed before it.
     """
     await conn.execute(
         "INSERT INTO meters (pseudonym, substation, region, first_agent_id)"
@@ -305,23 +309,31 @@ class BatchStore:
     ) -> WriteOutcome:
         """Commit the batch once: ACK_STATUS_ACCEPTED with its lineage, or ACK_STATUS_DUPLICATE.
 
-        A transaction that loses a deadlock against another core's is tried again.
+        Values outside the bounds are set apart first and committed to ``refused_values``
+        with the rest. A transaction that loses a deadlock against another core's is tried
+        again.
 
         Raises:
             EnvelopeError: SEQUENCE_CONFLICT or MALFORMED; nothing was written.
 
         """
-        columns = ReadingColumns.of(opened.payload.meter_readings)
-        check_ranges(opened, columns)
+        now_s = received_at.timestamp()
+        check_created(opened, now_s=now_s)
+        readings = opened.payload.meter_readings
+        columns = ReadingColumns.of(readings)
+        within, refused = split_readings(columns, list(readings.meters), now_s=now_s)
+        points, refused_points = split_telemetry(opened.payload.transformer_telemetry, now_s=now_s)
+        if refused:
+            columns = columns.select(within)
+        telemetry = opened.payload.transformer_telemetry
         if self.storage == NATIVE:
-            await self._partitions.ensure(self.conn, batch_days(opened, columns))
-        meter_ids = await self._meters.ids(
-            self.conn, opened.payload.meter_readings.meters, opened.header.agent_id, agent
-        )
+            times = [telemetry.time_ms[i] for i in points]
+            await self._partitions.ensure(self.conn, batch_days(columns, times))
         batch = _PendingBatch(
             opened,
             columns,
-            meter_ids,
+            points,
+            [*refused, *refused_points],
             agent,
             received_at,
             quality_counts(columns.quality_flags),
@@ -344,20 +356,68 @@ class BatchStore:
 
     async def _commit(self, batch: _PendingBatch, *, staged: bool) -> WriteOutcome:
         async with self.conn.transaction():
+            await self.conn.execute("SET LOCAL synchronous_commit = on")
             ledger = await self._insert_ledger_row(batch)
             if ledger is None:
                 return WriteOutcome(await self._already_stored(batch.opened), None)
             batch_id, committed_at = ledger
+            meters = await self._batch_meters(batch)
             if staged:
-                stored = await self._insert_new_readings(batch, batch_id)
+                stored = await self._insert_new_readings(batch, meters.ids, batch_id)
             else:
-                await self._copy(METER_COPY, copy_buffer(batch.columns, batch.meter_ids, batch_id))
+                await self._copy(METER_COPY, copy_buffer(batch.columns, meters.ids, batch_id))
                 stored = batch.columns
-            await self._copy_telemetry(batch.opened)
+            await self._copy_telemetry(batch.opened, batch.points)
+            await self._keep_refused(batch, batch_id)
             await self._apply_rotations(batch.opened)
             await self._add_to_rollups(stored, batch.agent)
+        self._meters.remember(meters)
         return WriteOutcome(
-            pb.ACK_STATUS_ACCEPTED, batch.committed(batch_id, committed_at, len(stored))
+            pb.ACK_STATUS_ACCEPTED,
+            batch.committed(batch_id, committed_at, len(stored)),
+            refused=len(batch.refused),
+        )
+
+    async def _batch_meters(self, batch: _PendingBatch) -> MeterIds:
+        """Meter ids by the batch's meter index; only meters of stored readings are added.
+
+        A meter whose every reading was refused gets no row in the dimension (it would count
+        as an expected meter in the quality views); its index maps to 0, never copied.
+        """
+        readings = batch.opened.payload.meter_readings
+        agent_id = batch.opened.header.agent_id
+        if not batch.refused:
+            return await self._meters.ids(self.conn, readings.meters, agent_id, batch.agent)
+        used = np.unique(batch.columns.meter_index)
+        subset = await self._meters.ids(
+            self.conn, [readings.meters[i] for i in used], agent_id, batch.agent
+        )
+        ids = np.zeros(len(readings.meters), dtype=np.int32)
+        ids[used] = subset.ids
+        return MeterIds(ids, subset.digest, subset.added)
+
+    async def _keep_refused(self, batch: _PendingBatch, batch_id: int) -> None:
+        """The values set apart by the bounds, raw, with their reasons, in this transaction."""
+        refused = batch.refused
+        if not refused:
+            return
+        await self.conn.execute(
+            "INSERT INTO refused_values (batch_id, kind, position, reason, raw)"
+            " SELECT %s, * FROM unnest(%s::text[], %s::int4[], %s::text[], %s::jsonb[])",
+            (
+                batch_id,
+                [r.kind for r in refused],
+                [r.position for r in refused],
+                [r.reason for r in refused],
+                [Jsonb(r.raw) for r in refused],
+            ),
+        )
+        log.warning(
+            "batch %s#%s: %d values refused, first: %s",
+            batch.opened.header.agent_id,
+            batch.opened.header.sequence,
+            len(refused),
+            refused[0].reason,
         )
 
     async def _insert_ledger_row(self, batch: _PendingBatch) -> tuple[int, dt.datetime] | None:
@@ -395,7 +455,7 @@ class BatchStore:
                 list(payload.devices),
                 dt.datetime.fromtimestamp(header.created_ms / 1000, UTC),
                 batch.received_at,
-                len(batch.columns),
+                len(payload.meter_readings.interval_end),
                 len(payload.transformer_telemetry.time_ms),
                 __version__,
                 header.validation_ruleset or None,
@@ -467,7 +527,9 @@ class BatchStore:
         async with self.conn.cursor() as cur, cur.copy(statement) as copy:
             await copy.write(rows)
 
-    async def _insert_new_readings(self, batch: _PendingBatch, batch_id: int) -> ReadingColumns:
+    async def _insert_new_readings(
+        self, batch: _PendingBatch, meter_ids: npt.NDArray[np.int32], batch_id: int
+    ) -> ReadingColumns:
         """Insert only the readings not stored yet; return them.
 
         The normal path COPYs a batch straight into meter_readings. When the unique
@@ -485,7 +547,7 @@ class BatchStore:
         )
         await self._copy(
             f"COPY incoming_readings ({COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)",
-            copy_buffer(batch.columns, batch.meter_ids, batch_id),
+            copy_buffer(batch.columns, meter_ids, batch_id),
         )
         cur = await self.conn.execute(
             f"INSERT INTO meter_readings ({COPY_COLUMNS}) SELECT {COPY_COLUMNS}"  # noqa: S608 - constants
@@ -500,7 +562,7 @@ class BatchStore:
             "UPDATE batches SET readings_stored = %s WHERE batch_id = %s",
             (len(inserted), batch_id),
         )
-        ids = batch.meter_ids[batch.columns.meter_index].tolist()
+        ids = meter_ids[batch.columns.meter_index].tolist()
         ends = batch.columns.interval_end.tolist()
         if len(set(zip(ids, ends, strict=True))) != len(ends):
             raise EnvelopeError(
@@ -537,30 +599,24 @@ class BatchStore:
             params |= {f"{table}_{name}": values for name, values in delta.columns().items()}
         await self.conn.execute(ADD_TO_ROLLUPS, params)
 
-    async def _copy_telemetry(self, opened: OpenedBatch) -> None:
+    async def _copy_telemetry(self, opened: OpenedBatch, points: list[int]) -> None:
+        """The telemetry points at positions ``points`` (the others were refused)."""
         columns = opened.payload.transformer_telemetry
-        if not columns.time_ms:
+        if not points:
             return
         transformers = list(columns.transformers)
         metrics = list(columns.metrics)
         agent_id, sequence = opened.header.agent_id, opened.header.sequence
         async with self.conn.cursor() as cur, cur.copy(TELEMETRY_COPY) as copy:
             copy.set_types(TELEMETRY_TYPES)
-            for transformer, metric, time_ms, value, flags in zip(
-                columns.transformer_index,
-                columns.metric_index,
-                columns.time_ms,
-                columns.value,
-                columns.quality_flags,
-                strict=True,
-            ):
+            for i in points:
                 await copy.write_row(
                     (
-                        transformers[transformer],
-                        dt.datetime.fromtimestamp(time_ms / 1000, UTC),
-                        metrics[metric],
-                        value,
-                        flags,
+                        transformers[columns.transformer_index[i]],
+                        dt.datetime.fromtimestamp(columns.time_ms[i] / 1000, UTC),
+                        metrics[columns.metric_index[i]],
+                        columns.value[i],
+                        columns.quality_flags[i],
                         agent_id,
                         sequence,
                     )
@@ -572,8 +628,9 @@ class _PendingBatch:
     """A verified batch on its way into one transaction, with what the transaction needs."""
 
     opened: OpenedBatch
-    columns: ReadingColumns
-    meter_ids: npt.NDArray[np.int32]
+    columns: ReadingColumns  # the readings within bounds
+    points: list[int]  # positions of the telemetry points within bounds
+    refused: list[RefusedValue]
     agent: AgentKey
     received_at: dt.datetime
     quality: dict[str, int]
@@ -601,7 +658,7 @@ class _PendingBatch:
             validation_ruleset=header.validation_ruleset or None,
             pseudonym_key_id=header.pseudonym_key_id,
             core_version=__version__,
-            meter_readings=len(self.columns),
+            meter_readings=len(payload.meter_readings.interval_end),
             readings_stored=readings_stored,
             telemetry_points=len(payload.transformer_telemetry.time_ms),
             quality_counts=self.quality,
@@ -614,6 +671,7 @@ class WriteOutcome:
 
     status: pb.AckStatus
     committed: CommittedBatch | None
+    refused: int = 0  # values set apart by the bounds, kept in refused_values
 
 
 async def recorded_storage(conn: psycopg.AsyncConnection) -> str | None:

@@ -166,7 +166,15 @@ def _check_columns(payload: pb.BatchPayload) -> None:
             len(m) != PSEUDONYM_BYTES for m in meters
         ):
             raise EnvelopeError(pb.REJECT_REASON_MALFORMED, "a pseudonym rotation is not pairwise")
+        if len(set(rotation.old_meters)) != len(rotation.old_meters):
+            raise EnvelopeError(
+                pb.REJECT_REASON_MALFORMED, "a pseudonym rotation maps one old pseudonym twice"
+            )
     telemetry = payload.transformer_telemetry
+    if not readings.interval_end and not telemetry.time_ms and not payload.rotations:
+        raise EnvelopeError(
+            pb.REJECT_REASON_MALFORMED, "the batch carries no reading, telemetry or rotation"
+        )
     _check_table(
         "telemetry",
         (

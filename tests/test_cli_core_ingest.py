@@ -21,6 +21,7 @@ MIGRATION_NAMES = [
     "batch-validation-ruleset",
     "meters-dimension",
     "quality-rollups-lineage",
+    "refused-values",
 ]
 
 
@@ -46,7 +47,7 @@ def test_migrate_creates_the_schema_once_and_status_names_the_storage(empty_dsn,
     report = json.loads(first.stdout)
     assert report["applied"] == MIGRATION_NAMES
     assert report["storage"] == storage
-    assert report["schema_version"] == report["release_schema_version"] == 6
+    assert report["schema_version"] == report["release_schema_version"] == len(MIGRATION_NAMES)
     again = json.loads(core_ingest("migrate", dsn=empty_dsn).stdout)
     assert again["applied"] == []
     status = json.loads(core_ingest("status", dsn=empty_dsn).stdout)
@@ -120,7 +121,7 @@ def test_status_and_list_on_an_empty_database_write_nothing(empty_dsn):
     """Reports only read: no bookkeeping table appears before migrate runs."""
     assert json.loads(core_ingest("status", dsn=empty_dsn).stdout)["schema_version"] == 0
     listing = json.loads(core_ingest("migrate", "--list", dsn=empty_dsn).stdout)
-    assert [m["applied_at"] for m in listing] == [None] * 6
+    assert [m["applied_at"] for m in listing] == [None] * len(MIGRATION_NAMES)
     with psycopg.connect(empty_dsn) as conn:
         tables = conn.execute(
             "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"

@@ -117,20 +117,103 @@ def test_tampered_and_forged_batches_are_refused_with_their_reasons(core_server,
     future.header = header.SerializeToString()
     future.signature = KEY.sign(SIGNING_CONTEXT + future.header)
     garbage = pb.SignedBatch(header=b"\x08\xff", payload=b"", signature=b"")
-    too_big = payload()
-    too_big.meter_readings.register_wh[0] = 2**63
+    empty = seal(pb.BatchPayload(devices=["d"]), sequence=4)
+    twice = payload()
+    twice.rotations.add(
+        old_key_id="k1",
+        new_key_id="k2",
+        old_meters=[bytes(32)] * 2,
+        new_meters=[b"\x01" * 32, b"\x02" * 32],
+    )
     answers = [
-        answer(a)
-        for a in send(core_server, forged, edited, future, garbage, seal(too_big, sequence=4))
+        (answer(a), a.detail)
+        for a in send(core_server, forged, edited, future, garbage, empty, seal(twice, sequence=5))
     ]
-    assert answers == [
+    assert [a for a, _ in answers] == [
         "REJECT_REASON_BAD_SIGNATURE",
         "REJECT_REASON_HASH_MISMATCH",
         "REJECT_REASON_UNSUPPORTED_SCHEMA",
         "REJECT_REASON_MALFORMED",
         "REJECT_REASON_MALFORMED",
+        "REJECT_REASON_MALFORMED",
     ]
+    assert "no reading, telemetry or rotation" in answers[4][1]
+    assert "maps one old pseudonym twice" in answers[5][1]
     assert counts(enrolled) == (0, 0, 0)
+
+
+def test_values_out_of_bounds_are_refused_one_by_one_and_the_rest_stored(core_server, enrolled):
+    """Each bad value is kept aside with its reason; the good ones, their rollups, are stored.
+
+    A buggy or compromised agent cannot push absurd values into the rollups (an energy of
+    2^53+1 Wh once summed 2 Wh short, two of 2^62 overflowed), and one bad value never costs
+    the good ones beside it. Meters whose only reading was refused get no row in ``meters``.
+    """
+    body = payload(readings=8, energy=[100, 2**53 + 1, 2**62, 100, 100, 100, 100, 100])
+    columns = body.meter_readings
+    columns.register_wh[3] = 2**63  # all ones-like: not a reading
+    columns.interval_end[4] = 5_680_281_600  # the year 2150
+    columns.interval_end[5] = 1_000  # 1970
+    columns.quality_flags[6] = 2**31  # a bit no flag uses
+    values = body.transformer_telemetry
+    values.transformers.extend(["T1", "T" * 1_000_000])
+    values.metrics.append("top_oil_c")
+    values.transformer_index.extend([0, 0, 0, 1])
+    values.metric_index.extend([0, 0, 0, 0])
+    values.time_ms.extend([1_790_000_000_000 + 60_000 * i for i in range(4)])
+    values.value.extend([55.0, float("nan"), float("inf"), 56.0])
+    values.quality_flags.extend([0] * 4)
+    (ack,) = send(core_server, seal(body))
+    assert answer(ack) == "ACK_STATUS_ACCEPTED"
+    assert "9 values refused" in ack.detail
+    with psycopg.connect(enrolled) as conn:
+        stored = conn.execute(
+            "SELECT m.pseudonym, r.energy_wh FROM meter_readings r JOIN meters m USING (meter_id)"
+            " ORDER BY 1"
+        ).fetchall()
+        refused = conn.execute(
+            "SELECT kind, position, reason FROM refused_values ORDER BY kind, position"
+        ).fetchall()
+        meters = conn.execute("SELECT count(*) FROM meters").fetchone()[0]
+        rollup = conn.execute(
+            "SELECT sum(energy_wh), sum(received) FROM substation_daily"
+        ).fetchone()
+        telemetry = conn.execute("SELECT value FROM transformer_telemetry").fetchall()
+    assert [(bytes(p)[-1], e) for p, e in stored] == [(0, 100), (7, 100)]
+    assert meters == 2
+    assert rollup == (200, 2)
+    assert telemetry == [(55.0,)]
+    reasons = {(kind, position): reason for kind, position, reason in refused}
+    assert (
+        sorted(reasons)
+        == [
+            *(("meter_reading", i) for i in range(1, 7)),
+            ("telemetry", 1),
+            ("telemetry", 2),
+            ("telemetry", 3),
+        ][: len(reasons)]
+    )
+    assert "beyond the physical limit" in reasons["meter_reading", 1]
+    assert "beyond the physical limit" in reasons["meter_reading", 2]
+    assert "is not a reading" in reasons["meter_reading", 3]
+    assert "interval end 5680281600 is outside" in reasons["meter_reading", 4]
+    assert "interval end 1000 is outside" in reasons["meter_reading", 5]
+    assert "undefined bits" in reasons["meter_reading", 6]
+    assert "not a finite number" in reasons["telemetry", 1]
+    assert "not a finite number" in reasons["telemetry", 2]
+    assert "printable characters" in reasons["telemetry", 3]
+
+
+def test_a_refused_batch_adds_no_meter(core_server, enrolled):
+    """A batch answered SEQUENCE_CONFLICT leaves the meters dimension as it was."""
+    (first,) = send(core_server, seal(payload(readings=2)))
+    (conflict,) = send(core_server, seal(payload(meters=[50, 51, 52])))
+    assert (answer(first), answer(conflict)) == (
+        "ACK_STATUS_ACCEPTED",
+        "REJECT_REASON_SEQUENCE_CONFLICT",
+    )
+    with psycopg.connect(enrolled) as conn:
+        assert conn.execute("SELECT count(*) FROM meters").fetchone()[0] == 2
 
 
 def test_database_down_is_answered_storage_unavailable(tmp_path):
@@ -162,20 +245,23 @@ def test_database_down_is_answered_storage_unavailable(tmp_path):
 
 @one_storage
 def test_values_the_database_cannot_hold_are_refused_with_the_field_named(core_server, enrolled):
-    """Out-of-range header and payload values are MALFORMED, not a broken stream."""
+    """Out-of-range header values are MALFORMED, not a broken stream; a reading, by itself."""
     far_future = payload()
     far_future.meter_readings.interval_end[0] = 32_503_680_000  # year 3000
     nul_agent = seal(agent_id="agent\x00x")
     huge_sequence = seal(sequence=2**63)
-    answers = send(core_server, seal(far_future), nul_agent, huge_sequence, seal(sequence=5))
+    later = seal(payload(interval=1), sequence=5)
+    answers = send(core_server, seal(far_future), nul_agent, huge_sequence, later)
     assert [answer(a) for a in answers] == [
-        "REJECT_REASON_MALFORMED",
+        "ACK_STATUS_ACCEPTED",
         "REJECT_REASON_MALFORMED",
         "REJECT_REASON_MALFORMED",
         "ACK_STATUS_ACCEPTED",
     ]
-    assert "interval_end" in answers[0].detail
-    assert counts(enrolled) == (1, 4, 0)
+    assert "1 values refused" in answers[0].detail
+    assert "agent_id" in answers[1].detail
+    assert "sequence" in answers[2].detail
+    assert counts(enrolled) == (2, 3 + 4, 0)
 
 
 @one_storage

@@ -38,3 +38,10 @@ def test_rollup_delta_equals_a_plain_sum_by_interval_start(spread_days):
         )
         assert {b: [e, r, x, s] for b, e, r, x, s in got} == dict(sums)
         assert delta.bucket == sorted(delta.bucket)
+
+
+def test_rollup_energy_is_summed_exactly_in_integers():
+    """No float on the way: two readings of 2^53 + 1 Wh sum to 2^54 + 2, not 2 Wh short."""
+    ends = np.array([1_793_577_600, 1_793_577_600])
+    delta = rollup_delta(ends, np.array([2**53 + 1, 2**53 + 1]), np.array([0, 0]), 3600)
+    assert delta.energy_wh == [2**54 + 2]

@@ -308,6 +308,8 @@ class Uplink:
             return False  # not the batch's fault: it stays pending and is sent again
         if ack.status not in DELIVERED:
             log.error("core refused batch %d: %s: %s", ack.sequence, label, ack.detail)
+        elif ack.detail:  # accepted, but some values were set apart by the core's bounds
+            log.warning("core accepted batch %d: %s", ack.sequence, ack.detail)
         return await self._store_answer(ack)
 
     async def _store_answer(self, ack: pb.Ack) -> bool:
