@@ -18,7 +18,8 @@ from core_ingest.pgcluster import PostgresCluster, free_loopback_port
 _database_names = itertools.count(1)
 
 
-def _cluster(*, timescaledb: bool) -> Iterator[PostgresCluster]:
+def running_cluster(*, timescaledb: bool) -> Iterator[PostgresCluster]:
+    """A new cluster on a free port, started; stopped and deleted after use."""
     cluster = PostgresCluster(port=free_loopback_port(), timescaledb=timescaledb)
     cluster.start()
     try:
@@ -30,13 +31,13 @@ def _cluster(*, timescaledb: bool) -> Iterator[PostgresCluster]:
 @pytest.fixture(scope="session")
 def timescale_cluster() -> Iterator[PostgresCluster]:
     """A cluster with TimescaleDB preloaded (when installed; ``empty_dsn`` fails without it)."""
-    yield from _cluster(timescaledb=True)
+    yield from running_cluster(timescaledb=True)
 
 
 @pytest.fixture(scope="session")
 def plain_cluster() -> Iterator[PostgresCluster]:
     """A cluster without any extension: native partitioning only."""
-    yield from _cluster(timescaledb=False)
+    yield from running_cluster(timescaledb=False)
 
 
 @pytest.fixture(params=[TIMESCALEDB, NATIVE])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from fix_db import running_cluster
 from fix_services import BIN, wait_until
 from signed_batches import AGENT, KEY, answer, payload, seal, send
 
@@ -27,12 +28,7 @@ CRASHES = 5
 @pytest.fixture
 def cluster() -> Iterator[PostgresCluster]:
     """A cluster of this test's own: it is crashed and restarted."""
-    own = PostgresCluster(port=free_loopback_port(), timescaledb=False)
-    own.start()
-    try:
-        yield own
-    finally:
-        own.stop()
+    yield from running_cluster(timescaledb=False)
 
 
 def stored_batches(dsn: str) -> set[int]:
