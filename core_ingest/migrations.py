@@ -384,6 +384,32 @@ def _add_refused_values(conn: psycopg.Connection, _storage: str) -> None:
     conn.execute(REFUSED_VALUES.encode())
 
 
+READING_CORRECTIONS = """
+CREATE TABLE reading_corrections (
+    meter_id integer NOT NULL REFERENCES meters (meter_id),
+    interval_end timestamptz NOT NULL,
+    estimated_energy_wh bigint NOT NULL,
+    estimated_register_wh bigint NOT NULL,
+    estimated_quality_flags integer NOT NULL,
+    estimated_batch_id bigint NOT NULL REFERENCES batches (batch_id),
+    energy_wh bigint NOT NULL,
+    quality_flags integer NOT NULL,
+    batch_id bigint NOT NULL REFERENCES batches (batch_id),
+    corrected_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (meter_id, interval_end)
+);
+CREATE INDEX reading_corrections_batch ON reading_corrections (batch_id);
+COMMENT ON TABLE reading_corrections IS
+    'Estimates replaced by the real reading when it arrived: a reading the device held is never'
+    ' left an estimate. meter_readings holds the real value; this row, the estimate it replaced';
+"""
+
+
+def _add_reading_corrections(conn: psycopg.Connection, _storage: str) -> None:
+    """A record of every stored estimate a real reading replaced."""
+    conn.execute(READING_CORRECTIONS.encode())
+
+
 MIGRATIONS = (
     Migration(1, "base-schema", _create_base_schema),
     Migration(2, "batch-header-hash", _add_header_hash),
@@ -392,6 +418,7 @@ MIGRATIONS = (
     Migration(5, "meters-dimension", _add_meters_dimension),
     Migration(6, "quality-rollups-lineage", _add_quality_and_rollups),
     Migration(7, "refused-values", _add_refused_values),
+    Migration(8, "reading-corrections", _add_reading_corrections),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -163,13 +163,19 @@ class RollupDelta:
 
 
 def rollup_delta(
-    interval_end: Int64s, energy_wh: Int64s, flags: Int64s, period: int
+    interval_end: Int64s,
+    energy_wh: Int64s,
+    flags: Int64s,
+    period: int,
+    sign: Int64s | None = None,
 ) -> RollupDelta:
     """Sum readings into buckets of ``period`` seconds by the start of their interval.
 
     An interval belongs to the bucket its start falls in: the interval ending 01:00 UTC is
     counted in the hour 00:00-01:00. Buckets come out sorted, so concurrent transactions
-    update the same rows in the same order and cannot deadlock on them.
+    update the same rows in the same order and cannot deadlock on them. ``sign`` (+1 or -1
+    per reading, default +1) takes readings out again: an estimate replaced by the real
+    reading is subtracted as the real one is added.
     """
     start = interval_end - INTERVAL_SECONDS
     number = start // period
@@ -181,18 +187,19 @@ def rollup_delta(
         numbers = np.arange(low, low + int(slot.max()) + 1)
     size = len(numbers)
 
-    def per_bucket(weights: npt.NDArray | None = None) -> npt.NDArray[np.int64]:
-        # counts only: bincount sums in float64
-        return np.bincount(slot, weights=weights, minlength=size).astype(np.int64)
+    signs = np.ones(len(slot), dtype=np.int64) if sign is None else sign
 
-    count = per_bucket()
+    def per_bucket(values: npt.NDArray) -> npt.NDArray[np.int64]:
+        total = np.zeros(size, dtype=np.int64)
+        np.add.at(total, slot, values * signs)  # exact integer sums, never through a float
+        return total
+
+    count = per_bucket(np.ones(len(slot), dtype=np.int64))
     estimated = per_bucket((flags & int(QualityFlag.ESTIMATED)) != 0)
-    energy = np.zeros(size, dtype=np.int64)
-    np.add.at(energy, slot, energy_wh)  # exact integer sums (the bounds keep them in int64)
-    present = count > 0
+    present = np.bincount(slot, minlength=size) > 0
     return RollupDelta(
         bucket=(numbers[present] * period).tolist(),
-        energy_wh=energy[present].tolist(),
+        energy_wh=per_bucket(energy_wh)[present].tolist(),
         received=(count - estimated)[present].tolist(),
         estimated=estimated[present].tolist(),
         suspect=per_bucket((flags & int(SUSPECT)) != 0)[present].tolist(),

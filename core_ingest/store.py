@@ -41,6 +41,7 @@ from core_ingest.reading_rows import (
     suspect_count,
 )
 from proto import EnvelopeError, OpenedBatch, limits, pb
+from proto.quality import QualityFlag
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,43 @@ TELEMETRY_COPY = (
 )
 TELEMETRY_TYPES = ["text", "timestamptz", "text", "float8", "int4", "text", "int8"]
 STAGED_COLUMNS = ", ".join(f"i.{name}" for name in COPY_COLUMNS.split(", "))
-# Staged readings already stored by an earlier batch with another value: kept, not applied.
+ESTIMATED = int(QualityFlag.ESTIMATED)
+# Staged real readings already stored by an earlier batch with another value: kept, not
+# applied. A staged estimate never conflicts: what is stored (read or estimated) stands.
 QUARANTINE_CONFLICTS = (
     f"INSERT INTO reading_quarantine ({COPY_COLUMNS}, reason)"  # noqa: S608 - constants only
     f" SELECT {STAGED_COLUMNS}, 'conflicts-with-stored'"
     " FROM incoming_readings i JOIN meter_readings r USING (meter_id, interval_end)"
-    " WHERE r.batch_id <> %s"
+    f" WHERE r.batch_id <> %s AND i.quality_flags & {ESTIMATED} = 0"
     " AND (r.energy_wh, r.register_wh) IS DISTINCT FROM (i.energy_wh, i.register_wh)"
+)
+# A staged real reading replaces a stored estimate of its meter and interval, and the
+# correction is recorded. The estimate is re-checked under the row lock (another core may
+# have replaced it meanwhile: then this one replaces nothing and records nothing).
+REPLACE_ESTIMATES = (
+    "WITH replaced AS ("  # noqa: S608 - constants only
+    " UPDATE meter_readings r SET energy_wh = i.energy_wh, register_wh = i.register_wh,"
+    " quality_flags = i.quality_flags, poll_time = i.poll_time, batch_id = i.batch_id,"
+    " device_no = i.device_no"
+    " FROM incoming_readings i JOIN meter_readings o USING (meter_id, interval_end)"
+    " WHERE r.meter_id = i.meter_id AND r.interval_end = i.interval_end"
+    f" AND r.quality_flags & {ESTIMATED} <> 0 AND i.quality_flags & {ESTIMATED} = 0"
+    " RETURNING r.meter_id, r.interval_end, o.energy_wh AS old_energy,"
+    " o.register_wh AS old_register, o.quality_flags AS old_flags, o.batch_id AS old_batch,"
+    " r.energy_wh, r.quality_flags, r.batch_id)"
+    " INSERT INTO reading_corrections (meter_id, interval_end, estimated_energy_wh,"
+    " estimated_register_wh, estimated_quality_flags, estimated_batch_id, energy_wh,"
+    " quality_flags, batch_id)"
+    " SELECT meter_id, interval_end, old_energy, old_register, old_flags, old_batch,"
+    " energy_wh, quality_flags, batch_id FROM replaced"
+    " RETURNING extract(epoch FROM interval_end)::bigint, estimated_energy_wh,"
+    " estimated_quality_flags, energy_wh, quality_flags"
+)
+# The batches whose estimates were replaced no longer hold them.
+UNCOUNT_REPLACED = (
+    "UPDATE batches b SET readings_stored = b.readings_stored - c.n"
+    " FROM (SELECT estimated_batch_id, count(*) AS n FROM reading_corrections"
+    " WHERE batch_id = %s GROUP BY 1) c WHERE b.batch_id = c.estimated_batch_id"
 )
 # A transaction that lost a deadlock or serialization race is tried again this often.
 WRITE_ATTEMPTS = 3
@@ -362,19 +393,20 @@ class BatchStore:
                 return WriteOutcome(await self._already_stored(batch.opened), None)
             batch_id, committed_at = ledger
             meters = await self._batch_meters(batch)
+            corrected = NO_CORRECTIONS
             if staged:
-                stored = await self._insert_new_readings(batch, meters.ids, batch_id)
+                stored, corrected = await self._insert_new_readings(batch, meters.ids, batch_id)
             else:
                 await self._copy(METER_COPY, copy_buffer(batch.columns, meters.ids, batch_id))
                 stored = batch.columns
             await self._copy_telemetry(batch.opened, batch.points)
             await self._keep_refused(batch, batch_id)
             await self._apply_rotations(batch.opened)
-            await self._add_to_rollups(stored, batch.agent)
+            await self._add_to_rollups(stored, corrected, batch.agent)
         self._meters.remember(meters)
         return WriteOutcome(
             pb.ACK_STATUS_ACCEPTED,
-            batch.committed(batch_id, committed_at, len(stored)),
+            batch.committed(batch_id, committed_at, len(stored) + len(corrected.interval_end)),
             refused=len(batch.refused),
         )
 
@@ -529,18 +561,20 @@ class BatchStore:
 
     async def _insert_new_readings(
         self, batch: _PendingBatch, meter_ids: npt.NDArray[np.int32], batch_id: int
-    ) -> ReadingColumns:
-        """Insert only the readings not stored yet; return them.
+    ) -> tuple[ReadingColumns, Corrections]:
+        """Insert only the readings not stored yet; return them, and the estimates replaced.
 
         The normal path COPYs a batch straight into meter_readings. When the unique
         (meter_id, interval_end) index refuses that, some readings were stored before (a
-        backfill re-read, a batch re-sealed after a crash) and the transaction is run again
-        through here: the rows go to a staging table and only the new ones are inserted. A
-        stored reading whose new copy carries another value is kept in reading_quarantine,
-        never silently replaced.
+        backfill re-read, a batch re-sealed after a crash, a real reading for an interval
+        estimated before) and the transaction is run again through here: the rows go to a
+        staging table. A real reading replaces a stored estimate, recorded in
+        reading_corrections; the other new readings are inserted. A stored real reading
+        whose new copy carries another value is kept in reading_quarantine, never silently
+        replaced.
         """
         if not len(batch.columns):
-            return batch.columns
+            return batch.columns, NO_CORRECTIONS
         await self.conn.execute(
             "CREATE TEMPORARY TABLE IF NOT EXISTS incoming_readings"
             " (LIKE meter_readings) ON COMMIT DELETE ROWS"
@@ -549,6 +583,17 @@ class BatchStore:
             f"COPY incoming_readings ({COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)",
             copy_buffer(batch.columns, meter_ids, batch_id),
         )
+        ids = meter_ids[batch.columns.meter_index].tolist()
+        ends = batch.columns.interval_end.tolist()
+        if len(set(zip(ids, ends, strict=True))) != len(ends):
+            raise EnvelopeError(
+                pb.REJECT_REASON_MALFORMED,
+                "a meter's reading for one interval appears twice in the batch",
+            )
+        cur = await self.conn.execute(REPLACE_ESTIMATES)
+        corrected = Corrections.of(await cur.fetchall())
+        if len(corrected.interval_end):
+            await self.conn.execute(UNCOUNT_REPLACED, (batch_id,))
         cur = await self.conn.execute(
             f"INSERT INTO meter_readings ({COPY_COLUMNS}) SELECT {COPY_COLUMNS}"  # noqa: S608 - constants
             " FROM incoming_readings ORDER BY meter_id, interval_end"
@@ -557,45 +602,51 @@ class BatchStore:
         )
         inserted = set(await cur.fetchall())
         await self.conn.execute(QUARANTINE_CONFLICTS, (batch_id,))
-
         await self.conn.execute(
             "UPDATE batches SET readings_stored = %s WHERE batch_id = %s",
-            (len(inserted), batch_id),
+            (len(inserted) + len(corrected.interval_end), batch_id),
         )
-        ids = meter_ids[batch.columns.meter_index].tolist()
-        ends = batch.columns.interval_end.tolist()
-        if len(set(zip(ids, ends, strict=True))) != len(ends):
-            raise EnvelopeError(
-                pb.REJECT_REASON_MALFORMED,
-                "a meter's reading for one interval appears twice in the batch",
-            )
         new = np.fromiter(
             ((meter, end) in inserted for meter, end in zip(ids, ends, strict=True)),
             dtype=np.bool_,
             count=len(ends),
         )
         log.info(
-            "batch %s#%s: %d of %d readings were stored before",
+            "batch %s#%s: %d of %d readings were stored before, %d of them estimates replaced",
             batch.opened.header.agent_id,
             batch.opened.header.sequence,
             len(ends) - int(new.sum()),
             len(ends),
+            len(corrected.interval_end),
         )
-        return batch.columns.select(new)
+        return batch.columns.select(new), corrected
 
-    async def _add_to_rollups(self, stored: ReadingColumns, agent: AgentKey) -> None:
+    async def _add_to_rollups(
+        self, stored: ReadingColumns, corrected: Corrections, agent: AgentKey
+    ) -> None:
         """Add newly stored readings to their substation's hourly and daily rollups.
 
         Only readings stored by this transaction are added, so a re-sent batch (DUPLICATE)
-        or a re-read reading adds nothing, and a late one lands in its own hour and day.
+        or a re-read reading adds nothing, and a late one lands in its own hour and day. A
+        replaced estimate is taken out as its real reading goes in: the energy moves by the
+        difference, one reading moves from estimated to received.
         """
-        if not len(stored):
+        if not len(stored) and not len(corrected.interval_end):
             return
+        ends = np.concatenate([stored.interval_end, corrected.interval_end, corrected.interval_end])
+        energy = np.concatenate(
+            [stored.energy_wh, corrected.energy_wh, corrected.estimated_energy_wh]
+        )
+        flags = np.concatenate([stored.quality_flags, corrected.flags, corrected.estimated_flags])
+        sign = np.concatenate(
+            [
+                np.ones(len(stored) + len(corrected.interval_end), np.int64),
+                -np.ones_like(corrected.interval_end),
+            ]
+        )
         params: dict[str, object] = {"substation": agent.substation, "region": agent.region}
         for table, _column, period in ROLLUP_TABLES:
-            delta = rollup_delta(
-                stored.interval_end, stored.energy_wh, stored.quality_flags, period
-            )
+            delta = rollup_delta(ends, energy, flags, period, sign)
             params |= {f"{table}_{name}": values for name, values in delta.columns().items()}
         await self.conn.execute(ADD_TO_ROLLUPS, params)
 
@@ -621,6 +672,26 @@ class BatchStore:
                         sequence,
                     )
                 )
+
+
+@dataclass(frozen=True, slots=True)
+class Corrections:
+    """Stored estimates a batch replaced with real readings: what each was and now is."""
+
+    interval_end: npt.NDArray[np.int64]
+    estimated_energy_wh: npt.NDArray[np.int64]
+    estimated_flags: npt.NDArray[np.int64]
+    energy_wh: npt.NDArray[np.int64]
+    flags: npt.NDArray[np.int64]
+
+    @classmethod
+    def of(cls, rows: list[tuple[int, int, int, int, int]]) -> Corrections:
+        """From ``REPLACE_ESTIMATES``' rows."""
+        columns = np.array(rows, dtype=np.int64).reshape(-1, 5).T
+        return cls(*columns)
+
+
+NO_CORRECTIONS = Corrections.of([])
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,6 +111,7 @@ class ValidationStatistics:
     suspect: int = 0
     quarantined: int = 0
     dropped_rereads: int = 0
+    late: int = 0  # real readings older than their meter's newest, replacing an estimate
     by_flag: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def count(self, checked: Validation) -> None:
@@ -124,6 +125,7 @@ class ValidationStatistics:
                 self.by_flag[flag.name or str(int(flag))] += 1
         self.quarantined += len(checked.quarantined)
         self.dropped_rereads += checked.dropped
+        self.late += len(checked.late)
 
 
 def _pressure_level(current: str, fill: float) -> str:
@@ -344,6 +346,7 @@ class EdgeAgent:
             quarantined=checked.quarantined,
             device=source.device,
             interval_end=poll.interval_end,
+            late=checked.late,
         )
         self._memory.adopt(checked)  # only now: the commit succeeded
         await self.check_pressure()

@@ -12,6 +12,7 @@ from edge_agent.sinks.buffer import _PENDING_FROM_END, Buffer
 from edge_agent.transforms.pseudonymize import PseudonymousReading
 from edge_agent.transforms.telemetry import TelemetryPoint
 from edge_agent.transforms.validate import MeterState, Quarantined
+from proto.quality import QualityFlag
 
 
 def reading(meter: int, interval_end: int, energy: int = 10) -> PseudonymousReading:
@@ -212,3 +213,19 @@ def test_picking_the_newest_pending_batch_uses_the_partial_index(buffer):
     """Retained acknowledged batches above the pending ones are never walked through."""
     plan = buffer._db.execute(f"EXPLAIN QUERY PLAN {_PENDING_FROM_END[True]}", (1,)).fetchall()
     assert "USING INDEX pending_batches" in str(plan), plan
+
+
+def test_a_late_real_reading_replaces_its_pending_estimate(buffer):
+    """The estimate of (meter, interval) is deleted when the real reading comes; others stay."""
+    estimate = reading(1, 1800)._replace(quality_flags=int(QualityFlag.ESTIMATED))
+    buffer.put_readings([estimate, reading(2, 1800), reading(1, 2700)])
+    real = reading(1, 1800, energy=17)
+    assert buffer.put_readings([], late=[real]) == 1
+    rows = buffer._db.execute(
+        "SELECT meter, interval_end, energy_wh, quality_flags FROM readings ORDER BY id"
+    ).fetchall()
+    assert [(int.from_bytes(m, "big"), end, wh, flags) for m, end, wh, flags in rows] == [
+        (2, 1800, 10, 0),
+        (1, 2700, 10, 0),
+        (1, 1800, 17, 0),
+    ]

@@ -22,6 +22,7 @@ MIGRATION_NAMES = [
     "meters-dimension",
     "quality-rollups-lineage",
     "refused-values",
+    "reading-corrections",
 ]
 
 

@@ -159,6 +159,53 @@ def test_rollups_equal_a_direct_aggregate_after_late_and_resent_data(core_server
     assert len(daily) == 3
 
 
+def test_a_real_reading_replaces_the_stored_estimate_and_the_correction_is_recorded(
+    core_server, enrolled
+):
+    """Estimated first, read later: the real value is stored, the rollups follow, the estimate
+    is kept in reading_corrections; a late estimate of a read interval changes nothing."""
+    estimated = int(QualityFlag.ESTIMATED)
+    first = payload(meters=[1, 2, 3], energy=[100, 40, 50], flags=[0, estimated, estimated])
+    real = payload(meters=[2], energy=[70])
+    late_estimate = payload(meters=[1], energy=[999], flags=[estimated])
+    acks = [
+        send(core_server, seal(body, sequence=s))[0]
+        for s, body in enumerate((first, real, late_estimate), 1)
+    ]
+    assert [answer(a) for a in acks] == ["ACK_STATUS_ACCEPTED"] * 3
+    stored = query(
+        enrolled,
+        "SELECT m.pseudonym, r.energy_wh, r.quality_flags, b.sequence FROM meter_readings r"
+        " JOIN meters m USING (meter_id) JOIN batches b USING (batch_id) ORDER BY 1",
+    )
+    assert [(bytes(p), e, f, seq) for p, e, f, seq in stored] == [
+        (meter(1), 100, 0, 1),
+        (meter(2), 70, 0, 2),
+        (meter(3), 50, estimated, 1),
+    ]
+    corrections = query(
+        enrolled,
+        "SELECT m.pseudonym, c.estimated_energy_wh, c.energy_wh, e.sequence, b.sequence"
+        " FROM reading_corrections c JOIN meters m USING (meter_id)"
+        " JOIN batches e ON e.batch_id = c.estimated_batch_id"
+        " JOIN batches b ON b.batch_id = c.batch_id",
+    )
+    assert [(bytes(p), *rest) for p, *rest in corrections] == [(meter(2), 40, 70, 1, 2)]
+    assert query(enrolled, "SELECT count(*) FROM reading_quarantine") == [(0,)]
+    assert query(enrolled, "SELECT sequence, readings_stored FROM batches ORDER BY 1") == [
+        (1, 2),
+        (2, 1),
+        (3, 0),
+    ]
+    hourly = query(
+        enrolled,
+        "SELECT substation, hour, energy_wh, received, estimated FROM substation_hourly"
+        " ORDER BY 1, 2",
+    )
+    assert hourly == query(enrolled, DIRECT_HOURLY)
+    assert [row[2:] for row in hourly] == [(220, 2, 1)]
+
+
 @one_storage
 def test_one_query_returns_the_whole_lineage_of_a_reading(core_server, enrolled):
     """From a stored reading: acquire, validate, pseudonymize, sign, transmit, ingest."""

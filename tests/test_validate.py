@@ -141,7 +141,8 @@ def test_a_long_gap_follows_the_meters_own_day_profile():
     assert min(busy) > 3 * max(quiet)
 
 
-def test_identical_reread_is_dropped_and_conflicting_one_quarantined():
+def test_identical_reread_is_dropped_conflicting_one_quarantined_older_one_late():
+    """A late real reading is passed on to replace an estimate; the state stays newest."""
     meter = Meter()
     register = meter.history([100, 100])
     again = meter.feed(T0 + 2 * 900, 100, register)
@@ -149,8 +150,11 @@ def test_identical_reread_is_dropped_and_conflicting_one_quarantined():
     conflict = meter.feed(T0 + 2 * 900, 999, register)
     assert conflict.readings == []
     assert conflict.quarantined[0].reason == "conflicting re-read of a delivered interval"
+    state = meter.memory.states[M]
     older = meter.feed(T0 + 900, 100, register - 100)
-    assert older.quarantined[0].reason == "older than an interval already delivered"
+    assert (older.readings, older.quarantined) == ([], [])
+    assert older.late == [reading(T0 + 900, 100, register - 100)]
+    assert meter.memory.states[M] == state
 
 
 def test_physically_impossible_energy_is_quarantined():

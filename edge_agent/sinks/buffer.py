@@ -26,6 +26,7 @@ from edge_agent.errors import BufferUnavailable
 from edge_agent.transforms.pseudonymize import PseudonymousReading
 from edge_agent.transforms.telemetry import TelemetryPoint
 from edge_agent.transforms.validate import MeterMemory, MeterState, Quarantined
+from proto.quality import QualityFlag
 
 SCHEMA = """
 BEGIN IMMEDIATE;
@@ -122,6 +123,7 @@ class StoredBatch:
 
 
 PRESSURE_LEVELS = ("normal", "shedding", "paused")
+ESTIMATED = int(QualityFlag.ESTIMATED)
 # One meter's validation state, packed: pseudonym, interval end, register, last energy, last
 # valid energy (NO_VALUE when none), repeats, zeros.
 _STATE = struct.Struct("<32sqqqqii")
@@ -232,6 +234,7 @@ class Buffer:
         quarantined: Sequence[Quarantined] = (),
         device: str | None = None,
         interval_end: int = 0,
+        late: Sequence[PseudonymousReading] = (),
     ) -> int:
         """Commit one poll atomically: readings, meter states, quarantine, device cursor.
 
@@ -242,7 +245,8 @@ class Buffer:
         (``MeterMemory.day_start_profiles``) and from ``save_profiles`` at shutdown: a crash
         forgets at most a day of learning. With ``device``, the device's delivery cursor moves
         to ``interval_end`` in the same commit: a restarted agent backfills from exactly there.
-        Returns the number of readings written.
+        A ``late`` real reading replaces a pending estimate of its meter and interval (once
+        sealed, the core replaces it). Returns the number of readings written.
         """
         states = states or {}
         now_ms = time.time_ns() // 1_000_000
@@ -252,6 +256,17 @@ class Buffer:
                 " poll_time_ms, device) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 readings,  # named tuples in the column order
             )
+            if late:
+                self._db.executemany(
+                    "DELETE FROM readings WHERE meter = ? AND interval_end = ?"  # noqa: S608
+                    f" AND quality_flags & {ESTIMATED}",  # a constant
+                    [(r.meter, r.interval_end) for r in late],
+                )
+                self._db.executemany(
+                    "INSERT INTO readings (meter, interval_end, energy_wh, register_wh,"
+                    " quality_flags, poll_time_ms, device) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    late,
+                )
             if states:
                 # All of a device's meters in one packed row: one write per poll instead of
                 # one per meter (the per-meter upserts cost a fifth of the throughput).
@@ -270,7 +285,7 @@ class Buffer:
             )
             if device is not None:
                 self._move_device_cursor(device, interval_end)
-        return len(readings)
+        return len(readings) + len(late)
 
     def put_telemetry(self, points: Sequence[TelemetryPoint]) -> int:
         """Commit one message's telemetry points; return how many."""

@@ -9,9 +9,11 @@ committed the readings; a failed commit leaves validation exactly where it was.
 Raw values are always kept: rules only set quality flags (``proto.quality.QualityFlag``).
 Estimates are separate readings flagged ``ESTIMATED``. Hard checks send the reading to
 quarantine instead: a value outside the bounds the core accepts (``proto.limits``: interval end,
-energy, register), and a reading for an interval the meter already delivered with different
+energy, register), and a reading for the interval the meter delivered last, with different
 values. A refused reading still takes its interval: no estimate is ever built across it, since
-that estimate would be made of the refused values. docs/validation.md explains every rule.
+that estimate would be made of the refused values. A real reading older than the meter's newest
+is passed on as late: it replaces an estimate of the same interval, in the buffer or at the
+core (a reading the device held is never an estimate). docs/validation.md explains every rule.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ SUSPECT_BITS = int(SUSPECT)
 # A time-of-day profile: 96 float32 values, NaN where the meter has no history yet.
 EMPTY_PROFILE = array.array("f", [math.nan] * SLOTS_PER_DAY)
 FIRST_INTERVAL = 900  # seconds after midnight UTC of a day's first interval end
+LATE = "late"  # a hard check's verdict: a real reading older than the meter's newest
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,10 @@ class Validation:
     states: dict[bytes, MeterState]  # new states of the meters this poll touched
     learned: list[tuple[bytes, int, float]]  # (meter, profile slot, new profile value)
     dropped: int  # identical re-reads of intervals already buffered
+    # Real readings of intervals older than the meter's newest: each replaces an estimate of
+    # the same interval (in the buffer while pending, at the core once sent) or is dropped
+    # there as a copy of what is stored.
+    late: list[PseudonymousReading]
 
 
 class MeterMemory:
@@ -255,6 +262,7 @@ class Validator:
         new_states: dict[bytes, MeterState] = {}
         learned: list[tuple[bytes, int, float]] = []
         dropped = 0
+        late: list[PseudonymousReading] = []
         fresh = MeterState()
         states = memory.states
         limit = self.rules.max_interval_energy_wh
@@ -273,6 +281,9 @@ class Validator:
                 if not refusal:
                     dropped += 1
                     continue
+                if refusal == LATE:
+                    late.append(self._late(reading))
+                    continue
                 quarantined.append(Quarantined(reading, refusal))
                 after = _state_after_refusal(reading, state)
                 if after is not None:
@@ -284,10 +295,10 @@ class Validator:
             if estimates:
                 out.extend(estimates)
             out.append(flagged)
-        return Validation(out, quarantined, new_states, learned, dropped)
+        return Validation(out, quarantined, new_states, learned, dropped, late)
 
     def _hard_check(self, reading: PseudonymousReading, state: MeterState) -> str:
-        """Why the reading goes to quarantine; the empty string for an identical re-read."""
+        """Why the reading goes to quarantine: "" for an identical re-read, LATE for an older."""
         problem = limits.reading_problem(
             reading.interval_end,
             reading.energy_wh,
@@ -305,11 +316,16 @@ class Validator:
         )
         if same:
             return ""
-        return (
-            "conflicting re-read of a delivered interval"
-            if reading.interval_end == state.interval_end
-            else "older than an interval already delivered"
-        )
+        if reading.interval_end == state.interval_end:
+            return "conflicting re-read of a delivered interval"
+        return LATE
+
+    def _late(self, reading: PseudonymousReading) -> PseudonymousReading:
+        """A late real reading, flagged by what it shows alone (its neighbours are gone)."""
+        rest = reading.interval_end % INTERVAL_SECONDS
+        if min(rest, INTERVAL_SECONDS - rest) > self.rules.time_sync_seconds:
+            return reading._replace(quality_flags=reading.quality_flags | TIME_SYNC)
+        return reading
 
     def _check(
         self,
