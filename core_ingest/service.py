@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator
 import grpc
 import psycopg
 import psycopg_pool
+from google.protobuf.message import DecodeError
 
 from core_ingest import __version__
 from core_ingest.certificates import ServerTls
@@ -47,6 +48,7 @@ from proto import (
     PAYLOAD_SCHEMA_VERSION,
     EnvelopeError,
     OpenedBatch,
+    limits,
     load_public_key,
     open_batch,
     pb,
@@ -59,11 +61,47 @@ log = logging.getLogger(__name__)
 
 # Agents ping every 30 s (edge_agent.sinks.uplink.CHANNEL_OPTIONS); the server's default would
 # answer pings that frequent with GOAWAY "too_many_pings".
+# A batch is at most limits.MAX_BATCH_BYTES; the server takes messages four times that, so a
+# larger batch is answered with a refusal rather than the stream dying with RESOURCE_EXHAUSTED
+# (and the answers of every other batch in flight with it).
 SERVER_OPTIONS = (
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 20_000),
     ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.max_receive_message_length", 4 * limits.MAX_BATCH_BYTES),
 )
+# What a stream message that is not a SignedBatch becomes (refused MALFORMED, stream goes on).
+NOT_A_BATCH = pb.SignedBatch()
+LOGGED_REFUSALS_CAP = 10_000  # (peer, reason) pairs remembered for logging once
+
+
+def _parse_batch(data: bytes) -> pb.SignedBatch:
+    """The stream's deserializer: gRPC's own logs a traceback per bad message and ends the call."""
+    try:
+        return pb.SignedBatch.FromString(data)
+    except DecodeError:
+        return NOT_A_BATCH
+
+
+def add_ingest_service(service: IngestService, server: grpc.aio.Server) -> None:
+    """Register ``service`` as the generated code does, with the lenient batch deserializer."""
+    handlers = {
+        "StreamBatches": grpc.stream_stream_rpc_method_handler(
+            service.StreamBatches,
+            request_deserializer=_parse_batch,
+            response_serializer=pb.Ack.SerializeToString,
+        ),
+        "Health": grpc.unary_unary_rpc_method_handler(
+            service.Health,
+            request_deserializer=pb.HealthRequest.FromString,
+            response_serializer=pb.HealthReply.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("meterpipe.v1.Ingest", handlers),)
+    )
+
+
 # How long a batch waits for a database connection before it is answered STORAGE_UNAVAILABLE.
 CONNECTION_WAIT_SECONDS = 5.0
 
@@ -84,6 +122,23 @@ def _outcome(ack: pb.Ack) -> tuple[str, str]:
     if ack.status != pb.ACK_STATUS_REJECTED:
         return status, ""
     return status, pb.RejectReason.Name(ack.reason).removeprefix("REJECT_REASON_")
+
+
+def _check_message(batch: pb.SignedBatch) -> None:
+    """A stream message must be a SignedBatch within the size limit (``limits``)."""
+    if batch is NOT_A_BATCH:
+        raise EnvelopeError(pb.REJECT_REASON_MALFORMED, "the message is not a SignedBatch")
+    if (size := batch.ByteSize()) > limits.MAX_BATCH_BYTES:
+        raise EnvelopeError(
+            pb.REJECT_REASON_MALFORMED,
+            f"the batch has {size} bytes, over the limit of {limits.MAX_BATCH_BYTES}",
+        )
+
+
+def _host(peer: str) -> str:
+    """The host of a gRPC peer ("ipv4:10.1.2.3:50123" -> "10.1.2.3"): its port changes."""
+    address = peer.split(":", 1)[-1]
+    return address.rsplit(":", 1)[0] if ":" in address else address
 
 
 def _certified_agent(context: grpc.aio.ServicerContext) -> str | None:
@@ -135,6 +190,7 @@ class IngestService(pb_grpc.IngestServicer):
         self.outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
         self.readings_stored = 0
         self._writing: set[asyncio.Task[None]] = set()  # batches being answered, all streams
+        self._logged_refusals: set[tuple[str, int]] = set()
 
     async def StreamBatches(  # noqa: N802 - name fixed by the generated servicer
         self, request_iterator: AsyncIterator[pb.SignedBatch], context: grpc.aio.ServicerContext
@@ -148,7 +204,7 @@ class IngestService(pb_grpc.IngestServicer):
         peer = context.peer()
         acks: asyncio.Queue[pb.Ack | None] = asyncio.Queue()
         reader = asyncio.create_task(
-            self._handle_stream(request_iterator, acks, _certified_agent(context))
+            self._handle_stream(request_iterator, acks, _certified_agent(context), _host(peer))
         )
         try:
             while (ack := await acks.get()) is not None:
@@ -165,6 +221,7 @@ class IngestService(pb_grpc.IngestServicer):
         request_iterator: AsyncIterator[pb.SignedBatch],
         acks: asyncio.Queue[pb.Ack | None],
         certified_as: str | None,
+        peer: str,
     ) -> None:
         """Handle up to ``batches_per_stream`` batches at once; None in ``acks`` marks the end.
 
@@ -178,7 +235,7 @@ class IngestService(pb_grpc.IngestServicer):
 
         async def answer(batch: pb.SignedBatch) -> None:
             try:
-                ack = await self.handle(batch, certified_as=certified_as)
+                ack = await self.handle(batch, certified_as=certified_as, peer=peer)
                 self.outcomes[_outcome(ack)] += 1
                 acks.put_nowait(ack)
             finally:
@@ -195,6 +252,28 @@ class IngestService(pb_grpc.IngestServicer):
                 await asyncio.wait(answering)  # unlike gather, never cancels them
         finally:
             acks.put_nowait(None)
+
+    def _log_refusal(self, peer: str, error: EnvelopeError) -> None:
+        """The first refusal of each kind from each host as a warning, the rest at debug level.
+
+        A broken or hostile agent resending the same bad batch must not flood the log; the
+        counts are in the metrics (``meterpipe_core_batches_total``).
+        """
+        kind = (peer, int(error.reason))
+        if kind in self._logged_refusals:
+            log.debug("refused batch from %s: %s", peer or "?", error.detail)
+            return
+        if len(self._logged_refusals) >= LOGGED_REFUSALS_CAP:
+            self._logged_refusals.clear()
+        self._logged_refusals.add(kind)
+        reason = pb.RejectReason.Name(error.reason).removeprefix("REJECT_REASON_")
+        log.warning(
+            "refused batch from %s: %s: %s (further %s refusals from there logged at debug level)",
+            peer or "?",
+            reason,
+            error.detail,
+            reason,
+        )
 
     async def drain(self) -> None:
         """Wait for the batches still being written (bound it with ``asyncio.timeout``)."""
@@ -223,21 +302,25 @@ class IngestService(pb_grpc.IngestServicer):
         except psycopg_pool.PoolTimeout as exc:
             raise StorageUnavailable(f"no database connection: {exc}") from exc
 
-    async def handle(self, batch: pb.SignedBatch, *, certified_as: str | None = None) -> pb.Ack:
+    async def handle(
+        self, batch: pb.SignedBatch, *, certified_as: str | None = None, peer: str = ""
+    ) -> pb.Ack:
         """Verify and store one batch; every outcome, refusals included, becomes an Ack.
 
-        ``certified_as`` is the common name of the client certificate, under mutual TLS.
+        ``certified_as`` is the common name of the client certificate, under mutual TLS;
+        ``peer`` the sending host, named when a refusal is logged.
         """
         received_at = dt.datetime.now(dt.UTC)
         header = None
         try:
+            _check_message(batch)
             header = read_header(batch)
             self._check_certificate(header, certified_as)
             async with self._store() as store:
                 opened, agent = await self._verify(batch, header, store)
                 outcome = await store.write(opened, agent=agent, received_at=received_at)
         except EnvelopeError as exc:
-            log.warning("refused batch: %s", exc.detail)
+            self._log_refusal(peer, exc)
             return _rejection(header, exc)
         except (StorageUnavailable, psycopg.OperationalError) as exc:
             log.warning("storage unavailable while storing a batch: %s", exc)
@@ -351,7 +434,7 @@ async def serve(config: CoreConfig, *, tls: ServerTls | None = None) -> None:
             require_certificate=tls is not None,
             lineage=emitter,
         )
-        pb_grpc.add_IngestServicer_to_server(service, server)
+        add_ingest_service(service, server)
         if _bind(server, listen, tls) == 0:
             raise OSError(f"cannot listen on {listen}")
         metrics = _metrics_server(config, service, watch, emitter)

@@ -17,6 +17,9 @@ MAX_AHEAD_SECONDS = 86_400
 # distribution grid. The agent's ``validation.max_interval_energy_wh`` may only be lower.
 MAX_INTERVAL_ENERGY_WH = 10_000_000
 MAX_REGISTER_WH = 2**63 - 1  # a signed 64-bit column; all-ones is "not available"
+# A serialized SignedBatch: gRPC's default message limit. The agent seals below it; the core
+# answers a larger one with a refusal (it takes messages up to four times this size).
+MAX_BATCH_BYTES = 4 * 1024 * 1024
 
 
 def reading_problem(

@@ -12,6 +12,7 @@ from edge_agent.sinks.buffer import _PENDING_FROM_END, Buffer
 from edge_agent.transforms.pseudonymize import PseudonymousReading
 from edge_agent.transforms.telemetry import TelemetryPoint
 from edge_agent.transforms.validate import MeterState, Quarantined
+from proto import limits
 from proto.quality import QualityFlag
 
 
@@ -229,3 +230,18 @@ def test_a_late_real_reading_replaces_its_pending_estimate(buffer):
         (1, 2700, 10, 0),
         (1, 1800, 17, 0),
     ]
+
+
+def test_a_batch_over_the_message_limit_is_sealed_again_with_fewer_values(buffer):
+    """No sealed batch exceeds gRPC's message limit, whatever batch_max_readings says."""
+    buffer.put_readings([reading(m, 900) for m in range(10_000)])
+
+    def one_kilobyte_each(readings, points, sequence, rotations):
+        return b"x" * (1_000 * len(readings))
+
+    sizes = []
+    while batch := buffer.seal_batch(one_kilobyte_each, max_readings=10_000):
+        sizes.append((batch.readings, len(batch.signed)))
+    assert sum(n for n, _ in sizes) == 10_000
+    assert all(size <= limits.MAX_BATCH_BYTES for _, size in sizes)
+    assert sizes[0][0] == 2_500  # 10,000 and 5,000 readings did not fit in 4 MiB

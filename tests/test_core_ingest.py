@@ -29,7 +29,7 @@ from signed_batches import AGENT, KEY, answer, payload, seal, send
 from core_ingest import agents
 from core_ingest.migrations import TIMESCALEDB
 from core_ingest.pgcluster import free_loopback_port
-from proto import pb, pb_grpc, public_key_bytes, seal_batch
+from proto import limits, pb, pb_grpc, public_key_bytes, seal_batch
 from proto.envelope import SIGNING_CONTEXT
 
 pytestmark = pytest.mark.integration
@@ -370,3 +370,40 @@ def test_streams_cut_off_at_any_moment_never_take_the_core_down(core_server, enr
     stored = counts(enrolled)
     assert stored[1] == 50 * (stored[0] - 1) + 4  # every committed batch whole, none twice
     assert "WARNING" not in (tmp_path / "core.log").read_text()
+
+
+@one_storage
+def test_an_oversized_batch_and_a_message_that_is_no_batch_are_refused_not_fatal(
+    core_server, enrolled, tmp_path
+):
+    """Both answered MALFORMED with a reason; the stream goes on and the next batch is stored.
+
+    gRPC's default 4 MiB limit used to end the whole stream with RESOURCE_EXHAUSTED, losing the
+    answers of the other batches in flight; a message that is not a SignedBatch logged a
+    traceback each time. The log names each kind of refusal once per host.
+    """
+    oversized = seal(payload(readings=80_000), sequence=1).SerializeToString()
+    assert len(oversized) > limits.MAX_BATCH_BYTES
+    good = seal(payload(readings=4, interval=1), sequence=2).SerializeToString()
+    messages = [b"\xff\xff\xff\xff", oversized, b"\xff\xff\xff\xff", good]
+    with grpc.insecure_channel(core_server) as channel:
+        call = channel.stream_stream(
+            "/meterpipe.v1.Ingest/StreamBatches",
+            request_serializer=lambda raw: raw,
+            response_deserializer=pb.Ack.FromString,
+        )
+        acks = list(call(iter(messages), timeout=60))
+    answers = sorted((answer(a), a.sequence, a.detail) for a in acks)
+    assert [(a, s) for a, s, _ in answers] == [
+        ("ACK_STATUS_ACCEPTED", 2),
+        ("REJECT_REASON_MALFORMED", 0),
+        ("REJECT_REASON_MALFORMED", 0),
+        ("REJECT_REASON_MALFORMED", 0),
+    ]
+    details = {d for *_, d in answers}
+    assert "the message is not a SignedBatch" in details
+    assert f"over the limit of {limits.MAX_BATCH_BYTES}" in " ".join(details)
+    assert counts(enrolled) == (1, 4, 0)
+    log = (tmp_path / "core.log").read_text()
+    assert "Traceback" not in log
+    assert log.count("not a SignedBatch") == 1  # the second one from this host: debug level

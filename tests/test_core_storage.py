@@ -162,8 +162,11 @@ def test_rollups_equal_a_direct_aggregate_after_late_and_resent_data(core_server
 def test_a_real_reading_replaces_the_stored_estimate_and_the_correction_is_recorded(
     core_server, enrolled
 ):
-    """Estimated first, read later: the real value is stored, the rollups follow, the estimate
-    is kept in reading_corrections; a late estimate of a read interval changes nothing."""
+    """Estimated first, read later: the real value is stored, the rollups follow.
+
+    The estimate is kept in reading_corrections; a late estimate of a read interval changes
+    nothing and is not a conflict.
+    """
     estimated = int(QualityFlag.ESTIMATED)
     first = payload(meters=[1, 2, 3], energy=[100, 40, 50], flags=[0, estimated, estimated])
     real = payload(meters=[2], energy=[70])

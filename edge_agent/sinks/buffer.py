@@ -26,6 +26,7 @@ from edge_agent.errors import BufferUnavailable
 from edge_agent.transforms.pseudonymize import PseudonymousReading
 from edge_agent.transforms.telemetry import TelemetryPoint
 from edge_agent.transforms.validate import MeterMemory, MeterState, Quarantined
+from proto import limits
 from proto.quality import QualityFlag
 
 SCHEMA = """
@@ -366,37 +367,35 @@ class Buffer:
                 self._db.execute(f"PRAGMA synchronous={self._synchronous}")
 
     def _seal(self, seal: SealFunction, max_readings: int) -> StoredBatch | None:
-        """Oldest meter readings first, then telemetry points, ``max_readings`` in all."""
+        """Oldest meter readings first, then telemetry points, ``max_readings`` in all.
+
+        A sealed batch larger than ``limits.MAX_BATCH_BYTES`` (gRPC's message limit) is sealed
+        again with half as many values, until it fits.
+        """
         with self._transaction():
-            rows = self._db.execute(
-                "SELECT id, meter, interval_end, energy_wh, register_wh, quality_flags,"
-                " poll_time_ms, device FROM readings ORDER BY id LIMIT ?",
-                (max_readings,),
-            ).fetchall()
-            points = self._db.execute(
-                "SELECT id, transformer, time_ms, metric, value, quality_flags FROM telemetry"
-                " ORDER BY id LIMIT ?",
-                (max_readings - len(rows),),
-            ).fetchall()
-            rotations = self._db.execute(
-                "SELECT id, old_key_id, new_key_id, old_meters, new_meters FROM rotations"
-            ).fetchall()
-            if not rows and not points and not rotations:
-                return None
-            sequence = self._db.execute(
-                "SELECT value FROM agent_state WHERE key = 'next_sequence'"
-            ).fetchone()[0]
-            signed = seal(
-                [PseudonymousReading(*row[1:]) for row in rows],
-                [TelemetryPoint(*point[1:]) for point in points],
-                sequence,
-                [Rotation(*rotation[1:]) for rotation in rotations],
-            )
+            limit = max_readings
+            while True:
+                rows, points, rotations = self._pending(limit)
+                if not rows and not points and not rotations:
+                    return None
+                sequence = self._db.execute(
+                    "SELECT value FROM agent_state WHERE key = 'next_sequence'"
+                ).fetchone()[0]
+                signed = seal(
+                    [PseudonymousReading(*row[1:]) for row in rows],
+                    [TelemetryPoint(*point[1:]) for point in points],
+                    sequence,
+                    [Rotation(*rotation[1:]) for rotation in rotations],
+                )
+                values = len(rows) + len(points)
+                if len(signed) <= limits.MAX_BATCH_BYTES or values <= 1:
+                    break
+                limit = values // 2
             self._db.execute("DELETE FROM rotations")
             self._db.execute(
                 "INSERT INTO batches (sequence, created_ms, readings, signed, state) "
                 "VALUES (?, ?, ?, ?, 'pending')",
-                (sequence, time.time_ns() // 1_000_000, len(rows) + len(points), signed),
+                (sequence, time.time_ns() // 1_000_000, values, signed),
             )
             self._db.execute(
                 "UPDATE agent_state SET value = ? WHERE key = 'next_sequence'", (sequence + 1,)
@@ -405,7 +404,24 @@ class Buffer:
                 self._db.execute("DELETE FROM readings WHERE id <= ?", (rows[-1][0],))
             if points:
                 self._db.execute("DELETE FROM telemetry WHERE id <= ?", (points[-1][0],))
-        return StoredBatch(sequence=sequence, signed=signed, readings=len(rows) + len(points))
+        return StoredBatch(sequence=sequence, signed=signed, readings=values)
+
+    def _pending(self, limit: int) -> tuple[list[Any], list[Any], list[Any]]:
+        """Up to ``limit`` pending readings, then telemetry points, and the rotations to send."""
+        rows = self._db.execute(
+            "SELECT id, meter, interval_end, energy_wh, register_wh, quality_flags,"
+            " poll_time_ms, device FROM readings ORDER BY id LIMIT ?",
+            (limit,),
+        ).fetchall()
+        points = self._db.execute(
+            "SELECT id, transformer, time_ms, metric, value, quality_flags FROM telemetry"
+            " ORDER BY id LIMIT ?",
+            (limit - len(rows),),
+        ).fetchall()
+        rotations = self._db.execute(
+            "SELECT id, old_key_id, new_key_id, old_meters, new_meters FROM rotations"
+        ).fetchall()
+        return rows, points, rotations
 
     def _query(self, sql: str, parameters: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         """A read; SQLite failures surface as ``BufferUnavailable``."""
