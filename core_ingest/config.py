@@ -8,10 +8,12 @@ the configuration file's folder.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from core_ingest.errors import ConfigError
 from core_ingest.lineage_events import LineageConfig, parse_lineage_config
@@ -24,6 +26,14 @@ DEFAULT_POOL_SIZE = 8
 # Batches of one stream verified and written at once; the agent keeps 8 in flight.
 DEFAULT_BATCHES_PER_STREAM = 4
 TLS_FILES = ("cert", "key", "client_ca")
+# Every key of [database] and [server], and every table; the other tables check their own.
+KNOWN_KEYS = {
+    "database": ("dsn", "storage", "pool_size"),
+    "server": ("listen", "batches_per_stream", "tls"),
+    "openlineage": None,
+    "quality": None,
+    "metrics": None,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +67,8 @@ def _read(path: Path | None) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError("file", f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("file", f"{path} is not UTF-8 text: byte {exc.start}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("file", f"{path} is not valid TOML: {exc}") from None
 
@@ -118,6 +130,7 @@ def load_config(
 ) -> CoreConfig:
     """Merge the file with overrides (None means "not given") and validate."""
     data = _read(path)
+    _refuse_unknown(data)
     config = CoreConfig(
         dsn=_string(data, "database", "dsn", dsn, None),
         listen=_string(data, "server", "listen", listen, DEFAULT_LISTEN),
@@ -139,6 +152,24 @@ def load_config(
     if config.metrics_listen is not None:
         _check_address("metrics.listen", config.metrics_listen)
     return config
+
+
+def _refuse_unknown(data: dict[str, Any]) -> None:
+    """A misspelt table or key is an error naming it, not a silent default."""
+    for table in sorted(data):
+        if table not in KNOWN_KEYS:
+            _unknown(table, table, KNOWN_KEYS)
+        known = KNOWN_KEYS[table]
+        if known is not None and isinstance(data[table], dict):
+            for key in sorted(set(data[table]) - set(known)):
+                _unknown(f"{table}.{key}", key, known)
+
+
+def _unknown(dotted: str, name: str, known: Iterable[str]) -> NoReturn:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    raise ConfigError(
+        dotted, "is not a known setting" + (f"; did you mean {close[0]!r}?" if close else "")
+    )
 
 
 def _metrics_listen(data: dict[str, Any]) -> str | None:

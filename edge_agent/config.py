@@ -7,9 +7,9 @@ The configuration reference in README.md lists every key below.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import tomllib
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,22 +96,48 @@ class AgentConfig:
 
 
 class _Section:
-    """Typed access to one TOML table that reports errors with the full dotted key."""
+    """Typed access to one TOML table that reports errors with the full dotted key.
 
-    def __init__(self, data: dict[str, Any], prefix: str) -> None:
+    Every key the parser asks for is noted, so ``refuse_unread`` can name any other key of
+    the file as unknown (a typo would otherwise pass silently, with the default in its place).
+    """
+
+    def __init__(self, data: dict[str, Any], prefix: str, parent: _Section | None = None) -> None:
         self.data = data
         self.prefix = prefix
+        self.asked: set[str] = set()
+        self.children: list[_Section] = []
+        if parent is not None:
+            parent.children.append(self)
 
     def key(self, name: str) -> str:
         return f"{self.prefix}.{name}" if self.prefix else name
 
     def table(self, name: str) -> _Section:
+        self.asked.add(name)
         value = self.data.get(name, {})
         if not isinstance(value, dict):
             raise ConfigError(self.key(name), "must be a table")
-        return _Section(value, self.key(name))
+        return _Section(value, self.key(name), self)
+
+    def entries(self, name: str, index: int, entry: object) -> _Section:
+        """Entry ``index`` of the array of tables ``name`` (``[[name]]``)."""
+        self.asked.add(name)
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{self.key(name)}[{index}]", "must be a table")
+        return _Section(entry, f"{self.key(name)}[{index}]", self)
+
+    def refuse_unread(self) -> None:
+        """Raise ConfigError for the first key no parser asked for, here or in a sub-table."""
+        for name in sorted(set(self.data) - self.asked):
+            close = difflib.get_close_matches(name, self.asked, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(self.key(name), f"is not a known setting{hint}")
+        for child in self.children:
+            child.refuse_unread()
 
     def get(self, name: str, kind: type, default: Any = None) -> Any:  # noqa: ANN401 - TOML value
+        self.asked.add(name)
         if name not in self.data:
             if default is None:
                 raise ConfigError(self.key(name), "is required")
@@ -122,11 +148,6 @@ class _Section:
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ConfigError(self.key(name), f"must be {kind.__name__}, got {value!r}")
         return value
-
-    def reject_unknown(self, allowed: Iterable[str], what: str) -> None:
-        unknown = set(self.data) - set(allowed)
-        if unknown:
-            raise ConfigError(self.key(min(unknown)), f"is not {what}")
 
     def choice(self, name: str, allowed: tuple[str, ...]) -> str:
         value = self.get(name, str, allowed[0])
@@ -154,6 +175,8 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> AgentCon
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError("file", f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("file", f"{path} is not UTF-8 text: byte {exc.start}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("file", f"{path} is not valid TOML: {exc}") from None
     for table, values in (overrides or {}).items():
@@ -172,7 +195,7 @@ def parse_config(data: dict[str, Any], *, base: Path) -> AgentConfig:
     agent_id = agent.get("id", str)
     if not agent_id.strip() or len(agent_id) > 64:  # noqa: PLR2004 - fits the core's agent_id column
         raise ConfigError(agent.key("id"), "must be 1..64 characters")
-    return AgentConfig(
+    config = AgentConfig(
         agent_id=agent_id,
         signing_key_file=base / agent.get("signing_key_file", str),
         pseudonym_key_file=base / pseudo.get("key_file", str),
@@ -195,6 +218,8 @@ def parse_config(data: dict[str, Any], *, base: Path) -> AgentConfig:
         validation=_validation(root.table("validation")),
         mqtt=_mqtt(root.table("mqtt"), agent_id),
     )
+    root.refuse_unread()
+    return config
 
 
 def _mqtt(table: _Section, agent_id: str) -> MqttConfig | None:
@@ -209,7 +234,7 @@ def _mqtt(table: _Section, agent_id: str) -> MqttConfig | None:
         )
     topics = {}
     for index, entry in enumerate(entries):
-        section = _Section(entry, f"{table.key('transformers')}[{index}]")
+        section = table.entries("transformers", index, entry)
         topic = section.get("topic", str)
         if any(c in topic for c in "+#"):
             raise ConfigError(section.key("topic"), "must be a topic name, not a wildcard filter")
@@ -236,19 +261,17 @@ def _uplink_tls(uplink: _Section, *, base: Path) -> UplinkTlsConfig | None:
     if "tls" not in uplink.data:
         return None
     tls = uplink.table("tls")
-    tls.reject_unknown(("ca", "cert", "key", "server_name"), "a TLS setting")
     return UplinkTlsConfig(
         ca=base / tls.get("ca", str),
         cert=base / tls.get("cert", str),
         key=base / tls.get("key", str),
-        server_name=tls.get("server_name", str) if "server_name" in tls.data else None,
+        server_name=tls.get("server_name", str, "") or None,
     )
 
 
 def _validation(table: _Section) -> VeeRules:
     """The VEE thresholds; every key defaults to ruleset vee-1's value."""
     defaults = VeeRules()
-    table.reject_unknown((f.name for f in dataclasses.fields(VeeRules)), "a validation setting")
     values = {}
     for setting in dataclasses.fields(VeeRules):
         default = getattr(defaults, setting.name)
@@ -259,16 +282,15 @@ def _validation(table: _Section) -> VeeRules:
 
 
 def _modbus_sources(root: _Section) -> tuple[ModbusSourceConfig, ...]:
-    entries = root.table("sources").data.get("modbus", [])
+    table = root.table("sources")
+    entries = table.data.get("modbus", [])
     if not isinstance(entries, list) or not entries:
         raise ConfigError(
             "sources.modbus", "must list at least one concentrator ([[sources.modbus]])"
         )
     sources = []
     for index, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise ConfigError(f"sources.modbus[{index}]", "must be a table")
-        section = _Section(entry, f"sources.modbus[{index}]")
+        section = table.entries("modbus", index, entry)
         sources.append(
             ModbusSourceConfig(
                 name=section.get("name", str),

@@ -8,6 +8,7 @@ docs/simulator.md documents every key.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,12 +104,18 @@ class _Table:
             raise ScenarioError(prefix, "must be a table")
         self.data: dict[str, Any] = data
         self.prefix = prefix
+        self.asked: set[str] = set()  # keys the parser read: any other is a typo
 
     def key(self, name: str) -> str:
         return f"{self.prefix}.{name}" if self.prefix else name
 
+    def get(self, name: str, default: object = None) -> Any:  # noqa: ANN401 - a TOML value
+        """The raw value, noted as a known key."""
+        self.asked.add(name)
+        return self.data.get(name, default)
+
     def value(self, name: str, kind: type, default: object = None) -> Any:  # noqa: ANN401
-        value = self.data.get(name, default)
+        value = self.get(name, default)
         if value is None:
             raise ScenarioError(self.key(name), "is required")
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -136,6 +143,8 @@ def load_scenario(source: str | Path) -> Scenario:
         raise ScenarioError("file", f"no scenario {source!r} (shipped: {shipped})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError("file", f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError("file", f"{path} is not UTF-8 text: byte {exc.start}") from None
     return parse_scenario(data)
 
 
@@ -153,25 +162,30 @@ def _start_time(table: _Table) -> int:
     return seconds
 
 
+def _refuse_unknown(tables: list[_Table]) -> None:
+    """Name the first key no parser read (a typo would otherwise take the default)."""
+    for table in tables:
+        for name in sorted(set(table.data) - table.asked):
+            close = difflib.get_close_matches(name, table.asked, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ScenarioError(table.key(name), f"is not a known setting{hint}")
+
+
 def parse_scenario(data: dict[str, Any]) -> Scenario:
     """Validate an already-parsed scenario document."""
     root = _Table(data, "")
-    head = _Table(data.get("scenario", {}), "scenario")
-    modbus = _Table(data.get("modbus", {}), "modbus")
-    mqtt = _Table(data.get("mqtt", {}), "mqtt")
-    regions = tuple(
-        _region(_Table(entry, f"regions[{i}]"))
-        for i, entry in enumerate(root.value("regions", list))
-    )
+    head, modbus, mqtt = (_Table(root.get(n, {}), n) for n in ("scenario", "modbus", "mqtt"))
+    region_tables = [
+        _Table(entry, f"regions[{i}]") for i, entry in enumerate(root.value("regions", list))
+    ]
+    regions = tuple(_region(table) for table in region_tables)
     if not regions:
         raise ScenarioError("regions", "must list at least one region")
     names = [r.name for r in regions]
     if len(set(names)) != len(names):
         raise ScenarioError("regions", f"a region appears twice: {names}")
-    faults = tuple(
-        _fault(_Table(entry, f"faults[{i}]"), i, names)
-        for i, entry in enumerate(data.get("faults", []))
-    )
+    fault_tables = [_Table(entry, f"faults[{i}]") for i, entry in enumerate(root.get("faults", []))]
+    faults = tuple(_fault(table, i, names) for i, table in enumerate(fault_tables))
     scenario = Scenario(
         name=head.value("name", str),
         seed=head.number("seed", int, 1, 0, 2**31),
@@ -190,6 +204,7 @@ def parse_scenario(data: dict[str, Any]) -> Scenario:
         regions=regions,
         faults=faults,
     )
+    _refuse_unknown([root, head, modbus, mqtt, *region_tables, *fault_tables])
     devices = sum(r.substations * (r.concentrators_per_substation + 1) for r in scenario.regions)
     if scenario.base_port + devices > 65_535:  # noqa: PLR2004
         raise ScenarioError("modbus.base_port", f"{devices} devices do not fit above it")
@@ -200,7 +215,7 @@ def _region(table: _Table) -> RegionSpec:
     name = table.value("name", str)
     if name not in REGION_NAMES:
         raise ScenarioError(table.key("name"), f"must be one of {REGION_NAMES}, got {name!r}")
-    mix_table = _Table(table.data.get("mix", {"residential": 1.0}), table.key("mix"))
+    mix_table = _Table(table.get("mix", {"residential": 1.0}), table.key("mix"))
     mix = {}
     for kind, share in mix_table.data.items():
         if kind not in CUSTOMER_CLASSES:
@@ -223,10 +238,10 @@ def _fault(table: _Table, index: int, regions: list[str]) -> FaultSpec:
     kind = table.value("kind", str)
     if kind not in FAULT_KINDS:
         raise ScenarioError(table.key("kind"), f"must be one of {FAULT_KINDS}, got {kind!r}")
-    region = table.data.get("region")
+    region = table.get("region")
     if region is not None and region not in regions:
         raise ScenarioError(table.key("region"), f"no region {region!r} in this scenario")
-    substation = table.data.get("substation")
+    substation = table.get("substation")
     if substation is not None:
         substation = table.number("substation", int, 0, 0, 499)
         if region is None:

@@ -70,6 +70,17 @@ def test_overrides_win_over_the_file(tmp_path):
         ),
         (lambda t: t + "poll_interval_seconds = true\n", "sources.modbus[0].poll_interval_seconds"),
         (lambda t: t + "[[[", "file"),
+        (lambda t: t.replace("[uplink]", "[uplink]\nmax_in_fligth = 4"), "uplink.max_in_fligth"),
+        (lambda t: t + "pollinterval_seconds = 5\n", "sources.modbus[0].pollinterval_seconds"),
+        (lambda t: t + '[bufer]\npath = "b.sqlite"\n', "bufer"),
+        (lambda t: t + "[validation]\nspike_ration = 2\n", "validation.spike_ration"),
+        (
+            lambda t: (
+                t + '[mqtt]\nhost = "h"\n[[mqtt.transformers]]\ntopic = "t"\n'
+                'transformer_id = "T1"\nqos = 1\n'
+            ),
+            "mqtt.transformers[0].qos",
+        ),
     ],
 )
 def test_error_names_the_key(tmp_path, edit, key):
@@ -185,3 +196,44 @@ def test_core_server_tls_is_all_or_nothing_and_names_the_key(tmp_path):
         with pytest.raises(CoreConfigError) as caught:
             load_core_config(path)
         assert caught.value.key == key, str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda t: t.replace("[uplink]", "[uplink]\nmax_in_fligth = 4"), "'max_in_flight'"),
+        (lambda t: t + "pollinterval_seconds = 5\n", "'poll_interval_seconds'"),
+        (lambda t: t + '[bufer]\npath = "b.sqlite"\n', "'buffer'"),
+    ],
+)
+def test_a_misspelt_key_is_refused_with_a_did_you_mean(tmp_path, edit, says):
+    """A typo never passes with the default in its place: the likely key is named."""
+    with pytest.raises(ConfigError, match=f"is not a known setting; did you mean {says}"):
+        load_config(write(tmp_path, edit(MINIMAL)))
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "says"),
+    [
+        ("[database]\npool_sise = 3\n", "database.pool_sise", "'pool_size'"),
+        ("[databse]\npool_size = 3\n", "databse", "'database'"),
+        ('[server]\nlisten_on = "x"\n', "server.listen_on", "'listen'"),
+    ],
+)
+def test_core_misspelt_key_is_refused_with_a_did_you_mean(tmp_path, text, key, says):
+    path = tmp_path / "core.toml"
+    path.write_text(text)
+    with pytest.raises(CoreConfigError, match=f"did you mean {says}") as caught:
+        load_core_config(path, dsn="postgresql://db/x")
+    assert caught.value.key == key
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    """Not a traceback: both loaders name the file."""
+    path = tmp_path / "edge-agent.toml"
+    path.write_bytes(MINIMAL.encode() + b"# \xff\xfe\n")
+    with pytest.raises(ConfigError, match="is not UTF-8 text") as caught:
+        load_config(path)
+    assert caught.value.key == "file"
+    with pytest.raises(CoreConfigError, match="is not UTF-8 text"):
+        load_core_config(path)

@@ -53,6 +53,10 @@ def test_minimal_scenario_gets_documented_defaults():
             ),
             "modbus.base_port",
         ),
+        (with_changes(scenario={"sped": 10.0}), "scenario.sped"),
+        (with_changes(region={"substation": 3}), "regions[0].substation"),
+        (with_changes(fault={"kind": "spike", "hour": 3}), "faults[0].hour"),
+        (with_changes(mqt={"port": 1883}), "mqt"),
     ],
 )
 def test_error_names_the_key(data, key):
@@ -66,3 +70,8 @@ def test_unknown_scenario_lists_the_shipped_ones():
     """A typo in a scenario name says which names exist."""
     with pytest.raises(ScenarioError, match="national-slice"):
         load_scenario("smal")
+
+
+def test_a_misspelt_key_names_the_likely_one():
+    with pytest.raises(ScenarioError, match="did you mean 'speed'"):
+        parse_scenario(with_changes(scenario={"sped": 10.0}))
