@@ -324,7 +324,8 @@ class IngestService(pb_grpc.IngestServicer):
             return _rejection(header, exc)
         except (StorageUnavailable, psycopg.OperationalError) as exc:
             log.warning("storage unavailable while storing a batch: %s", exc)
-            return _rejection(header, EnvelopeError(pb.REJECT_REASON_STORAGE_UNAVAILABLE, str(exc)))
+            detail = "database unavailable; see the core's log"  # no database words to clients
+            return _rejection(header, EnvelopeError(pb.REJECT_REASON_STORAGE_UNAVAILABLE, detail))
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
             log.warning("database refused a batch: %s", exc)
             return _rejection(header, EnvelopeError(pb.REJECT_REASON_MALFORMED, str(exc)))
@@ -399,7 +400,11 @@ class IngestService(pb_grpc.IngestServicer):
             ) as conn:
                 storage = await recorded_storage(conn)
         except psycopg.OperationalError as exc:
-            return pb.HealthReply(serving=False, version=__version__, detail=str(exc))
+            # The reply goes to any client that can reach the port: the database's own words
+            # (host names, user names, paths) stay in the core's log.
+            log.warning("health check: database unavailable: %s", exc)
+            detail = "database unavailable; see the core's log"
+            return pb.HealthReply(serving=False, version=__version__, detail=detail)
         if storage is None:
             detail = "database has no schema yet; run `core-ingest migrate`"
             return pb.HealthReply(serving=False, version=__version__, detail=detail)

@@ -90,10 +90,17 @@ transformer_id = "N-S01-T1"
 
 
 def start_broker(work: Path) -> tuple[subprocess.Popen, int]:
-    """A Mosquitto broker on a free loopback port, for the transformer telemetry."""
+    """A Mosquitto broker on a free loopback port, for the transformer telemetry.
+
+    With persistence, as in the field: the agent's session and the messages queued for it
+    survive a broker restart (docs/mqtt-topics.md, "Delivery").
+    """
     port = free_loopback_port()
     config = work / "mosquitto.conf"
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    config.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+        f"persistence true\npersistence_location {work}/\n"
+    )
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     return subprocess.Popen([binary, "-c", str(config)], stderr=subprocess.DEVNULL), port
 

@@ -245,3 +245,16 @@ def test_a_batch_over_the_message_limit_is_sealed_again_with_fewer_values(buffer
     assert sum(n for n, _ in sizes) == 10_000
     assert all(size <= limits.MAX_BATCH_BYTES for _, size in sizes)
     assert sizes[0][0] == 2_500  # 10,000 and 5,000 readings did not fit in 4 MiB
+
+
+def test_the_buffer_and_its_wal_are_readable_by_the_owner_only(tmp_path):
+    """Pseudonymized readings and state: 0600 for the file and the WAL, even for an old file."""
+    old = tmp_path / "old.sqlite"
+    old.touch(mode=0o644)
+    for path in (tmp_path / "new.sqlite", old):
+        buffer = Buffer(path)
+        buffer.put_readings([reading(1, 900)])
+        modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.glob(f"{path.name}*")}
+        buffer.close()
+        assert f"{path.name}-wal" in modes
+        assert set(modes.values()) == {0o600}, modes

@@ -236,9 +236,16 @@ def test_database_down_is_answered_storage_unavailable(tmp_path):
 
         wait_until(answers_health, timeout=30, what="core to answer Health")
         assert not core_healthy(target)
+        with grpc.insecure_channel(target) as channel:
+            reply = pb_grpc.IngestStub(channel).Health(pb.HealthRequest(), timeout=5)
         (ack,) = send(target, seal())
         assert answer(ack) == "REJECT_REASON_STORAGE_UNAVAILABLE"
         assert ack.sequence == 1
+        port = dead_dsn.rsplit(":", 1)[-1].split("/", 1)[0]
+        for told in (reply.detail, ack.detail):  # to any client: nothing of the database's
+            assert told == "database unavailable; see the core's log"
+            assert port not in told
+        assert port in (tmp_path / "core.log").read_text()  # the operator has it
     finally:
         stop_process(process)
 

@@ -14,6 +14,7 @@ concentrator's history still holds them). Calls block: the agent runs them in on
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import struct
 import time
@@ -201,6 +202,7 @@ class Buffer:
                     f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
                 )
             else:
+                _owner_only(path)
                 self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
                 self._db.execute("PRAGMA journal_mode=WAL")
                 # Checkpoint every 1 MB of WAL and truncate it back to 4 MB at most, so the
@@ -219,7 +221,7 @@ class Buffer:
                         "INSERT OR REPLACE INTO agent_state VALUES ('max_pages', ?)", (pages,)
                     )
             self._db.execute("SELECT value FROM agent_state").fetchone()  # is it a buffer?
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise BufferUnavailable(f"cannot open the buffer {path}: {exc}") from exc
 
     def close(self) -> None:
@@ -598,6 +600,16 @@ class Buffer:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
+
+
+def _owner_only(path: Path) -> None:
+    """Create the buffer file readable by its owner only (0600), or make it so.
+
+    It holds pseudonymized meter data and the validation state. SQLite creates the WAL and
+    shared-memory files with the main file's mode, so they follow.
+    """
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    path.chmod(0o600)
 
 
 def _reading_json(reading: PseudonymousReading) -> bytes:
