@@ -49,6 +49,8 @@ def test_catalog_lists_the_stored_datasets_with_descriptions(storage_dsn, storag
         "pseudonym_map",
         "meters",
         "reading_quarantine",
+        "reading_corrections",
+        "refused_values",
         "substation_hourly",
         "substation_daily",
         "quality_alerts",
