@@ -54,9 +54,7 @@ def run_until_stored(agent, sim, dsn: str, *, intervals: int) -> None:
     try:
         sim.run_clock(speed=ONE_INTERVAL_A_SECOND, intervals=intervals)
         served = len(sim.served())
-        wait_until(
-            lambda: stored_readings(dsn) >= served, timeout=120, what=f"{served} readings"
-        )
+        wait_until(lambda: stored_readings(dsn) >= served, timeout=120, what=f"{served} readings")
     finally:
         stop_process(process)
 
@@ -64,17 +62,20 @@ def run_until_stored(agent, sim, dsn: str, *, intervals: int) -> None:
 def test_a_device_failing_for_hours_is_read_back_not_estimated(
     simulator, agent_setup, core_server, storage_dsn
 ):
-    """5 % of requests refused for 3 simulated hours: nearly every poll fails, the breaker
-    opens and closes, and the backfill reads every interval the history still holds."""
+    """5 % of requests refused for 3 simulated hours: every interval is read back.
+
+    Nearly every poll fails, the breaker opens, and intervals pile up in the history while it
+    is open; when it closes, intervals keep closing during the backfill.
+    """
     faults = ({"kind": "modbus_exception", "start_hour": 0.5, "hours": 3, "share": 0.05},)
     sim = simulator(meters=1_000, faults=faults)
     agent = agent_setup(
         core=core_server,
         modbus_port=sim.port,
-        extra="failure_threshold = 2\nbreaker_reset_seconds = 1\n",
+        extra="breaker_reset_seconds = 5\n",  # intervals pile up while the breaker is open
     )
-    run_until_stored(agent, sim, storage_dsn, intervals=16)
-    assert len(sim.served()) == 16 * 1_000
+    run_until_stored(agent, sim, storage_dsn, intervals=24)
+    assert len(sim.served()) == 24 * 1_000
     assert_stored_as_served(agent, sim, storage_dsn)
 
 
