@@ -410,6 +410,51 @@ def _add_reading_corrections(conn: psycopg.Connection, _storage: str) -> None:
     conn.execute(READING_CORRECTIONS.encode())
 
 
+METER_ROLES = """
+ALTER TABLE meters ADD COLUMN role text NOT NULL DEFAULT 'customer'
+    CHECK (role IN ('customer', 'feeder_head', 'transformer'));
+COMMENT ON COLUMN meters.role IS
+    'What the meter measures, as the agent''s device configuration says: only customer'
+    ' readings are consumption (the rollups); feeder_head meters measure what enters the'
+    ' substation''s feeders (substation_day_losses)';
+CREATE OR REPLACE VIEW region_day_quality AS
+    SELECT d.region, d.day, d.received, 96 * coalesce(m.meters, 0) AS expected, d.estimated,
+           d.suspect AS flagged, coalesce(m.meters, 0) AS meters
+    FROM region_daily d
+    LEFT JOIN (SELECT region, count(*) AS meters FROM meters WHERE role = 'customer'
+               GROUP BY region) m USING (region);
+CREATE VIEW substation_day_losses AS
+    SELECT h.substation, h.region, h.day,
+           h.feeder_head_wh, d.energy_wh AS customer_wh,
+           h.feeder_head_wh - d.energy_wh AS losses_wh,
+           (h.feeder_head_wh - d.energy_wh)::float8 / nullif(h.feeder_head_wh, 0) AS losses_share,
+           h.readings::float8 / (96 * h.feeder_heads) AS feeder_head_completeness,
+           (d.received + d.estimated)::float8 / nullif(96 * c.meters, 0) AS customer_completeness,
+           d.estimated AS customer_estimated
+    FROM (SELECT m.substation, min(m.region) AS region, f.day, sum(f.energy_wh)::bigint
+                 AS feeder_head_wh, sum(f.readings)::bigint AS readings,
+                 count(DISTINCT m.meter_id) AS feeder_heads
+          FROM meters m
+          CROSS JOIN LATERAL (
+              SELECT date_trunc('day', r.interval_end - interval '15 minutes', 'UTC') AS day,
+                     sum(r.energy_wh) AS energy_wh, count(*) AS readings
+              FROM meter_readings r WHERE r.meter_id = m.meter_id GROUP BY 1) f
+          WHERE m.role = 'feeder_head'
+          GROUP BY m.substation, f.day) h
+    LEFT JOIN substation_daily d ON d.substation = h.substation AND d.day = h.day
+    LEFT JOIN (SELECT substation, count(*) AS meters FROM meters WHERE role = 'customer'
+               GROUP BY substation) c ON c.substation = h.substation;
+COMMENT ON VIEW substation_day_losses IS
+    'Technical losses per substation and UTC day: what its feeder-head meters measured minus'
+    ' what its customers consumed, with the completeness of both sides';
+"""
+
+
+def _add_meter_roles(conn: psycopg.Connection, _storage: str) -> None:
+    """Meter roles: feeder heads are kept out of consumption and compared with it."""
+    conn.execute(METER_ROLES.encode())
+
+
 MIGRATIONS = (
     Migration(1, "base-schema", _create_base_schema),
     Migration(2, "batch-header-hash", _add_header_hash),
@@ -419,6 +464,7 @@ MIGRATIONS = (
     Migration(6, "quality-rollups-lineage", _add_quality_and_rollups),
     Migration(7, "refused-values", _add_refused_values),
     Migration(8, "reading-corrections", _add_reading_corrections),
+    Migration(9, "meter-roles-losses", _add_meter_roles),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

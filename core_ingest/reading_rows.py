@@ -9,6 +9,7 @@ The same arrays give the batch's quality counts and the rollup deltas the core k
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,6 +125,34 @@ def copy_buffer(columns: ReadingColumns, meter_ids: npt.NDArray[np.int32], batch
     rows["batch_id"] = batch_id
     rows["device_no"] = columns.device_index + 1  # PostgreSQL arrays count from 1
     return SIGNATURE + rows.tobytes() + TRAILER
+
+
+CUSTOMER = pb.METER_ROLE_CUSTOMER  # the only role whose energy is consumption
+ROLE_NAMES = {
+    int(value): name.removeprefix("METER_ROLE_").lower() for name, value in pb.MeterRole.items()
+}
+
+
+def device_roles(payload: pb.BatchPayload) -> list[int]:
+    """Each device's MeterRole; customer where the agent sent none or one this core lacks."""
+    sent = list(payload.device_roles) or [CUSTOMER] * len(payload.devices)
+    return [role if role in ROLE_NAMES else CUSTOMER for role in sent]
+
+
+def batch_roles(columns: ReadingColumns, roles: Sequence[int]) -> Int64s:
+    """Each reading's MeterRole: the role of the device it was read from."""
+    return np.asarray(roles, dtype=np.int64)[columns.device_index]
+
+
+def meter_roles(columns: ReadingColumns, meters: int, roles: Sequence[int]) -> list[str]:
+    """Each meter's role name (``customer``, ``feeder_head``...), by the batch's meter index.
+
+    A meter none of whose readings is in ``columns`` (all refused) is named ``customer``;
+    such meters are never added to the dimension anyway.
+    """
+    by_meter = np.full(meters, CUSTOMER, dtype=np.int64)
+    by_meter[columns.meter_index] = batch_roles(columns, roles)
+    return [ROLE_NAMES[int(v)] for v in by_meter]
 
 
 def quality_counts(flags: Int64s) -> dict[str, int]:

@@ -15,11 +15,12 @@ the batch is on disk, whatever the server's default.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,8 +35,12 @@ from core_ingest.lineage_events import CommittedBatch
 from core_ingest.migrations import NATIVE
 from core_ingest.reading_rows import (
     COPY_COLUMNS,
+    CUSTOMER,
     ReadingColumns,
+    batch_roles,
     copy_buffer,
+    device_roles,
+    meter_roles,
     quality_counts,
     rollup_delta,
     suspect_count,
@@ -77,13 +82,13 @@ REPLACE_ESTIMATES = (
     " RETURNING r.meter_id, r.interval_end, o.energy_wh AS old_energy,"
     " o.register_wh AS old_register, o.quality_flags AS old_flags, o.batch_id AS old_batch,"
     " r.energy_wh, r.quality_flags, r.batch_id)"
-    " INSERT INTO reading_corrections (meter_id, interval_end, estimated_energy_wh,"
-    " estimated_register_wh, estimated_quality_flags, estimated_batch_id, energy_wh,"
-    " quality_flags, batch_id)"
+    " , recorded AS (INSERT INTO reading_corrections (meter_id, interval_end,"
+    " estimated_energy_wh, estimated_register_wh, estimated_quality_flags, estimated_batch_id,"
+    " energy_wh, quality_flags, batch_id)"
     " SELECT meter_id, interval_end, old_energy, old_register, old_flags, old_batch,"
-    " energy_wh, quality_flags, batch_id FROM replaced"
-    " RETURNING extract(epoch FROM interval_end)::bigint, estimated_energy_wh,"
-    " estimated_quality_flags, energy_wh, quality_flags"
+    " energy_wh, quality_flags, batch_id FROM replaced)"
+    " SELECT extract(epoch FROM r.interval_end)::bigint, r.old_energy, r.old_flags, r.energy_wh,"
+    " r.quality_flags, (m.role = 'customer')::int FROM replaced r JOIN meters m USING (meter_id)"
 )
 # The batches whose estimates were replaced no longer hold them.
 UNCOUNT_REPLACED = (
@@ -224,13 +229,16 @@ class MeterDirectory:
         self,
         conn: psycopg.AsyncConnection,
         pseudonyms: Sequence[bytes],
+        roles: Callable[[], Sequence[str]],
         agent_id: str,
         agent: AgentKey,
     ) -> MeterIds:
         """The meter_id of each pseudonym, in order, adding unknown meters to the dimension.
 
-        Call it inside the batch's transaction and ``remember`` the result after the commit:
-        a rolled-back insert must not leave ids in memory that the dimension does not hold.
+        A meter is added with its role as first seen (``roles()``: one per pseudonym, in the
+        same order; asked only when a meter is new, off the hot path). Call it
+        inside the batch's transaction and ``remember`` the result after the commit: a
+        rolled-back insert must not leave ids in memory that the dimension does not hold.
         """
         digest = hashlib.blake2b(b"".join(pseudonyms), digest_size=16).digest()
         known = self._lists.get(digest)
@@ -241,7 +249,12 @@ class MeterDirectory:
         unique = set(listed)
         found = {p: self._ids[p] for p in unique if p in self._ids}
         missing = sorted(unique - found.keys())
-        added = await _add_meters(conn, missing, agent_id, agent) if missing else []
+        role_of = dict(zip(listed, roles(), strict=True)) if missing else {}
+        added = (
+            await _add_meters(conn, missing, [role_of[p] for p in missing], agent_id, agent)
+            if missing
+            else []
+        )
         found.update(added)
         ids = np.fromiter((found[p] for p in listed), dtype=np.int32, count=len(listed))
         return MeterIds(ids, digest, added)
@@ -259,7 +272,11 @@ class MeterDirectory:
 
 
 async def _add_meters(
-    conn: psycopg.AsyncConnection, pseudonyms: list[bytes], agent_id: str, agent: AgentKey
+    conn: psycopg.AsyncConnection,
+    pseudonyms: list[bytes],
+    roles: list[str],
+    agent_id: str,
+    agent: AgentKey,
 ) -> list[tuple[bytes, int]]:
     """Insert the meters not in the dimension yet; (pseudonym, meter_id) of all of them.
 
@@ -268,10 +285,10 @@ async def _add_meters(
     waited for by the insert and found by the select, which sees what committed before it.
     """
     await conn.execute(
-        "INSERT INTO meters (pseudonym, substation, region, first_agent_id)"
-        " SELECT p, %s, %s, %s FROM unnest(%b::bytea[]) AS p"
+        "INSERT INTO meters (pseudonym, substation, region, first_agent_id, role)"
+        " SELECT p, %s, %s, %s, r FROM unnest(%b::bytea[], %s::text[]) AS g(p, r)"
         " ON CONFLICT (pseudonym) DO NOTHING",
-        (agent.substation, agent.region, agent_id, pseudonyms),
+        (agent.substation, agent.region, agent_id, pseudonyms, roles),
     )
     cur = await conn.execute(
         "SELECT m.meter_id FROM unnest(%b::bytea[]) WITH ORDINALITY AS g(p, n)"
@@ -363,6 +380,7 @@ class BatchStore:
         batch = _PendingBatch(
             opened,
             columns,
+            device_roles(opened.payload),
             points,
             [*refused, *refused_points],
             agent,
@@ -402,7 +420,7 @@ class BatchStore:
             await self._copy_telemetry(batch.opened, batch.points)
             await self._keep_refused(batch, batch_id)
             await self._apply_rotations(batch.opened)
-            await self._add_to_rollups(stored, corrected, batch.agent)
+            await self._add_to_rollups(stored, corrected, batch.agent, batch.device_roles)
         self._meters.remember(meters)
         return WriteOutcome(
             pb.ACK_STATUS_ACCEPTED,
@@ -418,11 +436,19 @@ class BatchStore:
         """
         readings = batch.opened.payload.meter_readings
         agent_id = batch.opened.header.agent_id
+
+        def roles() -> list[str]:
+            return meter_roles(batch.columns, len(readings.meters), batch.device_roles)
+
         if not batch.refused:
-            return await self._meters.ids(self.conn, readings.meters, agent_id, batch.agent)
+            return await self._meters.ids(self.conn, readings.meters, roles, agent_id, batch.agent)
         used = np.unique(batch.columns.meter_index)
         subset = await self._meters.ids(
-            self.conn, [readings.meters[i] for i in used], agent_id, batch.agent
+            self.conn,
+            [readings.meters[i] for i in used],
+            lambda: [roles()[i] for i in used],
+            agent_id,
+            batch.agent,
         )
         ids = np.zeros(len(readings.meters), dtype=np.int32)
         ids[used] = subset.ids
@@ -622,15 +648,22 @@ class BatchStore:
         return batch.columns.select(new), corrected
 
     async def _add_to_rollups(
-        self, stored: ReadingColumns, corrected: Corrections, agent: AgentKey
+        self,
+        stored: ReadingColumns,
+        corrected: Corrections,
+        agent: AgentKey,
+        device_roles: Sequence[int],
     ) -> None:
-        """Add newly stored readings to their substation's hourly and daily rollups.
+        """Add newly stored customer readings to their substation's hourly and daily rollups.
 
         Only readings stored by this transaction are added, so a re-sent batch (DUPLICATE)
         or a re-read reading adds nothing, and a late one lands in its own hour and day. A
         replaced estimate is taken out as its real reading goes in: the energy moves by the
-        difference, one reading moves from estimated to received.
+        difference, one reading moves from estimated to received. Feeder-head and transformer
+        meters are not consumption: the losses view compares them with these sums.
         """
+        stored = stored.select(batch_roles(stored, device_roles) == CUSTOMER)
+        corrected = corrected.customers()
         if not len(stored) and not len(corrected.interval_end):
             return
         ends = np.concatenate([stored.interval_end, corrected.interval_end, corrected.interval_end])
@@ -683,12 +716,18 @@ class Corrections:
     estimated_flags: npt.NDArray[np.int64]
     energy_wh: npt.NDArray[np.int64]
     flags: npt.NDArray[np.int64]
+    customer: npt.NDArray[np.int64]  # 1 for a customer meter's reading, else 0
 
     @classmethod
-    def of(cls, rows: list[tuple[int, int, int, int, int]]) -> Corrections:
+    def of(cls, rows: list[tuple[int, int, int, int, int, int]]) -> Corrections:
         """From ``REPLACE_ESTIMATES``' rows."""
-        columns = np.array(rows, dtype=np.int64).reshape(-1, 5).T
+        columns = np.array(rows, dtype=np.int64).reshape(-1, 6).T
         return cls(*columns)
+
+    def customers(self) -> Corrections:
+        """Only the corrections of customer meters' readings (what the rollups sum)."""
+        keep = self.customer == 1
+        return Corrections(*(getattr(self, f.name)[keep] for f in dataclasses.fields(self)))
 
 
 NO_CORRECTIONS = Corrections.of([])
@@ -700,6 +739,7 @@ class _PendingBatch:
 
     opened: OpenedBatch
     columns: ReadingColumns  # the readings within bounds
+    device_roles: list[int]  # MeterRole per device of the payload (customer when not sent)
     points: list[int]  # positions of the telemetry points within bounds
     refused: list[RefusedValue]
     agent: AgentKey

@@ -178,6 +178,7 @@ class EdgeAgent:
             ModbusConcentrator(source, delivered_up_to=cursors.get(source.device, 0))
             for source in config.modbus_sources
         ]
+        self._roles = {source.device: source.role for source in config.modbus_sources}
         self.breakers = {
             source.device: CircuitBreaker(
                 failure_threshold=source.config.failure_threshold,
@@ -430,7 +431,10 @@ class EdgeAgent:
         """Build, hash and sign one batch (runs in the I/O thread, inside the buffer's commit)."""
         signed = seal_batch(
             batch_payload(
-                readings, points, [(r.old_key_id, r.new_key_id, r.pairs()) for r in rotations]
+                readings,
+                points,
+                [(r.old_key_id, r.new_key_id, r.pairs()) for r in rotations],
+                self._roles,
             ),
             agent_id=self.config.agent_id,
             sequence=sequence,

@@ -24,6 +24,9 @@ SYNCHRONOUS_MODES = ("full", "normal")
 WORD_ORDERS = ("high_first", "low_first")
 BYTE_ORDERS = ("big", "little")
 COMPRESSIONS = ("none", "gzip")
+# What the meters behind a device measure; only customers count as consumption (the first is
+# the default). The names match proto MeterRole: METER_ROLE_<NAME>.
+METER_ROLES = ("customer", "feeder_head", "transformer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,7 @@ class ModbusSourceConfig:
     backfill: bool
     failure_threshold: int
     breaker_reset_seconds: float
+    role: str = "customer"  # what its meters measure: one of METER_ROLES
 
     @property
     def device(self) -> str:
@@ -309,6 +313,7 @@ def _modbus_sources(root: _Section) -> tuple[ModbusSourceConfig, ...]:
                 breaker_reset_seconds=section.number(
                     "breaker_reset_seconds", float, 30.0, 0.1, 3_600
                 ),
+                role=section.choice("role", METER_ROLES),
             )
         )
     names = [s.name for s in sources]

@@ -158,6 +158,10 @@ def _check_columns(payload: pb.BatchPayload) -> None:
             ("device_index", readings.device_index, len(payload.devices)),
         ),
     )
+    if payload.device_roles and len(payload.device_roles) != len(payload.devices):
+        raise EnvelopeError(
+            pb.REJECT_REASON_MALFORMED, "device_roles must name one role per device, or none"
+        )
     if any(len(meter) != PSEUDONYM_BYTES for meter in readings.meters):
         raise EnvelopeError(pb.REJECT_REASON_MALFORMED, "a meter pseudonym is not 32 bytes")
     for rotation in payload.rotations:

@@ -24,17 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15proto/meterpipe.proto\x12\x0cmeterpipe.v1\"\xb5\x01\n\rMeterReadings\x12\x0e\n\x06meters\x18\x01 \x03(\x0c\x12\x13\n\x0bmeter_index\x18\x02 \x03(\r\x12\x14\n\x0cinterval_end\x18\x03 \x03(\x03\x12\x11\n\tenergy_wh\x18\x04 \x03(\x12\x12\x13\n\x0bregister_wh\x18\x05 \x03(\x04\x12\x15\n\rquality_flags\x18\x06 \x03(\r\x12\x14\n\x0cpoll_time_ms\x18\x07 \x03(\x03\x12\x14\n\x0c\x64\x65vice_index\x18\x08 \x03(\r\"\xa5\x01\n\x14TransformerTelemetry\x12\x14\n\x0ctransformers\x18\x01 \x03(\t\x12\x0f\n\x07metrics\x18\x02 \x03(\t\x12\x19\n\x11transformer_index\x18\x03 \x03(\r\x12\x14\n\x0cmetric_index\x18\x04 \x03(\r\x12\x0f\n\x07time_ms\x18\x05 \x03(\x03\x12\r\n\x05value\x18\x06 \x03(\x01\x12\x15\n\rquality_flags\x18\x07 \x03(\r\"c\n\x11PseudonymRotation\x12\x12\n\nold_key_id\x18\x01 \x01(\t\x12\x12\n\nnew_key_id\x18\x02 \x01(\t\x12\x12\n\nold_meters\x18\x03 \x03(\x0c\x12\x12\n\nnew_meters\x18\x04 \x03(\x0c\"\xcb\x01\n\x0c\x42\x61tchPayload\x12\x33\n\x0emeter_readings\x18\x01 \x01(\x0b\x32\x1b.meterpipe.v1.MeterReadings\x12\x41\n\x15transformer_telemetry\x18\x02 \x01(\x0b\x32\".meterpipe.v1.TransformerTelemetry\x12\x0f\n\x07\x64\x65vices\x18\x03 \x03(\t\x12\x32\n\trotations\x18\x04 \x03(\x0b\x32\x1f.meterpipe.v1.PseudonymRotation\"\xe3\x01\n\x0b\x42\x61tchHeader\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x12\n\ncreated_ms\x18\x03 \x01(\x03\x12\x16\n\x0eschema_version\x18\x04 \x01(\r\x12\x18\n\x10pseudonym_key_id\x18\x05 \x01(\t\x12\x16\n\x0epayload_sha256\x18\x06 \x01(\x0c\x12\x18\n\x10software_version\x18\x07 \x01(\t\x12\x1c\n\x14register_map_version\x18\x08 \x01(\r\x12\x1a\n\x12validation_ruleset\x18\t \x01(\t\"A\n\x0bSignedBatch\x12\x0e\n\x06header\x18\x01 \x01(\x0c\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\xa6\x01\n\x03\x41\x63k\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\'\n\x06status\x18\x03 \x01(\x0e\x32\x17.meterpipe.v1.AckStatus\x12*\n\x06reason\x18\x04 \x01(\x0e\x32\x1a.meterpipe.v1.RejectReason\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x16\n\x0emeter_readings\x18\x06 \x01(\r\"\x0f\n\rHealthRequest\"h\n\x0bHealthReply\x12\x0f\n\x07serving\x18\x01 \x01(\x08\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x16\n\x0eschema_version\x18\x03 \x01(\r\x12\x0f\n\x07storage\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t*s\n\tAckStatus\x12\x1a\n\x16\x41\x43K_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41\x43K_STATUS_ACCEPTED\x10\x01\x12\x18\n\x14\x41\x43K_STATUS_DUPLICATE\x10\x02\x12\x17\n\x13\x41\x43K_STATUS_REJECTED\x10\x03*\x84\x03\n\x0cRejectReason\x12\x1d\n\x19REJECT_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17REJECT_REASON_MALFORMED\x10\x01\x12\x1f\n\x1bREJECT_REASON_UNKNOWN_AGENT\x10\x02\x12\x1f\n\x1bREJECT_REASON_REVOKED_AGENT\x10\x03\x12\x1f\n\x1bREJECT_REASON_BAD_SIGNATURE\x10\x04\x12\x1f\n\x1bREJECT_REASON_HASH_MISMATCH\x10\x05\x12$\n REJECT_REASON_UNSUPPORTED_SCHEMA\x10\x06\x12#\n\x1fREJECT_REASON_SEQUENCE_CONFLICT\x10\x07\x12%\n!REJECT_REASON_STORAGE_UNAVAILABLE\x10\x08\x12\x1a\n\x16REJECT_REASON_INTERNAL\x10\t\x12&\n\"REJECT_REASON_CERTIFICATE_MISMATCH\x10\n2\x8d\x01\n\x06Ingest\x12\x41\n\rStreamBatches\x12\x19.meterpipe.v1.SignedBatch\x1a\x11.meterpipe.v1.Ack(\x01\x30\x01\x12@\n\x06Health\x12\x1b.meterpipe.v1.HealthRequest\x1a\x19.meterpipe.v1.HealthReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15proto/meterpipe.proto\x12\x0cmeterpipe.v1\"\xb5\x01\n\rMeterReadings\x12\x0e\n\x06meters\x18\x01 \x03(\x0c\x12\x13\n\x0bmeter_index\x18\x02 \x03(\r\x12\x14\n\x0cinterval_end\x18\x03 \x03(\x03\x12\x11\n\tenergy_wh\x18\x04 \x03(\x12\x12\x13\n\x0bregister_wh\x18\x05 \x03(\x04\x12\x15\n\rquality_flags\x18\x06 \x03(\r\x12\x14\n\x0cpoll_time_ms\x18\x07 \x03(\x03\x12\x14\n\x0c\x64\x65vice_index\x18\x08 \x03(\r\"\xa5\x01\n\x14TransformerTelemetry\x12\x14\n\x0ctransformers\x18\x01 \x03(\t\x12\x0f\n\x07metrics\x18\x02 \x03(\t\x12\x19\n\x11transformer_index\x18\x03 \x03(\r\x12\x14\n\x0cmetric_index\x18\x04 \x03(\r\x12\x0f\n\x07time_ms\x18\x05 \x03(\x03\x12\r\n\x05value\x18\x06 \x03(\x01\x12\x15\n\rquality_flags\x18\x07 \x03(\r\"c\n\x11PseudonymRotation\x12\x12\n\nold_key_id\x18\x01 \x01(\t\x12\x12\n\nnew_key_id\x18\x02 \x01(\t\x12\x12\n\nold_meters\x18\x03 \x03(\x0c\x12\x12\n\nnew_meters\x18\x04 \x03(\x0c\"\xfa\x01\n\x0c\x42\x61tchPayload\x12\x33\n\x0emeter_readings\x18\x01 \x01(\x0b\x32\x1b.meterpipe.v1.MeterReadings\x12\x41\n\x15transformer_telemetry\x18\x02 \x01(\x0b\x32\".meterpipe.v1.TransformerTelemetry\x12\x0f\n\x07\x64\x65vices\x18\x03 \x03(\t\x12\x32\n\trotations\x18\x04 \x03(\x0b\x32\x1f.meterpipe.v1.PseudonymRotation\x12-\n\x0c\x64\x65vice_roles\x18\x05 \x03(\x0e\x32\x17.meterpipe.v1.MeterRole\"\xe3\x01\n\x0b\x42\x61tchHeader\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\x12\n\ncreated_ms\x18\x03 \x01(\x03\x12\x16\n\x0eschema_version\x18\x04 \x01(\r\x12\x18\n\x10pseudonym_key_id\x18\x05 \x01(\t\x12\x16\n\x0epayload_sha256\x18\x06 \x01(\x0c\x12\x18\n\x10software_version\x18\x07 \x01(\t\x12\x1c\n\x14register_map_version\x18\x08 \x01(\r\x12\x1a\n\x12validation_ruleset\x18\t \x01(\t\"A\n\x0bSignedBatch\x12\x0e\n\x06header\x18\x01 \x01(\x0c\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\xa6\x01\n\x03\x41\x63k\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12\'\n\x06status\x18\x03 \x01(\x0e\x32\x17.meterpipe.v1.AckStatus\x12*\n\x06reason\x18\x04 \x01(\x0e\x32\x1a.meterpipe.v1.RejectReason\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x16\n\x0emeter_readings\x18\x06 \x01(\r\"\x0f\n\rHealthRequest\"h\n\x0bHealthReply\x12\x0f\n\x07serving\x18\x01 \x01(\x08\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x16\n\x0eschema_version\x18\x03 \x01(\r\x12\x0f\n\x07storage\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t*\\\n\tMeterRole\x12\x17\n\x13METER_ROLE_CUSTOMER\x10\x00\x12\x1a\n\x16METER_ROLE_FEEDER_HEAD\x10\x01\x12\x1a\n\x16METER_ROLE_TRANSFORMER\x10\x02*s\n\tAckStatus\x12\x1a\n\x16\x41\x43K_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41\x43K_STATUS_ACCEPTED\x10\x01\x12\x18\n\x14\x41\x43K_STATUS_DUPLICATE\x10\x02\x12\x17\n\x13\x41\x43K_STATUS_REJECTED\x10\x03*\x84\x03\n\x0cRejectReason\x12\x1d\n\x19REJECT_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17REJECT_REASON_MALFORMED\x10\x01\x12\x1f\n\x1bREJECT_REASON_UNKNOWN_AGENT\x10\x02\x12\x1f\n\x1bREJECT_REASON_REVOKED_AGENT\x10\x03\x12\x1f\n\x1bREJECT_REASON_BAD_SIGNATURE\x10\x04\x12\x1f\n\x1bREJECT_REASON_HASH_MISMATCH\x10\x05\x12$\n REJECT_REASON_UNSUPPORTED_SCHEMA\x10\x06\x12#\n\x1fREJECT_REASON_SEQUENCE_CONFLICT\x10\x07\x12%\n!REJECT_REASON_STORAGE_UNAVAILABLE\x10\x08\x12\x1a\n\x16REJECT_REASON_INTERNAL\x10\t\x12&\n\"REJECT_REASON_CERTIFICATE_MISMATCH\x10\n2\x8d\x01\n\x06Ingest\x12\x41\n\rStreamBatches\x12\x19.meterpipe.v1.SignedBatch\x1a\x11.meterpipe.v1.Ack(\x01\x30\x01\x12@\n\x06Health\x12\x1b.meterpipe.v1.HealthRequest\x1a\x19.meterpipe.v1.HealthReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.meterpipe_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACKSTATUS']._serialized_start=1287
-  _globals['_ACKSTATUS']._serialized_end=1402
-  _globals['_REJECTREASON']._serialized_start=1405
-  _globals['_REJECTREASON']._serialized_end=1793
+  _globals['_METERROLE']._serialized_start=1334
+  _globals['_METERROLE']._serialized_end=1426
+  _globals['_ACKSTATUS']._serialized_start=1428
+  _globals['_ACKSTATUS']._serialized_end=1543
+  _globals['_REJECTREASON']._serialized_start=1546
+  _globals['_REJECTREASON']._serialized_end=1934
   _globals['_METERREADINGS']._serialized_start=40
   _globals['_METERREADINGS']._serialized_end=221
   _globals['_TRANSFORMERTELEMETRY']._serialized_start=224
@@ -42,17 +44,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PSEUDONYMROTATION']._serialized_start=391
   _globals['_PSEUDONYMROTATION']._serialized_end=490
   _globals['_BATCHPAYLOAD']._serialized_start=493
-  _globals['_BATCHPAYLOAD']._serialized_end=696
-  _globals['_BATCHHEADER']._serialized_start=699
-  _globals['_BATCHHEADER']._serialized_end=926
-  _globals['_SIGNEDBATCH']._serialized_start=928
-  _globals['_SIGNEDBATCH']._serialized_end=993
-  _globals['_ACK']._serialized_start=996
-  _globals['_ACK']._serialized_end=1162
-  _globals['_HEALTHREQUEST']._serialized_start=1164
-  _globals['_HEALTHREQUEST']._serialized_end=1179
-  _globals['_HEALTHREPLY']._serialized_start=1181
-  _globals['_HEALTHREPLY']._serialized_end=1285
-  _globals['_INGEST']._serialized_start=1796
-  _globals['_INGEST']._serialized_end=1937
+  _globals['_BATCHPAYLOAD']._serialized_end=743
+  _globals['_BATCHHEADER']._serialized_start=746
+  _globals['_BATCHHEADER']._serialized_end=973
+  _globals['_SIGNEDBATCH']._serialized_start=975
+  _globals['_SIGNEDBATCH']._serialized_end=1040
+  _globals['_ACK']._serialized_start=1043
+  _globals['_ACK']._serialized_end=1209
+  _globals['_HEALTHREQUEST']._serialized_start=1211
+  _globals['_HEALTHREQUEST']._serialized_end=1226
+  _globals['_HEALTHREPLY']._serialized_start=1228
+  _globals['_HEALTHREPLY']._serialized_end=1332
+  _globals['_INGEST']._serialized_start=1937
+  _globals['_INGEST']._serialized_end=2078
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class MeterRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    METER_ROLE_CUSTOMER: _ClassVar[MeterRole]
+    METER_ROLE_FEEDER_HEAD: _ClassVar[MeterRole]
+    METER_ROLE_TRANSFORMER: _ClassVar[MeterRole]
+
 class AckStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ACK_STATUS_UNSPECIFIED: _ClassVar[AckStatus]
@@ -27,6 +33,9 @@ class RejectReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REJECT_REASON_STORAGE_UNAVAILABLE: _ClassVar[RejectReason]
     REJECT_REASON_INTERNAL: _ClassVar[RejectReason]
     REJECT_REASON_CERTIFICATE_MISMATCH: _ClassVar[RejectReason]
+METER_ROLE_CUSTOMER: MeterRole
+METER_ROLE_FEEDER_HEAD: MeterRole
+METER_ROLE_TRANSFORMER: MeterRole
 ACK_STATUS_UNSPECIFIED: AckStatus
 ACK_STATUS_ACCEPTED: AckStatus
 ACK_STATUS_DUPLICATE: AckStatus
@@ -94,16 +103,18 @@ class PseudonymRotation(_message.Message):
     def __init__(self, old_key_id: _Optional[str] = ..., new_key_id: _Optional[str] = ..., old_meters: _Optional[_Iterable[bytes]] = ..., new_meters: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class BatchPayload(_message.Message):
-    __slots__ = ("meter_readings", "transformer_telemetry", "devices", "rotations")
+    __slots__ = ("meter_readings", "transformer_telemetry", "devices", "rotations", "device_roles")
     METER_READINGS_FIELD_NUMBER: _ClassVar[int]
     TRANSFORMER_TELEMETRY_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
     ROTATIONS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_ROLES_FIELD_NUMBER: _ClassVar[int]
     meter_readings: MeterReadings
     transformer_telemetry: TransformerTelemetry
     devices: _containers.RepeatedScalarFieldContainer[str]
     rotations: _containers.RepeatedCompositeFieldContainer[PseudonymRotation]
-    def __init__(self, meter_readings: _Optional[_Union[MeterReadings, _Mapping]] = ..., transformer_telemetry: _Optional[_Union[TransformerTelemetry, _Mapping]] = ..., devices: _Optional[_Iterable[str]] = ..., rotations: _Optional[_Iterable[_Union[PseudonymRotation, _Mapping]]] = ...) -> None: ...
+    device_roles: _containers.RepeatedScalarFieldContainer[MeterRole]
+    def __init__(self, meter_readings: _Optional[_Union[MeterReadings, _Mapping]] = ..., transformer_telemetry: _Optional[_Union[TransformerTelemetry, _Mapping]] = ..., devices: _Optional[_Iterable[str]] = ..., rotations: _Optional[_Iterable[_Union[PseudonymRotation, _Mapping]]] = ..., device_roles: _Optional[_Iterable[_Union[MeterRole, str]]] = ...) -> None: ...
 
 class BatchHeader(_message.Message):
     __slots__ = ("agent_id", "sequence", "created_ms", "schema_version", "pseudonym_key_id", "payload_sha256", "software_version", "register_map_version", "validation_ruleset")

@@ -46,7 +46,7 @@ def spawn(*args: str, log: IO[str], env: dict[str, str] | None = None) -> subpro
 
 
 def write_agent_config(work: Path, *, core_port: int, sim_port: int, mqtt_port: int) -> Path:
-    """The agent's TOML configuration: the two concentrators and the transformer of ``small``."""
+    """The agent's TOML configuration: ``small``'s two concentrators, feeder head, transformer."""
     path = work / "edge-agent.toml"
     path.write_text(
         f"""
@@ -76,6 +76,13 @@ name = "N-S01-C2"
 host = "127.0.0.1"
 port = {sim_port + 1}
 poll_interval_seconds = 0.2
+
+[[sources.modbus]]
+name = "N-S01-FH"
+host = "127.0.0.1"
+port = {sim_port + 2}
+poll_interval_seconds = 0.2
+role = "feeder_head"
 
 [mqtt]
 host = "127.0.0.1"
@@ -162,7 +169,7 @@ def main() -> int:
                 )
             )
             processes.append(spawn("edge-agent", "run", "--config", str(config), log=logs))
-            expected = SMALL_METERS * options.intervals
+            expected = (SMALL_METERS + 1) * options.intervals  # customers and the feeder head
             stored = wait_for_readings(dsn, expected)
             report(dsn, work / "record.sqlite", expected, stored)
             return 0 if stored == expected else 1
@@ -198,7 +205,12 @@ def report(dsn: str, record_path: Path, expected: int, stored: int) -> None:
         row = conn.execute(
             "SELECT count(*), count(DISTINCT meter_id), count(DISTINCT interval_end),"
             " sum(energy_wh)::bigint, (SELECT count(*) FROM batches),"
-            " (SELECT count(*) FROM transformer_telemetry) FROM meter_readings"
+            " (SELECT count(*) FROM transformer_telemetry)"
+            " FROM meter_readings JOIN meters USING (meter_id) WHERE role = 'customer'"
+        ).fetchone()
+        losses = conn.execute(
+            "SELECT feeder_head_wh, losses_wh, round(losses_share::numeric, 4)::float8"
+            " FROM substation_day_losses"
         ).fetchone()
         rolled_up = conn.execute("SELECT sum(energy_wh)::bigint FROM region_daily").fetchone()[0]
         lineage = conn.execute(
@@ -223,8 +235,14 @@ def report(dsn: str, record_path: Path, expected: int, stored: int) -> None:
                     "transformer_telemetry_points": row[5],
                     "energy_wh_in_daily_rollups": rolled_up,
                 },
+                "losses": {
+                    "feeder_head_wh": losses[0] if losses else None,
+                    "losses_wh": losses[1] if losses else None,
+                    "losses_share": losses[2] if losses else None,
+                    "configured_share": 0.07,  # the small scenario's losses_share
+                },
                 "lineage_of_one_reading": [f"{step}: {actor}" for step, actor in lineage],
-                "complete": stored == expected and row[3] == served_wh[1],
+                "complete": stored == expected and row[3] == served_wh[1] and losses is not None,
             },
             indent=2,
         )

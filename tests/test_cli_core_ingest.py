@@ -23,6 +23,7 @@ MIGRATION_NAMES = [
     "quality-rollups-lineage",
     "refused-values",
     "reading-corrections",
+    "meter-roles-losses",
 ]
 
 

@@ -14,7 +14,11 @@ DEMO = Path(__file__).parent.parent / "scripts" / "demo.py"
 
 
 def test_demo_stores_every_served_reading_and_shows_its_lineage():
-    """Simulator -> agent -> core on throwaway services: all 4,000 readings, rolled up."""
+    """Simulator -> agent -> core on throwaway services: all 4,000 readings, rolled up.
+
+    The feeder head is polled too, kept out of the rollups, and gives the small scenario's
+    configured 7 % of losses.
+    """
     done = subprocess.run(
         [sys.executable, str(DEMO)], capture_output=True, text=True, timeout=600, check=False
     )
@@ -24,5 +28,7 @@ def test_demo_stores_every_served_reading_and_shows_its_lineage():
     stored = report["stored"]
     assert (stored["readings"], stored["meters"], stored["intervals"]) == (4000, 1000, 4)
     assert stored["energy_wh_in_daily_rollups"] == report["served"]["energy_wh"]
+    losses = report["losses"]
+    assert losses["losses_share"] == pytest.approx(losses["configured_share"], abs=0.001)
     steps = [line.split(":")[0] for line in report["lineage_of_one_reading"]]
     assert steps == ["acquire", "validate", "pseudonymize", "sign", "transmit", "ingest"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from edge_agent.transforms.pseudonymize import PseudonymousReading
 from edge_agent.transforms.telemetry import TelemetryPoint
 from proto import pb
@@ -16,8 +18,13 @@ def batch_payload(
     readings: list[PseudonymousReading],
     points: list[TelemetryPoint] | None = None,
     rotations: list[tuple[str, str, list[tuple[bytes, bytes]]]] | None = None,
+    roles: Mapping[str, str] | None = None,
 ) -> pb.BatchPayload:
-    """Columns for both kinds of data; meters, devices, transformers, metrics listed once."""
+    """Columns for both kinds of data; meters, devices, transformers, metrics listed once.
+
+    ``roles`` names what each device's meters measure (``customer``, ``feeder_head``,
+    ``transformer``); a device it does not name reads customers.
+    """
     meters: dict[bytes, int] = {}
     devices: dict[str, int] = {}
     columns = pb.MeterReadings()
@@ -43,7 +50,13 @@ def batch_payload(
         telemetry.value.extend(p.value for p in points)
         telemetry.quality_flags.extend(p.quality_flags for p in points)
     payload = pb.BatchPayload(
-        meter_readings=columns, transformer_telemetry=telemetry, devices=list(devices)
+        meter_readings=columns,
+        transformer_telemetry=telemetry,
+        devices=list(devices),
+        device_roles=[
+            pb.MeterRole.Value(f"METER_ROLE_{(roles or {}).get(d, 'customer').upper()}")
+            for d in devices
+        ],
     )
     for old_key_id, new_key_id, pairs in rotations or []:
         payload.rotations.add(
