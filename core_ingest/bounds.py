@@ -57,7 +57,8 @@ def _refused_reading(
     columns: ReadingColumns, meters: list[bytes], i: int, now_s: float
 ) -> RefusedValue:
     register = int(columns.register_wh[i]) % 2**64  # back to the uint64 that was sent
-    end, energy = int(columns.interval_end[i]), int(columns.energy_wh[i])
+    end = int(columns.interval_end[i] + columns.clock_offset_s[i])  # as the device sent it
+    energy = int(columns.energy_wh[i])
     reason = limits.reading_problem(end, energy, register, now_s=now_s)
     if reason is None and not 0 <= columns.quality_flags[i] <= INT4_MAX:
         reason = f"quality flags {int(columns.quality_flags[i]):#x} use undefined bits"

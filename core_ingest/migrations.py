@@ -455,6 +455,20 @@ def _add_meter_roles(conn: psycopg.Connection, _storage: str) -> None:
     conn.execute(METER_ROLES.encode())
 
 
+CLOCK_OFFSETS = """
+ALTER TABLE meter_readings ADD COLUMN clock_offset_s smallint NOT NULL DEFAULT 0;
+ALTER TABLE reading_quarantine ADD COLUMN clock_offset_s smallint NOT NULL DEFAULT 0;
+COMMENT ON COLUMN meter_readings.clock_offset_s IS
+    'How far the device''s interval end was off the 15-minute grid, seconds (-450..449):'
+    ' interval_end is on the grid, so one meter''s interval is one row whatever its clock said';
+"""
+
+
+def _add_clock_offsets(conn: psycopg.Connection, _storage: str) -> None:
+    """Interval ends on the grid; the device clock's offset kept beside them."""
+    conn.execute(CLOCK_OFFSETS.encode())
+
+
 MIGRATIONS = (
     Migration(1, "base-schema", _create_base_schema),
     Migration(2, "batch-header-hash", _add_header_hash),
@@ -465,6 +479,7 @@ MIGRATIONS = (
     Migration(7, "refused-values", _add_refused_values),
     Migration(8, "reading-corrections", _add_reading_corrections),
     Migration(9, "meter-roles-losses", _add_meter_roles),
+    Migration(10, "interval-grid", _add_clock_offsets),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

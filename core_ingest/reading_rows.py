@@ -20,7 +20,8 @@ from proto.quality import SUSPECT, QualityFlag
 
 # Column order of every COPY into meter_readings (and its staging table).
 COPY_COLUMNS = (
-    "meter_id, interval_end, energy_wh, register_wh, quality_flags, poll_time, batch_id, device_no"
+    "meter_id, interval_end, energy_wh, register_wh, quality_flags, poll_time, batch_id, device_no,"
+    " clock_offset_s"
 )
 INTERVAL_SECONDS = 900  # the register map's interval length; an interval starts 900 s before
 MAX_DENSE_BUCKETS = 4096  # rollup buckets counted in one dense array; sparser spans use unique
@@ -36,6 +37,7 @@ FIELDS = (  # (name, big-endian type) per column, in COPY_COLUMNS order
     ("poll_time", ">i8"),
     ("batch_id", ">i8"),
     ("device_no", ">i2"),
+    ("clock_offset_s", ">i2"),
 )
 # Each binary COPY tuple: a field count, then per field its byte length and its value.
 ROW = np.dtype(
@@ -51,7 +53,13 @@ def _int64s(values: object) -> Int64s:
 
 @dataclass(frozen=True, slots=True)
 class ReadingColumns:
-    """A batch's meter readings, one int64 array per column (times in Unix seconds / ms)."""
+    """A batch's meter readings, one int64 array per column (times in Unix seconds / ms).
+
+    ``interval_end`` is on the 15-minute grid: the device's time rounded to the nearest
+    interval end, so a meter's interval is one row whatever its clock says (11:30:00 and
+    11:30:02 are the same interval, stored once and rolled up once). How far the device's
+    clock was off is kept in ``clock_offset_s`` (-450..449 s).
+    """
 
     meter_index: Int64s
     interval_end: Int64s
@@ -60,19 +68,23 @@ class ReadingColumns:
     quality_flags: Int64s
     poll_time_ms: Int64s
     device_index: Int64s
+    clock_offset_s: Int64s
 
     @classmethod
     def of(cls, readings: pb.MeterReadings) -> ReadingColumns:
         """Copy the protobuf columns into arrays (envelope checks made them equally long)."""
+        device_end = _int64s(readings.interval_end)
+        on_grid = (device_end + INTERVAL_SECONDS // 2) // INTERVAL_SECONDS * INTERVAL_SECONDS
         return cls(
             meter_index=_int64s(readings.meter_index),
-            interval_end=_int64s(readings.interval_end),
+            interval_end=on_grid,
             energy_wh=_int64s(readings.energy_wh),
             # uint64 on the wire: one at or above 2^63 becomes negative, which the bounds refuse
             register_wh=np.array(readings.register_wh, dtype=np.uint64).astype(np.int64),
             quality_flags=_int64s(readings.quality_flags),
             poll_time_ms=_int64s(readings.poll_time_ms),
             device_index=_int64s(readings.device_index),
+            clock_offset_s=device_end - on_grid,
         )
 
     def __len__(self) -> int:
@@ -89,6 +101,7 @@ class ReadingColumns:
             quality_flags=self.quality_flags[mask],
             poll_time_ms=self.poll_time_ms[mask],
             device_index=self.device_index[mask],
+            clock_offset_s=self.clock_offset_s[mask],
         )
 
     def poll_window(self) -> tuple[dt.datetime, dt.datetime] | None:
@@ -124,6 +137,7 @@ def copy_buffer(columns: ReadingColumns, meter_ids: npt.NDArray[np.int32], batch
     rows["poll_time"] = (columns.poll_time_ms - PG_EPOCH_S * 1000) * 1000
     rows["batch_id"] = batch_id
     rows["device_no"] = columns.device_index + 1  # PostgreSQL arrays count from 1
+    rows["clock_offset_s"] = columns.clock_offset_s
     return SIGNATURE + rows.tobytes() + TRAILER
 
 

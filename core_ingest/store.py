@@ -75,7 +75,7 @@ REPLACE_ESTIMATES = (
     "WITH replaced AS ("  # noqa: S608 - constants only
     " UPDATE meter_readings r SET energy_wh = i.energy_wh, register_wh = i.register_wh,"
     " quality_flags = i.quality_flags, poll_time = i.poll_time, batch_id = i.batch_id,"
-    " device_no = i.device_no"
+    " device_no = i.device_no, clock_offset_s = i.clock_offset_s"
     " FROM incoming_readings i JOIN meter_readings o USING (meter_id, interval_end)"
     " WHERE r.meter_id = i.meter_id AND r.interval_end = i.interval_end"
     f" AND r.quality_flags & {ESTIMATED} <> 0 AND i.quality_flags & {ESTIMATED} = 0"

@@ -24,6 +24,7 @@ MIGRATION_NAMES = [
     "refused-values",
     "reading-corrections",
     "meter-roles-losses",
+    "interval-grid",
 ]
 
 

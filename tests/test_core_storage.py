@@ -209,6 +209,40 @@ def test_a_real_reading_replaces_the_stored_estimate_and_the_correction_is_recor
     assert [row[2:] for row in hourly] == [(220, 2, 1)]
 
 
+def test_an_interval_is_one_reading_whatever_the_device_clock_said(core_server, enrolled):
+    """11:30:00 and 11:30:02 are one interval: stored once, rolled up once, offset kept.
+
+    A buggy or compromised agent sending a meter's interval twice a few seconds apart used to
+    get two readings stored and both summed into the rollups.
+    """
+    on_grid = payload(meters=[1, 2], energy=[100, 200])
+    skewed = payload(meters=[1, 3], energy=[100, 300])
+    skewed.meter_readings.interval_end[:] = [FIRST_END + 2, FIRST_END + 42]
+    conflicting = payload(meters=[1], energy=[555])
+    conflicting.meter_readings.interval_end[:] = [FIRST_END - 3]
+    acks = [
+        send(core_server, seal(body, sequence=s))[0]
+        for s, body in enumerate((on_grid, skewed, conflicting), 1)
+    ]
+    assert [answer(a) for a in acks] == ["ACK_STATUS_ACCEPTED"] * 3
+    stored = query(
+        enrolled,
+        "SELECT m.pseudonym, extract(epoch FROM interval_end)::bigint, energy_wh, clock_offset_s"
+        " FROM meter_readings JOIN meters m USING (meter_id) ORDER BY 1",
+    )
+    assert [(bytes(p), *rest) for p, *rest in stored] == [
+        (meter(1), FIRST_END, 100, 0),
+        (meter(2), FIRST_END, 200, 0),
+        (meter(3), FIRST_END, 300, 42),
+    ]
+    assert query(enrolled, "SELECT energy_wh, clock_offset_s, reason FROM reading_quarantine") == [
+        (555, -3, "conflicts-with-stored")
+    ]
+    assert query(enrolled, "SELECT sum(energy_wh), sum(received) FROM substation_daily") == [
+        (600, 3)
+    ]
+
+
 @one_storage
 def test_one_query_returns_the_whole_lineage_of_a_reading(core_server, enrolled):
     """From a stored reading: acquire, validate, pseudonymize, sign, transmit, ingest."""
