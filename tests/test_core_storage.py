@@ -35,6 +35,13 @@ def enrolled(storage_dsn: str) -> str:
     return storage_dsn
 
 
+def send_in_order(core: str, *bodies) -> None:
+    """Each body as batch 1, 2, ... on a stream of its own, so they commit in this order."""
+    for sequence, body in enumerate(bodies, 1):
+        (ack,) = send(core, seal(body, sequence=sequence))
+        assert answer(ack) == "ACK_STATUS_ACCEPTED", ack
+
+
 def query(dsn: str, sql: str, params: tuple = ()) -> list[tuple]:
     with psycopg.connect(dsn) as conn:
         return conn.execute(sql, params).fetchall()
@@ -171,11 +178,7 @@ def test_a_real_reading_replaces_the_stored_estimate_and_the_correction_is_recor
     first = payload(meters=[1, 2, 3], energy=[100, 40, 50], flags=[0, estimated, estimated])
     real = payload(meters=[2], energy=[70])
     late_estimate = payload(meters=[1], energy=[999], flags=[estimated])
-    acks = [
-        send(core_server, seal(body, sequence=s))[0]
-        for s, body in enumerate((first, real, late_estimate), 1)
-    ]
-    assert [answer(a) for a in acks] == ["ACK_STATUS_ACCEPTED"] * 3
+    send_in_order(core_server, first, real, late_estimate)
     stored = query(
         enrolled,
         "SELECT m.pseudonym, r.energy_wh, r.quality_flags, b.sequence FROM meter_readings r"
@@ -220,11 +223,7 @@ def test_an_interval_is_one_reading_whatever_the_device_clock_said(core_server, 
     skewed.meter_readings.interval_end[:] = [FIRST_END + 2, FIRST_END + 42]
     conflicting = payload(meters=[1], energy=[555])
     conflicting.meter_readings.interval_end[:] = [FIRST_END - 3]
-    acks = [
-        send(core_server, seal(body, sequence=s))[0]
-        for s, body in enumerate((on_grid, skewed, conflicting), 1)
-    ]
-    assert [answer(a) for a in acks] == ["ACK_STATUS_ACCEPTED"] * 3
+    send_in_order(core_server, on_grid, skewed, conflicting)
     stored = query(
         enrolled,
         "SELECT m.pseudonym, extract(epoch FROM interval_end)::bigint, energy_wh, clock_offset_s"
