@@ -25,9 +25,16 @@ from typing import Any
 
 from edge_agent import __version__
 from edge_agent.config import AgentConfig
-from edge_agent.errors import BufferUnavailable, ConfigError, EdgeError, SourceError
+from edge_agent.errors import (
+    BufferDamaged,
+    BufferUnavailable,
+    ConfigError,
+    EdgeError,
+    SourceError,
+)
 from edge_agent.keys import ClientTls, load_client_tls, load_pseudonym_key, load_signing_key
 from edge_agent.sinks.buffer import Buffer, BufferStatistics, Rotation
+from edge_agent.sinks.salvage import damage, salvage
 from edge_agent.sinks.uplink import Uplink
 from edge_agent.sources.breaker import CircuitBreaker
 from edge_agent.sources.modbus import ModbusConcentrator, Poll
@@ -69,6 +76,7 @@ def check_environment(config: AgentConfig) -> None:
         KeyFileError: a key file is missing, malformed or readable by others.
         ConfigError: ``buffer.path`` is in a folder the agent cannot write, or a file of
             ``[uplink.tls]`` is unusable.
+        BufferDamaged: SQLite's quick check finds the buffer damaged.
 
     """
     load_signing_key(config.signing_key_file)
@@ -78,11 +86,40 @@ def check_environment(config: AgentConfig) -> None:
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise ConfigError("buffer.path", f"folder {folder} does not exist or is not writable")
     if config.buffer_path.exists():
+        problems = damage(config.buffer_path)
+        if problems:
+            raise BufferDamaged(
+                f"the buffer {config.buffer_path} is damaged ({problems[0]}); `edge-agent run`"
+                " salvages what is intact into a new buffer and keeps the damaged file"
+            )
         buffer = Buffer(config.buffer_path, read_only=True)
         try:
             _check_key_id(config, buffer.pseudonym_key_id())
         finally:
             buffer.close()
+
+
+def _salvage_if_damaged(config: AgentConfig) -> None:
+    """Check the buffer before trusting it; salvage a damaged one into a new buffer (an alarm)."""
+    if not config.buffer_path.exists():
+        return
+    problems = damage(config.buffer_path)
+    if not problems:
+        return
+    report = salvage(
+        config.buffer_path,
+        problems,
+        synchronous=config.buffer_synchronous,
+        max_bytes=config.buffer_max_bytes,
+    )
+    log.error(
+        "ALARM the buffer was damaged (%s): salvaged into a new one, kept %s, lost %s;"
+        " the damaged file is kept as %s",
+        problems[0],
+        report.kept,
+        report.lost or "nothing",
+        report.damaged_file,
+    )
 
 
 def _client_tls(config: AgentConfig) -> ClientTls | None:
@@ -155,6 +192,7 @@ class EdgeAgent:
         )
         tls = _client_tls(config)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-buffer")
+        _salvage_if_damaged(config)
         self.buffer = Buffer(
             config.buffer_path,
             synchronous=config.buffer_synchronous,

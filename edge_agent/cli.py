@@ -23,7 +23,7 @@ import click
 
 from edge_agent.agent import EdgeAgent, check_environment
 from edge_agent.config import AgentConfig, load_config
-from edge_agent.errors import ConfigError, EdgeError
+from edge_agent.errors import BufferDamaged, ConfigError, EdgeError
 from edge_agent.keys import generate_pseudonym_key, generate_signing_key
 from edge_agent.rotation import rotate_pseudonym_key
 from edge_agent.sinks.buffer import Buffer
@@ -161,13 +161,18 @@ def rotate_pseudonym_key_command(config_path: Path, new_key_file: Path, new_key_
 @main.command("check-config")
 @config_option
 def check_config(config_path: Path) -> None:
-    """Validate the configuration file and the key files it names; exit 78 if invalid.
+    """Validate the configuration, the key files it names and the buffer; exit 78 if invalid.
+
+    A damaged buffer exits 1: `edge-agent run` salvages it.
 
     Example: edge-agent check-config --config /etc/edge-agent/edge-agent.toml
     """
     config = _load(config_path)
     try:
         check_environment(config)
+    except BufferDamaged as exc:  # not the configuration's fault
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
     except EdgeError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_CONFIG)

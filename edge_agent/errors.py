@@ -6,6 +6,7 @@
     ├── ConfigError           bad configuration; names the key (``key``) and the problem
     ├── KeyFileError          a key file missing, malformed or readable by others
     ├── BufferUnavailable     the buffer cannot be written (disk full, I/O error); retried
+    │   └── BufferDamaged     SQLite finds the buffer file damaged; salvaged at start
     ├── SourceError           a device could not be read; ``device`` says which
     │   └── MalformedReply    the device answered, but not as the register map says
     └── UplinkError           talking to the core failed
@@ -38,6 +39,10 @@ class KeyFileError(EdgeError):
 
 class BufferUnavailable(EdgeError):  # noqa: N818 - named for the condition
     """The buffer cannot be written now; nothing was half-written. Cause in ``__cause__``."""
+
+
+class BufferDamaged(BufferUnavailable):
+    """The buffer file is damaged (bits flipped on disk); ``edge-agent run`` salvages it."""
 
 
 class SourceError(EdgeError):

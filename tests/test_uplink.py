@@ -247,3 +247,25 @@ def test_an_answer_the_buffer_could_not_record_is_recorded_once_it_can(tmp_path)
     assert uplink.sessions == 1
     assert uplink.unanswered == 0
     buffer.close()
+
+
+@pytest.mark.parametrize("byte", [1, 3])  # the header's length byte; a byte of its sequence
+def test_a_batch_damaged_in_the_buffer_is_set_aside_and_the_rest_delivered(tmp_path, byte):
+    """A sealed batch whose header no longer reads as its own is marked rejected locally.
+
+    Sent, the core could only answer it with sequence 0, which matches nothing in flight: it
+    stayed pending for ever and was resent on every stream.
+    """
+    buffer = Buffer(tmp_path / "b.sqlite")
+    fill(buffer, 3)
+    (signed,) = buffer._db.execute("SELECT signed FROM batches WHERE sequence = 2").fetchone()
+    damaged = bytearray(signed)
+    damaged[byte] ^= 0x04
+    buffer._db.execute("UPDATE batches SET signed = ? WHERE sequence = 2", (bytes(damaged),))
+    uplink = run_uplink_until(
+        AcceptingCore(), buffer, lambda _u: buffer.statistics().pending_batches == 0
+    )
+    states = dict(buffer._db.execute("SELECT sequence, outcome FROM batches").fetchall())
+    assert states == {1: "accepted", 2: "rejected:DAMAGED_IN_BUFFER", 3: "accepted"}
+    assert uplink.sessions == 1
+    buffer.close()

@@ -125,6 +125,18 @@ class StoredBatch:
 
 
 PRESSURE_LEVELS = ("normal", "shedding", "paused")
+# Every table, those that say where the agent stands first (the order a salvage copies them).
+TABLES = (
+    "agent_state",
+    "device_cursor",
+    "device_state",
+    "meter_profile",
+    "rotations",
+    "batches",
+    "readings",
+    "telemetry",
+    "quarantine",
+)
 ESTIMATED = int(QualityFlag.ESTIMATED)
 # One meter's validation state, packed: pseudonym, interval end, register, last energy, last
 # valid energy (NO_VALUE when none), repeats, zeros.
@@ -597,6 +609,29 @@ class Buffer:
             next_sequence=next_sequence,
             oldest_pending_poll_ms=oldest,
         )
+
+    def restore_rows(self, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert rows salvaged from a damaged buffer of this layout (``sinks.salvage``)."""
+        if table not in TABLES:
+            raise ValueError(f"no buffer table {table!r}")
+        if not rows:
+            return
+        marks = ", ".join("?" * len(rows[0]))
+        with self._transaction():
+            self._db.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", rows)  # noqa: S608
+
+    def restore_sequence(self, *, gap: int) -> None:
+        """After a salvage: the next sequence above every batch on disk, ``gap`` further.
+
+        ``gap`` is for a lost counter: a sequence must never be handed out twice.
+        """
+        with self._transaction():
+            self._db.execute(
+                "UPDATE agent_state SET value = max(value,"
+                " coalesce((SELECT max(sequence) FROM batches), 0) + 1) + ?"
+                " WHERE key = 'next_sequence'",
+                (gap,),
+            )
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from edge_agent.errors import BufferUnavailable, UplinkBroken
 from edge_agent.keys import ClientTls
@@ -49,6 +50,7 @@ BACKOFF_FIRST_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 60.0  # many gateways reconnecting after a core outage spread over a minute
 WATCHDOG_PERIOD_SECONDS = 1.0
 DELIVERED = (pb.ACK_STATUS_ACCEPTED, pb.ACK_STATUS_DUPLICATE)
+DAMAGED = "rejected:DAMAGED_IN_BUFFER"  # a sealed batch the agent itself cannot read back
 # Ping the core every 30 s, give up on the connection 10 s after an unanswered ping: a half-open
 # TCP connection (NAT or firewall timeouts on substation WAN links) is found within a minute.
 CHANNEL_OPTIONS = (
@@ -258,10 +260,38 @@ class Uplink:
                 newest=session.newest_next,
                 skip=frozenset(session.unanswered),  # a copy: the I/O thread reads it
             )
-            if batch is not None:
+            if batch is None:
+                await self._batch_ready.wait()
+            elif await self._intact(batch):
                 session.newest_next = not session.newest_next
                 return batch
-            await self._batch_ready.wait()
+
+    async def _intact(self, batch: StoredBatch) -> bool:
+        """Whether a sealed batch still reads as itself; a damaged one is set aside, logged.
+
+        Bits flipped on the gateway's disk can make a batch's header unreadable: the core could
+        only answer it with sequence 0, which matches nothing in flight, and it would be sent
+        again on every stream for ever. It is marked rejected (DAMAGED_IN_BUFFER) and kept.
+        """
+        try:
+            header = pb.BatchHeader.FromString(pb.SignedBatch.FromString(batch.signed).header)
+        except DecodeError as exc:
+            problem = f"does not parse: {exc}"
+        else:
+            if header.sequence == batch.sequence:
+                return True
+            problem = f"its header says sequence {header.sequence}"
+        log.error(
+            "ALARM batch %d is damaged in the buffer and not sent: %s", batch.sequence, problem
+        )
+        await self._buffer_call(
+            self._buffer.acknowledge,
+            batch.sequence,
+            outcome=DAMAGED,
+            detail=f"damaged in the buffer: {problem}",
+            refused=True,
+        )
+        return False
 
     async def _ack_loop(self, call: StreamCall, session: _Session) -> None:
         async for ack in call:
