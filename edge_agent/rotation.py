@@ -30,7 +30,9 @@ async def read_serials(config: AgentConfig) -> set[int]:
         source = ModbusConcentrator(source_config)
         try:
             header = await source.read_header()
-            records = await source.read_table(header.meter_count, history=False)
+            records = await source.read_table(
+                header.meter_count, history=False, latest=header.last_interval_end
+            )
         finally:
             source.close()
         serials.update(record.serial for record in records)

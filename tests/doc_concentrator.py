@@ -14,6 +14,7 @@ The device runs in its own thread with its own event loop, so a test drives the 
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -81,6 +82,10 @@ class DeviceModel:
     corrupt: dict[tuple[int, int], Served] = field(default_factory=dict)  # served instead
     # request number -> header registers (by address) answered instead, for that request only
     glitches: dict[int, dict[int, int]] = field(default_factory=dict)
+    garbage: set[int] = field(
+        default_factory=set
+    )  # meter-table reads (0, 1...) answered with noise
+    table_reads: int = 0
     _glitch: dict[int, int] = field(default_factory=dict)
 
     def close(self, missing: frozenset[int] = frozenset()) -> int:
@@ -193,7 +198,16 @@ class DocConcentrator:
             model = self.model
             model.before_request()
             offset = address - start_address
-            if function_code == 3:
+            if function_code in (3, 4) and address >= TABLE:
+                model.table_reads += 1
+            if (
+                function_code in (3, 4)
+                and address >= TABLE
+                and model.table_reads - 1 in model.garbage
+            ):
+                noise = random.Random(model.table_reads)
+                current[offset : offset + count] = [noise.randrange(65_536) for _ in range(count)]
+            elif function_code == 3:
                 current[offset : offset + count] = model.holding(address, count)
             elif function_code == 4:
                 current[offset : offset + count] = model.inputs(address, count)

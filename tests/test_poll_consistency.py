@@ -302,3 +302,20 @@ def test_a_header_going_back_reads_nothing_again(device, keys, caplog):
         rows, _ = buffered(Path(folder) / "buffer.sqlite")
     assert "went back" in caplog.text
     assert len(rows) == 20
+
+
+def test_garbage_replies_to_table_reads_store_nothing_that_was_not_served(device, keys):
+    """Noise in place of a table read: read again, and only what was served is stored."""
+    model = DeviceModel(serials=[60_000 + i for i in range(40)])
+    for _ in range(3):
+        model.close()
+    model.garbage = {0, 3, 7, 12, 16}  # 40 meters: 6 table reads an interval, and re-reads
+    device.reset(model)
+    with tempfile.TemporaryDirectory() as folder:
+        config = write_config(Path(folder), keys, device.port)
+        asyncio.run(poll_until_caught_up(config, model, 1))
+        rows, reasons = buffered(Path(folder) / "buffer.sqlite")
+    assert reasons == []
+    pseudonyms = Pseudonymizer(key=load_pseudonym_key(keys / "pseudonym.key"), key_id="k1")
+    check_against_device(rows, model, pseudonyms)
+    assert len(rows) == 3 * 40

@@ -70,6 +70,7 @@ class ModbusConcentrator:
         self.reads = 0
         self.backfilled = 0
         self.lost_intervals = 0
+        self.rereads = 0  # reads taken again because a record looked like a garbage reply
         self._went_back_to = 0  # the last backward header step alarmed, so it is said once
 
     async def _connected(self) -> AsyncModbusTcpClient:
@@ -119,25 +120,35 @@ class ModbusConcentrator:
             raise SourceError(self.device, f"history selector write failed: {exc}") from exc
         self._check(reply, "history selector write")
 
-    async def read_table(self, meter_count: int, *, history: bool) -> list[MeterRecord]:
+    async def read_table(
+        self, meter_count: int, *, history: bool, latest: int
+    ) -> list[MeterRecord]:
         """Read and decode the whole meter table (live, or the selected history interval).
 
         Each read holds whole records only (``register_map.record_reads``): a device answers
         one request from one state, so a record is always one meter's consistent state even
         when an interval closes between two reads. Records are decoded read by read: a
         1,250-meter table's 20,000 registers are never all held at once.
+
+        A read holding a record no device state explains (an interval end after ``latest``,
+        the interval read, or a value no reading can hold) is read once more and the second
+        answer taken: a garbage reply is replaced, and a device that really holds such a
+        record says so twice (validation then quarantines that record).
         """
         records: list[MeterRecord] = []
         for address, count in register_map.record_reads(meter_count):
-            words = await self._read(address, count, history=history)
-            records.extend(
-                register_map.decode_meter_table(
-                    words,
-                    device=self.device,
-                    word_order=self.config.word_order,
-                )
-            )
+            block = await self._read_records(address, count, history=history)
+            if any(register_map.implausible(r, latest) for r in block):
+                self.rereads += 1
+                block = await self._read_records(address, count, history=history)
+            records.extend(block)
         return records
+
+    async def _read_records(self, address: int, count: int, *, history: bool) -> list[MeterRecord]:
+        words = await self._read(address, count, history=history)
+        return register_map.decode_meter_table(
+            words, device=self.device, word_order=self.config.word_order
+        )
 
     async def read_header(self) -> ConcentratorHeader:
         """Read and decode the live header block.
@@ -200,7 +211,7 @@ class ModbusConcentrator:
             )
         if not header.held:
             return None
-        return await self.read_table(meter_count, history=True)
+        return await self.read_table(meter_count, history=True, latest=interval_end)
 
     async def poll(self) -> AsyncIterator[Poll]:
         """Missed intervals from the history (oldest first), then the live one if it is new."""
@@ -233,7 +244,9 @@ class ModbusConcentrator:
         unchanged: a reading the device still holds is never left to be estimated.
         """
         poll_time_ms = _now_ms()
-        records = await self.read_table(header.meter_count, history=False)
+        records = await self.read_table(
+            header.meter_count, history=False, latest=header.last_interval_end
+        )
         after = await self.read_header()
         if after.last_interval_end == header.last_interval_end:
             return Poll(records, poll_time_ms, header.last_interval_end)

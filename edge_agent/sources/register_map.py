@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from edge_agent.errors import MalformedReply
+from proto import limits
 from proto.quality import QualityFlag
 
 DEVICE_ALARM = int(QualityFlag.DEVICE_ALARM)  # a plain int: flags are OR-ed per reading
@@ -152,6 +153,19 @@ def decode_meter_table(
             )
         )
     return records
+
+
+def implausible(record: MeterRecord, latest: int) -> bool:
+    """Whether no device state explains ``record`` (a garbage reply, most likely).
+
+    Its interval ends after ``latest``, the interval it was read for (clocks drift, by less
+    than half an interval), or it holds a value no reading can hold.
+    """
+    return (
+        not limits.EARLIEST_INTERVAL_END_S <= record.interval_end <= latest + INTERVAL_SECONDS // 2
+        or abs(record.energy_wh) > limits.MAX_INTERVAL_ENERGY_WH
+        or record.register_wh > limits.MAX_REGISTER_WH
+    )
 
 
 def record_reads(meter_count: int) -> list[tuple[int, int]]:
