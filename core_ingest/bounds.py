@@ -4,7 +4,8 @@ The bounds are ``proto.limits``, the definition the agent checks before it buffe
 judged here by the core's own clock. A value outside them is refused on its own and kept, raw,
 in ``refused_values`` with its reason: one bad reading never costs the good ones beside it,
 and a buggy or compromised agent cannot push an absurd value into the rollups. Checked column
-by column with numpy, so a clean batch costs a few array comparisons.
+by column with numpy for the readings (a clean batch costs a few array comparisons) and point
+by point for the telemetry, a few values a minute per transformer.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ import numpy.typing as npt
 
 from core_ingest.reading_rows import ReadingColumns
 from proto import limits, pb
+from proto.quality import QualityFlag
 
 INT4_MAX = 2**31 - 1
+INTERVAL_SECONDS = limits.INTERVAL_SECONDS
+SECOND_COPY = "another reading of this meter and interval, with other values, is in the batch"
 MAX_NAME_LENGTH = 64  # transformer ids and metric names: the agents' own limit for ids
 
 
@@ -42,24 +46,60 @@ def split_readings(
 ) -> tuple[npt.NDArray[np.bool_], list[RefusedValue]]:
     """A mask of the readings within bounds, and the others with their reasons."""
     ahead = now_s + limits.MAX_AHEAD_SECONDS
+    device_end = columns.interval_end + columns.clock_offset_s  # as sent, before the grid
     bad = (
-        _outside(columns.interval_end, limits.EARLIEST_INTERVAL_END_S, ahead)
+        _outside(device_end, limits.EARLIEST_INTERVAL_END_S, ahead)
         | _outside(columns.energy_wh, -limits.MAX_INTERVAL_ENERGY_WH, limits.MAX_INTERVAL_ENERGY_WH)
         | (columns.register_wh < 0)  # a uint64 at or above 2^63 arrives here negative
         | _outside(columns.quality_flags, 0, INT4_MAX)
         | _outside(columns.poll_time_ms, limits.EARLIEST_INTERVAL_END_S * 1000, ahead * 1000)
     )
     refused = [_refused_reading(columns, meters, int(i), now_s) for i in np.flatnonzero(bad)]
-    return ~bad, refused
+    copies, conflicting = _second_copies(columns, ~bad)
+    refused += [
+        _refused_reading(columns, meters, int(i), now_s, reason=SECOND_COPY)
+        for i in np.flatnonzero(conflicting)
+    ]
+    return ~bad & ~copies, refused
+
+
+def _second_copies(
+    columns: ReadingColumns, within: npt.NDArray[np.bool_]
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Readings of a meter and interval already in the batch, and which of them conflict.
+
+    One copy is kept: a real reading before an estimate, then the first. Another copy with the
+    same values is dropped; a real one with other values is a conflict (set apart, kept).
+    """
+    copies = np.zeros(len(columns), dtype=np.bool_)
+    conflicting = np.zeros(len(columns), dtype=np.bool_)
+    rows = np.flatnonzero(within)
+    if len(rows) < 2:  # noqa: PLR2004 - a copy needs two
+        return copies, conflicting
+    key = (columns.meter_index[rows] << 24) | (columns.interval_end[rows] // INTERVAL_SECONDS)
+    estimated = (columns.quality_flags[rows] & int(QualityFlag.ESTIMATED)) != 0
+    order = rows[np.lexsort((rows, estimated, key))]
+    key = (columns.meter_index[order] << 24) | (columns.interval_end[order] // INTERVAL_SECONDS)
+    again = np.concatenate([[False], key[1:] == key[:-1]])
+    if not again.any():
+        return copies, conflicting
+    kept = order[np.maximum.accumulate(np.where(again, 0, np.arange(len(order))))]
+    copies[order[again]] = True
+    differs = (columns.energy_wh[order] != columns.energy_wh[kept]) | (
+        columns.register_wh[order] != columns.register_wh[kept]
+    )
+    real = (columns.quality_flags[order] & int(QualityFlag.ESTIMATED)) == 0
+    conflicting[order[again & differs & real]] = True
+    return copies, conflicting
 
 
 def _refused_reading(
-    columns: ReadingColumns, meters: list[bytes], i: int, now_s: float
+    columns: ReadingColumns, meters: list[bytes], i: int, now_s: float, reason: str | None = None
 ) -> RefusedValue:
     register = int(columns.register_wh[i]) % 2**64  # back to the uint64 that was sent
     end = int(columns.interval_end[i] + columns.clock_offset_s[i])  # as the device sent it
     energy = int(columns.energy_wh[i])
-    reason = limits.reading_problem(end, energy, register, now_s=now_s)
+    reason = reason or limits.reading_problem(end, energy, register, now_s=now_s)
     if reason is None and not 0 <= columns.quality_flags[i] <= INT4_MAX:
         reason = f"quality flags {int(columns.quality_flags[i]):#x} use undefined bits"
     if reason is None:

@@ -35,9 +35,7 @@ from core_ingest.lineage_events import CommittedBatch
 from core_ingest.migrations import NATIVE
 from core_ingest.reading_rows import (
     COPY_COLUMNS,
-    CUSTOMER,
     ReadingColumns,
-    batch_roles,
     copy_buffer,
     device_roles,
     meter_roles,
@@ -51,6 +49,7 @@ from proto.quality import QualityFlag
 log = logging.getLogger(__name__)
 
 UTC = dt.UTC
+LATEST_CREATED_S = 7_258_118_400  # 2200-01-01: any later time is a broken batch
 METER_COPY = f"COPY meter_readings ({COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 TELEMETRY_COPY = (
     "COPY transformer_telemetry (transformer_id, time, metric, value, quality_flags, agent_id,"
@@ -152,13 +151,17 @@ def batch_days(columns: ReadingColumns, telemetry_ms: Sequence[int]) -> dict[str
     }
 
 
-def check_created(opened: OpenedBatch, *, now_s: float) -> None:
-    """The batch's own creation time must be believable: it is the header, not one value."""
+def check_created(opened: OpenedBatch) -> None:
+    """The batch's creation time must be a time the ledger can hold (2000 to 2200).
+
+    It is the gateway's clock, metadata of the batch: a gateway clock days ahead must not get
+    every batch refused for good, since the readings carry the devices' own times.
+    """
     created_s = opened.header.created_ms / 1000
-    if not limits.EARLIEST_INTERVAL_END_S <= created_s <= now_s + limits.MAX_AHEAD_SECONDS:
+    if not limits.EARLIEST_INTERVAL_END_S <= created_s <= LATEST_CREATED_S:
         raise EnvelopeError(
             pb.REJECT_REASON_MALFORMED,
-            f"created_ms {opened.header.created_ms} is outside 2000-01-01 to a day ahead",
+            f"created_ms {opened.header.created_ms} is outside 2000-01-01 to 2200-01-01",
         )
 
 
@@ -202,8 +205,9 @@ class MeterIds:
     """A batch's meter ids, by meter index, and what the directory learns once it commits."""
 
     ids: npt.NDArray[np.int32]
+    customer: npt.NDArray[np.bool_]  # whether each meter's role is customer (consumption)
     digest: bytes
-    added: list[tuple[bytes, int]]
+    added: list[tuple[bytes, tuple[int, bool]]]
 
 
 class MeterDirectory:
@@ -220,8 +224,8 @@ class MeterDirectory:
 
     def __init__(self, *, meters: int = 500_000, lists: int = 4_096) -> None:
         """Start empty; about 120 bytes per remembered meter, 4 per meter in a list."""
-        self._ids: dict[bytes, int] = {}
-        self._lists: dict[bytes, npt.NDArray[np.int32]] = {}
+        self._ids: dict[bytes, tuple[int, bool]] = {}  # pseudonym -> (meter_id, customer)
+        self._lists: dict[bytes, tuple[npt.NDArray[np.int32], npt.NDArray[np.bool_]]] = {}
         self._meter_capacity = meters
         self._list_capacity = lists
 
@@ -243,7 +247,7 @@ class MeterDirectory:
         digest = hashlib.blake2b(b"".join(pseudonyms), digest_size=16).digest()
         known = self._lists.get(digest)
         if known is not None:
-            return MeterIds(known, digest, [])
+            return MeterIds(*known, digest, [])
         listed = list(pseudonyms)
         # Resolve into a local dict: another stream may clear the cache while this one waits.
         unique = set(listed)
@@ -256,8 +260,9 @@ class MeterDirectory:
             else []
         )
         found.update(added)
-        ids = np.fromiter((found[p] for p in listed), dtype=np.int32, count=len(listed))
-        return MeterIds(ids, digest, added)
+        ids = np.fromiter((found[p][0] for p in listed), dtype=np.int32, count=len(listed))
+        customer = np.fromiter((found[p][1] for p in listed), dtype=np.bool_, count=len(listed))
+        return MeterIds(ids, customer, digest, added)
 
     def remember(self, resolved: MeterIds) -> None:
         """Keep a committed batch's meter ids for the next batches."""
@@ -268,7 +273,7 @@ class MeterDirectory:
         if resolved.digest not in self._lists:
             if len(self._lists) >= self._list_capacity:
                 self._lists.clear()
-            self._lists[resolved.digest] = resolved.ids
+            self._lists[resolved.digest] = (resolved.ids, resolved.customer)
 
 
 async def _add_meters(
@@ -277,8 +282,11 @@ async def _add_meters(
     roles: list[str],
     agent_id: str,
     agent: AgentKey,
-) -> list[tuple[bytes, int]]:
-    """Insert the meters not in the dimension yet; (pseudonym, meter_id) of all of them.
+) -> list[tuple[bytes, tuple[int, bool]]]:
+    """Insert the meters not in the dimension yet; (pseudonym, (meter_id, customer)) of all.
+
+    ``customer`` is the role the dimension holds (set when the meter was first seen), which
+    decides whether its readings are consumption.
 
     Ids come back in the order asked (no pseudonym is sent back: decoding thousands of
     bytea values costs more than the lookup). A meter another core is adding meanwhile is
@@ -291,12 +299,12 @@ async def _add_meters(
         (agent.substation, agent.region, agent_id, pseudonyms, roles),
     )
     cur = await conn.execute(
-        "SELECT m.meter_id FROM unnest(%b::bytea[]) WITH ORDINALITY AS g(p, n)"
+        "SELECT m.meter_id, m.role = 'customer' FROM unnest(%b::bytea[]) WITH ORDINALITY AS g(p, n)"
         " JOIN meters m ON m.pseudonym = g.p ORDER BY g.n",
         (pseudonyms,),
         binary=True,
     )
-    ids = [meter_id for (meter_id,) in await cur.fetchall()]
+    ids = [(meter_id, customer) for meter_id, customer in await cur.fetchall()]
     if len(ids) != len(pseudonyms):
         raise StorageUnavailable(f"{len(pseudonyms) - len(ids)} meters vanished from the dimension")
     return list(zip(pseudonyms, ids, strict=True))
@@ -366,7 +374,7 @@ class BatchStore:
 
         """
         now_s = received_at.timestamp()
-        check_created(opened, now_s=now_s)
+        check_created(opened)
         readings = opened.payload.meter_readings
         columns = ReadingColumns.of(readings)
         within, refused = split_readings(columns, list(readings.meters), now_s=now_s)
@@ -420,7 +428,7 @@ class BatchStore:
             await self._copy_telemetry(batch.opened, batch.points)
             await self._keep_refused(batch, batch_id)
             await self._apply_rotations(batch.opened)
-            await self._add_to_rollups(stored, corrected, batch.agent, batch.device_roles)
+            await self._add_to_rollups(stored, corrected, batch.agent, meters.customer)
         self._meters.remember(meters)
         return WriteOutcome(
             pb.ACK_STATUS_ACCEPTED,
@@ -443,16 +451,23 @@ class BatchStore:
         if not batch.refused:
             return await self._meters.ids(self.conn, readings.meters, roles, agent_id, batch.agent)
         used = np.unique(batch.columns.meter_index)
+
+        def used_roles() -> list[str]:
+            every = roles()
+            return [every[i] for i in used]
+
         subset = await self._meters.ids(
             self.conn,
             [readings.meters[i] for i in used],
-            lambda: [roles()[i] for i in used],
+            used_roles,
             agent_id,
             batch.agent,
         )
         ids = np.zeros(len(readings.meters), dtype=np.int32)
         ids[used] = subset.ids
-        return MeterIds(ids, subset.digest, subset.added)
+        customer = np.zeros(len(readings.meters), dtype=np.bool_)
+        customer[used] = subset.customer
+        return MeterIds(ids, customer, subset.digest, subset.added)
 
     async def _keep_refused(self, batch: _PendingBatch, batch_id: int) -> None:
         """The values set apart by the bounds, raw, with their reasons, in this transaction."""
@@ -611,11 +626,6 @@ class BatchStore:
         )
         ids = meter_ids[batch.columns.meter_index].tolist()
         ends = batch.columns.interval_end.tolist()
-        if len(set(zip(ids, ends, strict=True))) != len(ends):
-            raise EnvelopeError(
-                pb.REJECT_REASON_MALFORMED,
-                "a meter's reading for one interval appears twice in the batch",
-            )
         cur = await self.conn.execute(REPLACE_ESTIMATES)
         corrected = Corrections.of(await cur.fetchall())
         if len(corrected.interval_end):
@@ -652,17 +662,18 @@ class BatchStore:
         stored: ReadingColumns,
         corrected: Corrections,
         agent: AgentKey,
-        device_roles: Sequence[int],
+        customer: npt.NDArray[np.bool_],
     ) -> None:
         """Add newly stored customer readings to their substation's hourly and daily rollups.
 
         Only readings stored by this transaction are added, so a re-sent batch (DUPLICATE)
         or a re-read reading adds nothing, and a late one lands in its own hour and day. A
         replaced estimate is taken out as its real reading goes in: the energy moves by the
-        difference, one reading moves from estimated to received. Feeder-head and transformer
-        meters are not consumption: the losses view compares them with these sums.
+        difference, one reading moves from estimated to received. Only meters whose role in
+        the dimension is customer (``customer``, by meter index) are consumption: feeder-head
+        and transformer meters are compared with these sums in the losses view.
         """
-        stored = stored.select(batch_roles(stored, device_roles) == CUSTOMER)
+        stored = stored.select(customer[stored.meter_index])
         corrected = corrected.customers()
         if not len(stored) and not len(corrected.interval_end):
             return

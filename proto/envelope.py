@@ -162,6 +162,8 @@ def _check_columns(payload: pb.BatchPayload) -> None:
         raise EnvelopeError(
             pb.REJECT_REASON_MALFORMED, "device_roles must name one role per device, or none"
         )
+    if len(set(readings.meters)) != len(readings.meters):
+        raise EnvelopeError(pb.REJECT_REASON_MALFORMED, "a meter pseudonym is listed twice")
     if any(len(meter) != PSEUDONYM_BYTES for meter in readings.meters):
         raise EnvelopeError(pb.REJECT_REASON_MALFORMED, "a meter pseudonym is not 32 bytes")
     for rotation in payload.rotations:

@@ -1,9 +1,9 @@
 """What a meter reading may hold: one definition, checked at both ends of the wire.
 
 The agent refuses (quarantines) a reading outside these bounds before it buffers it; the core
-refuses the same readings with a reason code. Because both read this module, a reading the edge
-lets through is never refused by the core for its bounds, and one bad record never costs a
-whole batch. docs/protocol.md lists them.
+sets the same readings apart with their reason. Because both read this module, a reading the
+edge lets through passes the core's bounds too (unless the two clocks disagree by about a day),
+and one bad record never costs a whole batch. docs/protocol.md lists them.
 """
 
 from __future__ import annotations

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import ipaddress
+import json
 import shutil
 import socket
 import subprocess
@@ -35,6 +38,7 @@ from edge_agent.keys import (
     load_pseudonym_key,
 )
 from proto import pb, pb_grpc
+from proto.quality import QualityFlag
 from substation_sim import (
     Field,
     FieldRecord,
@@ -211,6 +215,30 @@ def stored_and_sent(dsn: str) -> tuple[int, int]:
             "SELECT count(*), (SELECT coalesce(sum(meter_readings), 0) FROM batches)::bigint"
             " FROM meter_readings"
         ).fetchone()
+
+
+def assert_stored_as_served(agent: AgentSetup, sim: RunningSimulator, dsn: str) -> None:
+    """The database holds exactly what the device served, read and unflagged ESTIMATED."""
+    served = {
+        (
+            hmac.digest(agent.pseudonym_key, str(r.serial).encode(), hashlib.sha256),
+            r.interval_end,
+        ): (r.energy_wh, r.register_wh)
+        for r in sim.served()
+    }
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT m.pseudonym, extract(epoch FROM interval_end)::bigint, energy_wh,"
+            " register_wh, quality_flags FROM meter_readings JOIN meters m USING (meter_id)"
+        ).fetchall()
+    stored = {(bytes(m), end): (wh, reg) for m, end, wh, reg, _ in rows}
+    estimated = [(m.hex()[:8], end) for m, end, *_, flags in rows if flags & QualityFlag.ESTIMATED]
+    assert estimated == [], f"{len(estimated)} readings the device held stored as estimates"
+    assert len(rows) == len(served)
+    wrong = [key for key, value in served.items() if stored.get(key) != value]
+    assert wrong == [], f"{len(wrong)} served readings missing or with another value"
+    status = json.loads(agent.command("status").stdout)
+    assert status["quarantined"] == 0
 
 
 def core_healthy(target: str, *, tls: ClientTls | None = None) -> bool:

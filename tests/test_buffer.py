@@ -217,8 +217,12 @@ def test_picking_the_newest_pending_batch_uses_the_partial_index(buffer):
 
 
 def test_a_late_real_reading_replaces_its_pending_estimate(buffer):
-    """The estimate of (meter, interval) is deleted when the real reading comes; others stay."""
-    estimate = reading(1, 1800)._replace(quality_flags=int(QualityFlag.ESTIMATED))
+    """The estimate of (meter, interval) is deleted when the real reading comes; others stay.
+
+    Intervals match on the 15-minute grid: the estimate at 1802 and the reading at 1800 are
+    the same interval of a meter whose clock moved.
+    """
+    estimate = reading(1, 1802)._replace(quality_flags=int(QualityFlag.ESTIMATED))
     buffer.put_readings([estimate, reading(2, 1800), reading(1, 2700)])
     real = reading(1, 1800, energy=17)
     assert buffer.put_readings([], late=[real]) == 1

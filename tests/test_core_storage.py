@@ -18,7 +18,7 @@ from signed_batches import AGENT, DEVICE, FIRST_END, KEY, answer, meter, payload
 from core_ingest import agents
 from core_ingest.lineage_events import run_id
 from core_ingest.migrations import NATIVE, TIMESCALEDB, migrate
-from proto import public_key_bytes
+from proto import pb, public_key_bytes
 from proto.quality import QualityFlag
 
 pytestmark = pytest.mark.integration
@@ -76,21 +76,47 @@ def test_a_reading_stored_before_is_not_stored_again_from_another_batch(core_ser
 
 
 @one_storage
-def test_a_batch_with_a_reading_twice_is_refused_whole(core_server, enrolled):
-    """The same meter's interval twice in one batch is MALFORMED: nothing stored or rolled up."""
-    twice_listed = payload(meters=[0, 1, 0], energy=[100, 100, 999])
+def test_a_reading_twice_in_one_batch_is_stored_once_and_the_batch_kept(core_server, enrolled):
+    """A meter's interval twice in a batch: one stored, a conflicting copy set apart.
+
+    A real reading wins over an estimate of the same interval; an identical copy is dropped.
+    The rest of the batch is stored (the whole batch used to be refused). A pseudonym listed
+    twice in the batch's dictionary is a malformed batch.
+    """
+    estimated = int(QualityFlag.ESTIMATED)
+    body = payload(meters=[0, 1, 2, 3], energy=[100, 100, 50, 30], flags=[0, 0, estimated, 0])
+    columns = body.meter_readings
+    for index, energy in ((0, 999), (2, 70), (3, 30)):  # meter 0, 2 and 3 once more
+        columns.meter_index.append(index)
+        columns.interval_end.append(columns.interval_end[0])
+        columns.energy_wh.append(energy)
+        columns.register_wh.append(columns.register_wh[index])
+        columns.quality_flags.append(0)
+        columns.poll_time_ms.append(columns.poll_time_ms[0])
+        columns.device_index.append(0)
     twice_indexed = payload(meters=[5, 5])  # one meter under two dictionary entries
-    acks = [
-        send(core_server, seal(body, sequence=s))[0]
-        for s, body in ((1, twice_listed), (2, twice_indexed))
-    ]
-    assert [answer(a) for a in acks] == ["REJECT_REASON_MALFORMED"] * 2
-    assert "appears twice" in acks[0].detail
-    assert query(
+    (ack,) = send(core_server, seal(body, sequence=1))
+    (malformed,) = send(core_server, seal(twice_indexed, sequence=2))
+    assert (answer(ack), answer(malformed)) == ("ACK_STATUS_ACCEPTED", "REJECT_REASON_MALFORMED")
+    assert "1 values refused" in ack.detail
+    assert "listed twice" in malformed.detail
+    stored = query(
         enrolled,
-        "SELECT (SELECT count(*) FROM meter_readings), (SELECT count(*) FROM batches),"
-        " (SELECT count(*) FROM substation_hourly)",
-    ) == [(0, 0, 0)]
+        "SELECT m.pseudonym, r.energy_wh, r.quality_flags FROM meter_readings r"
+        " JOIN meters m USING (meter_id) ORDER BY 1",
+    )
+    assert [(bytes(p), e, f) for p, e, f in stored] == [
+        (meter(0), 100, 0),
+        (meter(1), 100, 0),
+        (meter(2), 70, 0),
+        (meter(3), 30, 0),
+    ]
+    assert query(enrolled, "SELECT position, reason FROM refused_values") == [
+        (4, "another reading of this meter and interval, with other values, is in the batch")
+    ]
+    assert query(enrolled, "SELECT sum(energy_wh), sum(received) FROM substation_daily") == [
+        (300, 4)
+    ]
 
 
 def test_two_cores_given_overlapping_batches_store_each_reading_once(enrolled, tmp_path):
@@ -393,3 +419,18 @@ def test_each_committed_batch_emits_one_openlineage_event(enrolled, tmp_path):
     ]
     assert quality["rowCount"] == 4
     assert quality["columnMetrics"]["quality_flags.SPIKE"]["sum"] == 1
+
+
+def test_a_meters_role_is_the_one_first_seen_and_decides_its_rollups(core_server, enrolled):
+    """The dimension's role decides, for every batch: a later role in a batch changes nothing.
+
+    A feeder head first sent by an agent without roles stays a customer until an operator
+    changes it; its readings are summed alike before and after (never half one, half other).
+    """
+    first = payload(meters=[9], energy=[100])
+    later = payload(meters=[9, 10], energy=[200, 400], interval=1)
+    later.device_roles.append(pb.METER_ROLE_FEEDER_HEAD)
+    send_in_order(core_server, first, later)
+    roles = query(enrolled, "SELECT m.pseudonym, role FROM meters m ORDER BY 1")
+    assert [(bytes(p), r) for p, r in roles] == [(meter(9), "customer"), (meter(10), "feeder_head")]
+    assert query(enrolled, "SELECT sum(energy_wh) FROM substation_daily") == [(300,)]

@@ -9,43 +9,13 @@ with its served value and not flagged ESTIMATED, and nothing waits in the edge q
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-
-import psycopg
 import pytest
-from fix_services import stop_process, stored_readings, wait_until
+from fix_services import assert_stored_as_served, stop_process, stored_readings, wait_until
 
 from core_ingest.migrations import TIMESCALEDB
-from proto.quality import QualityFlag
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("storage", [TIMESCALEDB])]
 ONE_INTERVAL_A_SECOND = 900.0
-
-
-def assert_stored_as_served(agent, sim, dsn: str) -> None:
-    """The database holds exactly what the device served, read and unflagged ESTIMATED."""
-    served = {
-        (
-            hmac.digest(agent.pseudonym_key, str(r.serial).encode(), hashlib.sha256),
-            r.interval_end,
-        ): (r.energy_wh, r.register_wh)
-        for r in sim.served()
-    }
-    with psycopg.connect(dsn) as conn:
-        rows = conn.execute(
-            "SELECT m.pseudonym, extract(epoch FROM interval_end)::bigint, energy_wh,"
-            " register_wh, quality_flags FROM meter_readings JOIN meters m USING (meter_id)"
-        ).fetchall()
-    stored = {(bytes(m), end): (wh, reg) for m, end, wh, reg, _ in rows}
-    estimated = [(m.hex()[:8], end) for m, end, *_, flags in rows if flags & QualityFlag.ESTIMATED]
-    assert estimated == [], f"{len(estimated)} readings the device held stored as estimates"
-    assert len(rows) == len(served)
-    wrong = [key for key, value in served.items() if stored.get(key) != value]
-    assert wrong == [], f"{len(wrong)} served readings missing or with another value"
-    status = json.loads(agent.command("status").stdout)
-    assert status["quarantined"] == 0
 
 
 def run_until_stored(agent, sim, dsn: str, *, intervals: int) -> None:

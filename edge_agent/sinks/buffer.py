@@ -272,16 +272,7 @@ class Buffer:
                 readings,  # named tuples in the column order
             )
             if late:
-                self._db.executemany(
-                    "DELETE FROM readings WHERE meter = ? AND interval_end = ?"  # noqa: S608
-                    f" AND quality_flags & {ESTIMATED}",  # a constant
-                    [(r.meter, r.interval_end) for r in late],
-                )
-                self._db.executemany(
-                    "INSERT INTO readings (meter, interval_end, energy_wh, register_wh,"
-                    " quality_flags, poll_time_ms, device) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    late,
-                )
+                self._replace_estimates(late)
             if states:
                 # All of a device's meters in one packed row: one write per poll instead of
                 # one per meter (the per-meter upserts cost a fifth of the throughput).
@@ -301,6 +292,33 @@ class Buffer:
             if device is not None:
                 self._move_device_cursor(device, interval_end)
         return len(readings) + len(late)
+
+    def _replace_estimates(self, late: Sequence[PseudonymousReading]) -> None:
+        """Delete pending estimates of the late readings' meters and intervals; add the readings.
+
+        Intervals are matched on the 15-minute grid, as the core stores them (an estimate at
+        11:15:02 and the reading at 11:15:03 are one interval). One pass over the pending
+        readings for all of them: the late readings' keys go to a temporary table first.
+        """
+        self._db.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS late_keys (meter BLOB, slot INTEGER,"
+            " PRIMARY KEY (meter, slot)) WITHOUT ROWID"
+        )
+        self._db.execute("DELETE FROM late_keys")
+        self._db.executemany(
+            "INSERT OR IGNORE INTO late_keys VALUES (?, (? + 450) / 900)",
+            [(r.meter, r.interval_end) for r in late],
+        )
+        self._db.execute(
+            f"DELETE FROM readings WHERE quality_flags & {ESTIMATED} AND EXISTS"  # noqa: S608
+            " (SELECT 1 FROM late_keys k WHERE k.meter = readings.meter"
+            " AND k.slot = (readings.interval_end + 450) / 900)"
+        )
+        self._db.executemany(
+            "INSERT INTO readings (meter, interval_end, energy_wh, register_wh,"
+            " quality_flags, poll_time_ms, device) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            late,
+        )
 
     def put_telemetry(self, points: Sequence[TelemetryPoint]) -> int:
         """Commit one message's telemetry points; return how many."""

@@ -6,8 +6,8 @@ everything buffered is stranded. ``damage`` runs SQLite's own check; ``salvage``
 file (and its WAL) aside, keeps it for the operator, and copies into a new buffer every row it
 can still read, table by table and, where a table is damaged, range by range of row ids. What
 could not be read is counted. Delivery stays at-least-once: a lost delivery cursor means the
-history is read again (the core answers DUPLICATE), lost validation state means meters start
-afresh; only what was in the damaged pages themselves is gone.
+history is read again (copies of what the core holds are stored once there), lost validation
+state means meters start afresh; only what was in the damaged pages themselves is gone.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from edge_agent.sinks.buffer import TABLES, Buffer
 
 log = logging.getLogger(__name__)
 
+CORRUPTION_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB: damage, nothing else is
 ROWID_CHUNK = 256  # rows read at once from a damaged table; a failing chunk is read row by row
 # When the sequence counter itself is lost, the next batch skips this far past the highest
 # sequence still on disk: a sequence must never be handed out twice (the core would refuse
@@ -55,6 +56,9 @@ def damage(path: Path) -> list[str]:
     try:
         rows = [row[0] for row in db.execute("PRAGMA quick_check(20)")]
     except sqlite3.DatabaseError as exc:
+        if exc.sqlite_errorcode & 0xFF not in CORRUPTION_CODES:
+            # locked, unreadable, an I/O error: not damage, and no reason to salvage
+            raise BufferUnavailable(f"cannot check the buffer {path}: {exc}") from exc
         return [str(exc)]
     finally:
         db.close()
@@ -95,9 +99,14 @@ def _readable_rows(db: sqlite3.Connection, table: str) -> tuple[list[tuple[Any, 
         (highest,) = db.execute(f"SELECT max(rowid) FROM {table}").fetchone()  # noqa: S608
     except sqlite3.DatabaseError:
         return [], "all"  # not even its row ids are readable (or it has none)
+    try:
+        (lowest,) = db.execute(f"SELECT min(rowid) FROM {table}").fetchone()  # noqa: S608
+    except sqlite3.DatabaseError:
+        lowest = 1  # the damage is on the way to the lowest: scan from the first possible
     rows: list[tuple[Any, ...]] = []
     lost = 0
-    for low in range(1, (highest or 0) + 1, ROWID_CHUNK):
+    # Pending rows are the newest: between the lowest and the highest row id, not from 1.
+    for low in range(lowest or 1, (highest or 0) + 1, ROWID_CHUNK):
         chunk, missing = _rows_between(db, table, low, low + ROWID_CHUNK - 1)
         rows += chunk
         lost += missing

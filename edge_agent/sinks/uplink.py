@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import random
 import time
@@ -284,13 +285,14 @@ class Uplink:
         log.error(
             "ALARM batch %d is damaged in the buffer and not sent: %s", batch.sequence, problem
         )
-        await self._buffer_call(
-            self._buffer.acknowledge,
-            batch.sequence,
-            outcome=DAMAGED,
-            detail=f"damaged in the buffer: {problem}",
-            refused=True,
-        )
+        with contextlib.suppress(BufferUnavailable):  # not marked now: set aside again later
+            await self._buffer_call(
+                self._buffer.acknowledge,
+                batch.sequence,
+                outcome=DAMAGED,
+                detail=f"damaged in the buffer: {problem}",
+                refused=True,
+            )
         return False
 
     async def _ack_loop(self, call: StreamCall, session: _Session) -> None:

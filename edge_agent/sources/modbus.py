@@ -288,7 +288,7 @@ class ModbusConcentrator:
         """
         if not self.config.backfill or not header.oldest_held:
             return []
-        deepest = header.last_interval_end - header.history_depth * INTERVAL_SECONDS
+        deepest = header.last_interval_end - (header.history_depth - 1) * INTERVAL_SECONDS
         first = max(header.oldest_held, deepest)
         if self.last_interval_end:
             first = max(first, self.last_interval_end + INTERVAL_SECONDS)
