@@ -217,19 +217,23 @@ def stored_and_sent(dsn: str) -> tuple[int, int]:
         ).fetchone()
 
 
-def assert_stored_as_served(agent: AgentSetup, sim: RunningSimulator, dsn: str) -> None:
-    """The database holds exactly what the device served, read and unflagged ESTIMATED."""
+def assert_stored_as_served(agent: AgentSetup, served_by: list[ServedReading], dsn: str) -> None:
+    """The database holds exactly what the devices served, read and unflagged ESTIMATED.
+
+    Interval ends are compared as the devices sent them (the grid point plus the offset).
+    """
     served = {
         (
             hmac.digest(agent.pseudonym_key, str(r.serial).encode(), hashlib.sha256),
             r.interval_end,
         ): (r.energy_wh, r.register_wh)
-        for r in sim.served()
+        for r in served_by
     }
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
-            "SELECT m.pseudonym, extract(epoch FROM interval_end)::bigint, energy_wh,"
-            " register_wh, quality_flags FROM meter_readings JOIN meters m USING (meter_id)"
+            "SELECT m.pseudonym, extract(epoch FROM interval_end)::bigint + clock_offset_s,"
+            " energy_wh, register_wh, quality_flags FROM meter_readings"
+            " JOIN meters m USING (meter_id)"
         ).fetchall()
     stored = {(bytes(m), end): (wh, reg) for m, end, wh, reg, _ in rows}
     estimated = [(m.hex()[:8], end) for m, end, *_, flags in rows if flags & QualityFlag.ESTIMATED]

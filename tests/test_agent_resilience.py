@@ -90,7 +90,7 @@ def assert_restart_delivers_each_once(agent, sim, dsn: str, *, intervals: int) -
     finally:
         stop_process(process)
     assert stored_and_sent(dsn) == (intervals * METERS, intervals * METERS)
-    assert_stored_as_served(agent, sim, dsn)
+    assert_stored_as_served(agent, sim.served(), dsn)
 
 
 def test_sigkill_loses_nothing_and_duplicates_nothing(

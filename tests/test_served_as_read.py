@@ -46,7 +46,7 @@ def test_a_device_failing_for_hours_is_read_back_not_estimated(
     )
     run_until_stored(agent, sim, storage_dsn, intervals=24)
     assert len(sim.served()) == 24 * 1_000
-    assert_stored_as_served(agent, sim, storage_dsn)
+    assert_stored_as_served(agent, sim.served(), storage_dsn)
 
 
 def test_an_agent_starting_behind_catches_up_by_reading_not_estimating(
@@ -58,4 +58,4 @@ def test_an_agent_starting_behind_catches_up_by_reading_not_estimating(
     sim.run_clock(speed=20 * ONE_INTERVAL_A_SECOND, intervals=20)  # before the agent starts
     run_until_stored(agent, sim, storage_dsn, intervals=20)
     assert len(sim.served()) == 40 * 2_500
-    assert_stored_as_served(agent, sim, storage_dsn)
+    assert_stored_as_served(agent, sim.served(), storage_dsn)
