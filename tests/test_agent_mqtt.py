@@ -12,9 +12,11 @@ import pytest
 from fix_services import stop_process, wait_until
 
 from core_ingest.migrations import TIMESCALEDB
-from edge_agent.config import MqttConfig
+from edge_agent.agent import EdgeAgent
+from edge_agent.config import MqttConfig, load_config
+from edge_agent.keys import generate_pseudonym_key, generate_signing_key
 from edge_agent.sources.mqtt import MqttSource
-from edge_agent.transforms.telemetry import Malformed, decode
+from edge_agent.transforms.telemetry import GASES, Malformed, decode
 
 pytestmark = pytest.mark.integration
 TOPIC = "grid/North/N-S01/N-S01-T1/telemetry"
@@ -166,3 +168,63 @@ def test_messages_queued_while_away_are_acknowledged_only_once_stored(mosquitto)
     asyncio.run(scenario())
     assert seen[0] == b"queued-1"
     assert b"queued-1" in seen[1:], f"the unstored message was not redelivered: {seen}"
+
+
+def telemetry_payload(seq: int, top_oil_c: float) -> bytes:
+    """A message of the documented schema for N-S01-T1 (json writes NaN and Infinity as is)."""
+    return json.dumps(
+        {
+            "schema": "meterpipe.transformer-telemetry/1",
+            "transformer_id": "N-S01-T1",
+            "time": f"2026-11-02T00:{seq:02d}:00Z",
+            "seq": seq,
+            "ambient_c": 10.0,
+            "top_oil_c": top_oil_c,
+            "hot_spot_c": 50.0,
+            "load_current_a": {"L1": 300.0, "L2": 301.0, "L3": 299.5},
+            "tap_position": 9,
+            "gases_ppm": dict(zip(GASES, (15.0, 8.0, 5.0, 3.0, 0.2, 250.0, 2200.0), strict=True)),
+        }
+    ).encode()
+
+
+def test_non_finite_telemetry_over_a_real_broker_is_quarantined_and_the_loop_goes_on(
+    mosquitto, tmp_path
+):
+    """NaN and Infinity once crashed the MQTT loop in the buffer, and the message was lost.
+
+    Now each goes to the edge quarantine as malformed, and the next message is stored.
+    """
+    generate_signing_key(tmp_path / "agent.key")
+    generate_pseudonym_key(tmp_path / "pseudonym.key")
+    config = tmp_path / "edge-agent.toml"
+    config.write_text(
+        '[agent]\nid = "nan-test"\nsigning_key_file = "agent.key"\n'
+        '[pseudonymization]\nkey_file = "pseudonym.key"\nkey_id = "k"\n'
+        '[uplink]\ntarget = "127.0.0.1:1"\n'
+        '[[sources.modbus]]\nname = "c"\nhost = "127.0.0.1"\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto}\nclient_id = "nan-test"\n'
+        f'[[mqtt.transformers]]\ntopic = "{TOPIC}"\ntransformer_id = "N-S01-T1"\n'
+    )
+
+    async def scenario() -> tuple[int, int, bool]:
+        async with EdgeAgent(load_config(config)) as agent:
+            assert agent.mqtt is not None
+            loop = asyncio.create_task(agent.mqtt.run(agent.on_telemetry))
+            async with asyncio.timeout(10):
+                while not agent.mqtt.connected:  # noqa: ASYNC110 - a flag the source sets
+                    await asyncio.sleep(0.05)
+            async with aiomqtt.Client("127.0.0.1", port=mosquitto) as publisher:
+                for seq, value in ((1, float("nan")), (2, float("inf")), (3, 40.0)):
+                    await publisher.publish(TOPIC, telemetry_payload(seq, value), qos=1)
+            async with asyncio.timeout(10):
+                while (await agent.statistics()).pending_telemetry < 14:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)  # the buffer's count, read through the agent
+            stats = await agent.statistics()
+            alive = not loop.done()
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+            return stats.pending_telemetry, stats.quarantined, alive
+
+    assert asyncio.run(scenario()) == (14, 2, True)
