@@ -78,8 +78,8 @@ def _second_copies(
         return copies, conflicting
     key = (columns.meter_index[rows] << 24) | (columns.interval_end[rows] // INTERVAL_SECONDS)
     estimated = (columns.quality_flags[rows] & int(QualityFlag.ESTIMATED)) != 0
-    order = rows[np.lexsort((rows, estimated, key))]
-    key = (columns.meter_index[order] << 24) | (columns.interval_end[order] // INTERVAL_SECONDS)
+    sort = np.lexsort((rows, estimated, key))
+    order, key = rows[sort], key[sort]
     again = np.concatenate([[False], key[1:] == key[:-1]])
     if not again.any():
         return copies, conflicting

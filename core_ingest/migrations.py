@@ -119,16 +119,6 @@ class Migration:
     apply: Callable[[psycopg.Connection, str], None]
 
 
-def _add_header_hash(conn: psycopg.Connection, _storage: str) -> None:
-    """Keep the header's digest too: a re-signed batch with another header is not a resend."""
-    conn.execute("ALTER TABLE batches ADD COLUMN header_sha256 bytea")
-
-
-def _add_pseudonym_map(conn: psycopg.Connection, _storage: str) -> None:
-    """Where an edge rotated its pseudonymization key: old pseudonym -> current one."""
-    conn.execute(PSEUDONYM_MAP.encode())
-
-
 PSEUDONYM_MAP = """
 CREATE TABLE pseudonym_map (
     old_meter bytea PRIMARY KEY,
@@ -146,11 +136,6 @@ CREATE VIEW meter_readings_continuous AS
 COMMENT ON VIEW meter_readings_continuous IS
     'Readings with meter_now: one pseudonym per meter across edge key rotations';
 """
-
-
-def _add_validation_ruleset(conn: psycopg.Connection, _storage: str) -> None:
-    """Which VEE ruleset set a batch's quality flags (lineage of every flag)."""
-    conn.execute("ALTER TABLE batches ADD COLUMN validation_ruleset text")
 
 
 METERS_DIMENSION = """
@@ -350,11 +335,6 @@ COMMENT ON VIEW reading_lineage IS
 """
 
 
-def _add_meters_dimension(conn: psycopg.Connection, _storage: str) -> None:
-    """Compact meter ids, one stored reading per (meter, interval), lineage keys per batch."""
-    conn.execute(METERS_DIMENSION.encode())
-
-
 def _add_quality_and_rollups(conn: psycopg.Connection, _storage: str) -> None:
     """Rollups and quality records the core keeps as batches commit, the alert table, lineage."""
     conn.execute(
@@ -379,11 +359,6 @@ COMMENT ON TABLE refused_values IS
 """
 
 
-def _add_refused_values(conn: psycopg.Connection, _storage: str) -> None:
-    """Values refused one by one, so one bad value never costs the batch's good ones."""
-    conn.execute(REFUSED_VALUES.encode())
-
-
 READING_CORRECTIONS = """
 CREATE TABLE reading_corrections (
     meter_id integer NOT NULL REFERENCES meters (meter_id),
@@ -403,11 +378,6 @@ COMMENT ON TABLE reading_corrections IS
     'Estimates replaced by the real reading when it arrived: a reading the device held is never'
     ' left an estimate. meter_readings holds the real value; this row, the estimate it replaced';
 """
-
-
-def _add_reading_corrections(conn: psycopg.Connection, _storage: str) -> None:
-    """A record of every stored estimate a real reading replaced."""
-    conn.execute(READING_CORRECTIONS.encode())
 
 
 METER_ROLES = """
@@ -450,11 +420,6 @@ COMMENT ON VIEW substation_day_losses IS
 """
 
 
-def _add_meter_roles(conn: psycopg.Connection, _storage: str) -> None:
-    """Meter roles: feeder heads are kept out of consumption and compared with it."""
-    conn.execute(METER_ROLES.encode())
-
-
 CLOCK_OFFSETS = """
 ALTER TABLE meter_readings ADD COLUMN clock_offset_s smallint NOT NULL DEFAULT 0;
 ALTER TABLE reading_quarantine ADD COLUMN clock_offset_s smallint NOT NULL DEFAULT 0;
@@ -464,22 +429,40 @@ COMMENT ON COLUMN meter_readings.clock_offset_s IS
 """
 
 
-def _add_clock_offsets(conn: psycopg.Connection, _storage: str) -> None:
-    """Interval ends on the grid; the device clock's offset kept beside them."""
-    conn.execute(CLOCK_OFFSETS.encode())
+def _script(sql: str) -> Callable[[psycopg.Connection, str], None]:
+    """A migration that runs ``sql`` as it stands, whatever the storage."""
+
+    def apply(conn: psycopg.Connection, _storage: str) -> None:
+        conn.execute(sql.encode())
+
+    return apply
 
 
 MIGRATIONS = (
     Migration(1, "base-schema", _create_base_schema),
-    Migration(2, "batch-header-hash", _add_header_hash),
-    Migration(3, "pseudonym-map", _add_pseudonym_map),
-    Migration(4, "batch-validation-ruleset", _add_validation_ruleset),
-    Migration(5, "meters-dimension", _add_meters_dimension),
+    # Keep the header's digest too: a re-signed batch with another header is not a resend.
+    Migration(
+        2, "batch-header-hash", _script("ALTER TABLE batches ADD COLUMN header_sha256 bytea")
+    ),
+    # Where an edge rotated its pseudonymization key: old pseudonym -> current one.
+    Migration(3, "pseudonym-map", _script(PSEUDONYM_MAP)),
+    # Which VEE ruleset set a batch's quality flags (lineage of every flag).
+    Migration(
+        4,
+        "batch-validation-ruleset",
+        _script("ALTER TABLE batches ADD COLUMN validation_ruleset text"),
+    ),
+    # Compact meter ids, one stored reading per (meter, interval), lineage keys per batch.
+    Migration(5, "meters-dimension", _script(METERS_DIMENSION)),
     Migration(6, "quality-rollups-lineage", _add_quality_and_rollups),
-    Migration(7, "refused-values", _add_refused_values),
-    Migration(8, "reading-corrections", _add_reading_corrections),
-    Migration(9, "meter-roles-losses", _add_meter_roles),
-    Migration(10, "interval-grid", _add_clock_offsets),
+    # Values refused one by one, so one bad value never costs the batch's good ones.
+    Migration(7, "refused-values", _script(REFUSED_VALUES)),
+    # A record of every stored estimate a real reading replaced.
+    Migration(8, "reading-corrections", _script(READING_CORRECTIONS)),
+    # Meter roles: feeder heads are kept out of consumption and compared with it.
+    Migration(9, "meter-roles-losses", _script(METER_ROLES)),
+    # Interval ends on the grid; the device clock's offset kept beside them.
+    Migration(10, "interval-grid", _script(CLOCK_OFFSETS)),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -9,8 +9,9 @@ or SEQUENCE_CONFLICT when it does not. Readings go in with binary COPY.
 Binary COPY applies no casts: every column's type is pinned with ``set_types`` below. Values
 outside ``proto.limits`` never reach it: ``core_ingest.bounds`` sets them apart first, and they
 are kept raw in ``refused_values`` in the batch's transaction, so the good ones still go in.
-Every writing transaction sets ``synchronous_commit`` on for itself: an ACCEPTED answer means
-the batch is on disk, whatever the server's default.
+Every connection of the core's pool runs with ``synchronous_commit`` on
+(``core_ingest.service.connection_pool``): an ACCEPTED answer means the batch is on disk,
+whatever the server's default.
 """
 
 from __future__ import annotations
@@ -413,7 +414,6 @@ class BatchStore:
 
     async def _commit(self, batch: _PendingBatch, *, staged: bool) -> WriteOutcome:
         async with self.conn.transaction():
-            await self.conn.execute("SET LOCAL synchronous_commit = on")
             ledger = await self._insert_ledger_row(batch)
             if ledger is None:
                 return WriteOutcome(await self._already_stored(batch.opened), None)

@@ -79,15 +79,16 @@ def test_telemetry_arrives_once_and_bad_messages_wait_in_quarantine(
     assert distinct == expected_points
 
 
+def session(port: int, client_id: str) -> MqttConfig:
+    """The agent's MQTT source for TOPIC at QoS 1, with a persistent session as ``client_id``."""
+    return MqttConfig(
+        host="127.0.0.1", port=port, client_id=client_id, qos=1, topics={TOPIC: "N-S01-T1"}
+    )
+
+
 def test_a_message_not_yet_stored_is_delivered_again_after_a_crash(mosquitto):
     """Manual acknowledgement: a message whose handling failed comes back on reconnect."""
-    config = MqttConfig(
-        host="127.0.0.1",
-        port=mosquitto,
-        client_id="redelivery-test",
-        qos=1,
-        topics={TOPIC: "N-S01-T1"},
-    )
+    config = session(mosquitto, "redelivery-test")
     seen: list[bytes] = []
 
     async def scenario() -> None:
@@ -120,13 +121,7 @@ def test_a_message_not_yet_stored_is_delivered_again_after_a_crash(mosquitto):
 
 def test_messages_queued_while_away_are_acknowledged_only_once_stored(mosquitto):
     """What the broker kept for the session is not acknowledged on arrival at reconnect."""
-    config = MqttConfig(
-        host="127.0.0.1",
-        port=mosquitto,
-        client_id="queued-test",
-        qos=1,
-        topics={TOPIC: "N-S01-T1"},
-    )
+    config = session(mosquitto, "queued-test")
     seen: list[bytes] = []
 
     async def scenario() -> None:

@@ -15,6 +15,7 @@ import re
 import sqlite3
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from edge_agent.config import load_config
 from edge_agent.errors import SourceError
 from edge_agent.keys import generate_pseudonym_key, generate_signing_key, load_pseudonym_key
 from edge_agent.sources import register_map
+from edge_agent.sources.modbus import ModbusConcentrator
 from edge_agent.transforms.pseudonymize import Pseudonymizer
 from proto.quality import QualityFlag
 
@@ -83,8 +85,23 @@ def buffered(buffer: Path) -> tuple[list[tuple], list[str]]:
     return rows, reasons
 
 
-def check_against_device(rows: list[tuple], model: DeviceModel, pseudonyms: Pseudonymizer) -> None:
+def run_agent(
+    keys: Path, port: int, scenario: Callable[[Path], Awaitable[None]]
+) -> tuple[list[tuple], list[str]]:
+    """Run ``scenario(config path)`` with a fresh buffer; what it buffered and quarantined."""
+    with tempfile.TemporaryDirectory() as folder:
+        asyncio.run(scenario(write_config(Path(folder), keys, port)))
+        return buffered(Path(folder) / "buffer.sqlite")
+
+
+def caught_up(model: DeviceModel, polls: int) -> Callable[[Path], Awaitable[None]]:
+    """The scenario: ``polls`` polls, then until every interval is delivered."""
+    return lambda config: poll_until_caught_up(config, model, polls)
+
+
+def check_against_device(rows: list[tuple], model: DeviceModel, keys: Path) -> None:
     """Values first (a torn record), then provenance (a needless estimate), then completeness."""
+    pseudonyms = Pseudonymizer(key=load_pseudonym_key(keys / "pseudonym.key"), key_id="k1")
     serial_of = {pseudonyms.pseudonym(s): s for s in model.serials}
     served = {(s.serial, s.interval_end): s for s in model.served}
     stored: dict[tuple[int, int], tuple[int, int, int]] = {}
@@ -142,13 +159,9 @@ def test_every_served_record_is_buffered_once_as_read(device, keys, story):
     for request, count, missing in schedule:
         model.schedule.setdefault(request, []).append((count, missing))
     device.reset(model)
-    with tempfile.TemporaryDirectory() as folder:
-        config = write_config(Path(folder), keys, device.port)
-        asyncio.run(poll_until_caught_up(config, model, polls))
-        rows, reasons = buffered(Path(folder) / "buffer.sqlite")
+    rows, reasons = run_agent(keys, device.port, caught_up(model, polls))
     assert reasons == []
-    pseudonyms = Pseudonymizer(key=load_pseudonym_key(keys / "pseudonym.key"), key_id="k1")
-    check_against_device(rows, model, pseudonyms)
+    check_against_device(rows, model, keys)
 
 
 def test_a_record_straddling_two_reads_is_never_torn(device, keys):
@@ -156,16 +169,12 @@ def test_a_record_straddling_two_reads_is_never_torn(device, keys):
     model = DeviceModel(serials=[2**40 + 65_535 * i for i in range(20)])  # meter 15: 340-355
     model.close()
     device.reset(model)
-    with tempfile.TemporaryDirectory() as folder:
-        config = write_config(Path(folder), keys, device.port)
-        # header, two table reads, then an interval closes: reads of 125 registers would cut
-        # meter 15's register (342-345) at 350
-        model.schedule[3] = [(1, frozenset())]
-        asyncio.run(poll_until_caught_up(config, model, 1))
-        rows, reasons = buffered(Path(folder) / "buffer.sqlite")
+    # header, two table reads, then an interval closes: reads of 125 registers would cut
+    # meter 15's register (342-345) at 350
+    model.schedule[3] = [(1, frozenset())]
+    rows, reasons = run_agent(keys, device.port, caught_up(model, 1))
     assert reasons == []
-    pseudonyms = Pseudonymizer(key=load_pseudonym_key(keys / "pseudonym.key"), key_id="k1")
-    check_against_device(rows, model, pseudonyms)
+    check_against_device(rows, model, keys)
 
 
 @given(
@@ -201,15 +210,11 @@ def test_one_garbage_record_is_quarantined_and_the_device_goes_on(device, keys):
     model.close()
     model.close()
     device.reset(model)
-    with tempfile.TemporaryDirectory() as folder:
-        config = write_config(Path(folder), keys, device.port)
-        asyncio.run(poll_until_caught_up(config, model, 1))
-        rows, reasons = buffered(Path(folder) / "buffer.sqlite")
+    rows, reasons = run_agent(keys, device.port, caught_up(model, 1))
     assert len(reasons) == 1
     assert "is not a reading" in reasons[0]
     model.served = [s for s in model.served if s.register_wh < 2**63]
-    pseudonyms = Pseudonymizer(key=load_pseudonym_key(keys / "pseudonym.key"), key_id="k1")
-    check_against_device(rows, model, pseudonyms)
+    check_against_device(rows, model, keys)
     assert len(rows) == 3 * 10 - 1
 
 
@@ -222,29 +227,45 @@ def a_day_ahead_of_the_gateway() -> int:
     return int(time.time()) // INTERVAL * INTERVAL + 86_400
 
 
-def test_one_glitched_header_read_moves_nothing(device, keys, caplog):
-    """A header read a day ahead once (a clock glitch): the poll reads on, nothing is lost."""
-    model = DeviceModel(serials=[40_000 + i for i in range(5)])
-    model.close()
+def five_meters(device: DocConcentrator, first_serial: int, closed: int) -> DeviceModel:
+    """A device of five meters with ``closed`` intervals closed, served from now on."""
+    model = DeviceModel(serials=[first_serial + i for i in range(5)])
+    for _ in range(closed):
+        model.close()
     device.reset(model)
+    return model
 
-    async def run(config_path: Path) -> None:
+
+Steps = Callable[[EdgeAgent, ModbusConcentrator], Awaitable[None]]
+
+
+def after_a_first_poll(steps: Steps) -> Callable[[Path], Awaitable[None]]:
+    """The scenario: the agent polls its device once, then ``steps(agent, source)``."""
+
+    async def scenario(config_path: Path) -> None:
         async with EdgeAgent(load_config(config_path)) as agent:
             source = agent.sources[0]
             await agent.poll_once(source)
-            model.close()
-            model.close()
-            model.glitches[model.requests] = glitch_at(model.last_end + 86_400)
-            assert await agent.poll_once(source) == 10
-            assert source.last_interval_end == model.last_end
-            assert source.lost_intervals == 0
+            await steps(agent, source)
 
-    with tempfile.TemporaryDirectory() as folder:
-        asyncio.run(run(write_config(Path(folder), keys, device.port)))
-        rows, reasons = buffered(Path(folder) / "buffer.sqlite")
+    return scenario
+
+
+def test_one_glitched_header_read_moves_nothing(device, keys, caplog):
+    """A header read a day ahead once (a clock glitch): the poll reads on, nothing is lost."""
+    model = five_meters(device, 40_000, closed=1)
+
+    async def steps(agent: EdgeAgent, source: ModbusConcentrator) -> None:
+        model.close()
+        model.close()
+        model.glitches[model.requests] = glitch_at(model.last_end + 86_400)
+        assert await agent.poll_once(source) == 10
+        assert source.last_interval_end == model.last_end
+        assert source.lost_intervals == 0
+
+    rows, reasons = run_agent(keys, device.port, after_a_first_poll(steps))
     assert reasons == []
-    pseudonyms = Pseudonymizer(key=load_pseudonym_key(keys / "pseudonym.key"), key_id="k1")
-    check_against_device(rows, model, pseudonyms)
+    check_against_device(rows, model, keys)
     assert len(rows) == 15
     assert "history" not in caplog.text
 
@@ -258,48 +279,33 @@ def test_one_glitched_header_read_moves_nothing(device, keys, caplog):
 )
 def test_an_implausible_header_is_refused_and_moves_nothing(device, keys, glitch, reads, says):
     """Headers ahead of the gateway's clock, or with a garbage history: refused, named."""
-    model = DeviceModel(serials=[40_000 + i for i in range(5)])
-    model.close()
-    device.reset(model)
+    model = five_meters(device, 40_000, closed=1)
 
-    async def run(config_path: Path) -> None:
-        async with EdgeAgent(load_config(config_path)) as agent:
-            source = agent.sources[0]
+    async def steps(agent: EdgeAgent, source: ModbusConcentrator) -> None:
+        model.close()
+        for read in range(reads):  # a jump is read twice: both reads say it
+            model.glitches[model.requests + read] = glitch()
+        with pytest.raises(SourceError, match=re.escape(says)):
             await agent.poll_once(source)
-            model.close()
-            for read in range(reads):  # a jump is read twice: both reads say it
-                model.glitches[model.requests + read] = glitch()
-            with pytest.raises(SourceError, match=re.escape(says)):
-                await agent.poll_once(source)
-            assert source.last_interval_end == FIRST_END
-            assert await agent.poll_once(source) == 5
-            assert source.last_interval_end == model.last_end
+        assert source.last_interval_end == FIRST_END
+        assert await agent.poll_once(source) == 5
+        assert source.last_interval_end == model.last_end
 
-    with tempfile.TemporaryDirectory() as folder:
-        asyncio.run(run(write_config(Path(folder), keys, device.port)))
-        rows, _ = buffered(Path(folder) / "buffer.sqlite")
+    rows, _ = run_agent(keys, device.port, after_a_first_poll(steps))
     assert len(rows) == 10
 
 
 def test_a_header_going_back_reads_nothing_again(device, keys, caplog):
     """A device clock stepping back is an alarm; nothing is read twice, nothing is skipped."""
-    model = DeviceModel(serials=[50_000 + i for i in range(5)])
-    for _ in range(3):
+    model = five_meters(device, 50_000, closed=3)
+
+    async def steps(agent: EdgeAgent, source: ModbusConcentrator) -> None:
+        model.glitches[model.requests] = glitch_at(FIRST_END + INTERVAL)
+        assert await agent.poll_once(source) == 0
         model.close()
-    device.reset(model)
+        assert await agent.poll_once(source) == 5
 
-    async def run(config_path: Path) -> None:
-        async with EdgeAgent(load_config(config_path)) as agent:
-            source = agent.sources[0]
-            await agent.poll_once(source)
-            model.glitches[model.requests] = glitch_at(FIRST_END + INTERVAL)
-            assert await agent.poll_once(source) == 0
-            model.close()
-            assert await agent.poll_once(source) == 5
-
-    with tempfile.TemporaryDirectory() as folder:
-        asyncio.run(run(write_config(Path(folder), keys, device.port)))
-        rows, _ = buffered(Path(folder) / "buffer.sqlite")
+    rows, _ = run_agent(keys, device.port, after_a_first_poll(steps))
     assert "went back" in caplog.text
     assert len(rows) == 20
 
@@ -311,11 +317,7 @@ def test_garbage_replies_to_table_reads_store_nothing_that_was_not_served(device
         model.close()
     model.garbage = {0, 3, 7, 12, 16}  # 40 meters: 6 table reads an interval, and re-reads
     device.reset(model)
-    with tempfile.TemporaryDirectory() as folder:
-        config = write_config(Path(folder), keys, device.port)
-        asyncio.run(poll_until_caught_up(config, model, 1))
-        rows, reasons = buffered(Path(folder) / "buffer.sqlite")
+    rows, reasons = run_agent(keys, device.port, caught_up(model, 1))
     assert reasons == []
-    pseudonyms = Pseudonymizer(key=load_pseudonym_key(keys / "pseudonym.key"), key_id="k1")
-    check_against_device(rows, model, pseudonyms)
+    check_against_device(rows, model, keys)
     assert len(rows) == 3 * 40
