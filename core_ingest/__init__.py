@@ -1,9 +1,10 @@
 """The central ingest service: verify signed batches and store them exactly once.
 
-Layers: ``migrations`` own the schema, ``agents`` the enrolled keys, ``store`` writes batches,
-``service`` is the gRPC server, ``cli`` the ``core-ingest`` command; ``lineage_events`` copies
-each committed batch to OpenLineage, best-effort; ``pgcluster`` starts a throwaway PostgreSQL
-for the demo and the tests.
+By stage: ``receive`` (the gRPC servicer) → ``verify`` (a batch becomes verified or refused)
+→ ``store`` (one transaction per batch); ``lineage`` records each committed batch and copies it
+to OpenLineage, best-effort; ``server`` wires them together, ``cli`` is the ``core-ingest``
+command. Beside them: ``migrations`` owns the schema, ``agents`` the enrolled keys,
+``quality_watch`` the suspect-share alert, ``certificates`` the mutual-TLS material.
 """
 
 __version__ = "0.1.0"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from core_ingest.errors import ConfigError
-from core_ingest.lineage_events import LineageConfig, parse_lineage_config
+from core_ingest.lineage.config import LineageConfig, parse_lineage_config
 from core_ingest.migrations import STORAGE_CHOICES
 from core_ingest.quality_watch import AlertRule
 

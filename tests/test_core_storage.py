@@ -16,7 +16,7 @@ from fix_services import core_processes, serving_core
 from signed_batches import AGENT, DEVICE, FIRST_END, KEY, answer, meter, payload, seal, send
 
 from core_ingest import agents
-from core_ingest.lineage_events import run_id
+from core_ingest.lineage.events import run_id
 from core_ingest.migrations import NATIVE, TIMESCALEDB, migrate
 from proto import pb, public_key_bytes
 from proto.quality import QualityFlag

@@ -17,22 +17,23 @@ import pytest
 from openlineage.client.serde import Serde
 
 from core_ingest.errors import ConfigError
-from core_ingest.lineage_events import (
+from core_ingest.lineage.config import (
     _COMMON_KEYS,
     _TRANSPORT_KEYS,
+    DEFAULT_MAX_QUEUED_EVENTS,
+    LineageConfig,
+    parse_lineage_config,
+)
+from core_ingest.lineage.emitter import LineageEmitter, LineageStatistics
+from core_ingest.lineage.events import (
     BATCH_FACET_SCHEMA_PATH,
     BATCH_FACET_SCHEMA_URL,
     DEFAULT_DATABASE_NAMESPACE,
-    DEFAULT_MAX_QUEUED_EVENTS,
-    CommittedBatch,
-    LineageConfig,
-    LineageEmitter,
-    LineageStatistics,
     build_event,
     device_dataset,
-    parse_lineage_config,
     run_id,
 )
+from core_ingest.lineage.record import CommittedBatch
 from core_ingest.pgcluster import free_loopback_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -456,7 +457,7 @@ def test_unreachable_consumer_is_counted_and_logged_once(caplog):
         assert emitter.close(timeout=20)
     assert (emitter.emitted, emitter.failed, emitter.dropped) == (0, 2, 0)
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert [r.name for r in warnings] == ["core_ingest.lineage_events"], caplog.text
+    assert [r.name for r in warnings] == ["core_ingest.lineage.emitter"], caplog.text
     assert "ConnectionError" in warnings[0].getMessage()
 
 
@@ -465,12 +466,12 @@ def test_refused_events_are_logged_once_per_kind_and_recovery_once(consumer, cap
     consumer.statuses = [400, 400]
     emitter = http_emitter(consumer.url)
     emitter.start()
-    with caplog.at_level(logging.INFO, logger="core_ingest.lineage_events"):
+    with caplog.at_level(logging.INFO, logger="core_ingest.lineage.emitter"):
         for batch in batches(3):
             emitter.emit(batch)
         assert emitter.close(timeout=10)
     assert (emitter.emitted, emitter.failed) == (1, 2)
-    ours = [r for r in caplog.records if r.name == "core_ingest.lineage_events"]
+    ours = [r for r in caplog.records if r.name == "core_ingest.lineage.emitter"]
     assert [r.levelname for r in ours] == ["WARNING", "INFO"], caplog.text
     assert "HTTPError" in ours[0].getMessage()
 
@@ -478,7 +479,7 @@ def test_refused_events_are_logged_once_per_kind_and_recovery_once(consumer, cap
 def test_full_queue_drops_and_counts(tmp_path, caplog):
     """Past max_queued_events a batch is dropped, counted, and the first drop is logged."""
     emitter = file_emitter(tmp_path / "lineage.jsonl", max_queued_events=2)
-    with caplog.at_level(logging.WARNING, logger="core_ingest.lineage_events"):
+    with caplog.at_level(logging.WARNING, logger="core_ingest.lineage.emitter"):
         for batch in batches(5):  # not started: nothing drains the queue
             emitter.emit(batch)
     assert emitter.statistics() == LineageStatistics(emitted=0, failed=0, dropped=3, queued=2)

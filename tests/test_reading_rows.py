@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from core_ingest.reading_rows import rollup_delta
+from core_ingest.store.rollups import rollup_delta
 from proto.quality import SUSPECT, QualityFlag
 
 

@@ -11,13 +11,12 @@ by point for the telemetry, a few values a minute per transformer.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from core_ingest.reading_rows import ReadingColumns
+from core_ingest.store.batch import RefusedValue
+from core_ingest.store.reading_rows import ReadingColumns
 from proto import limits, pb
 from proto.quality import QualityFlag
 
@@ -25,16 +24,6 @@ INT4_MAX = 2**31 - 1
 INTERVAL_SECONDS = limits.INTERVAL_SECONDS
 SECOND_COPY = "another reading of this meter and interval, with other values, is in the batch"
 MAX_NAME_LENGTH = 64  # transformer ids and metric names: the agents' own limit for ids
-
-
-@dataclass(frozen=True, slots=True)
-class RefusedValue:
-    """One reading or telemetry point the core did not store, with why and its raw values."""
-
-    kind: str  # "meter_reading" or "telemetry"
-    position: int  # its index in the batch's columns
-    reason: str
-    raw: dict[str, Any]  # JSON-safe: numbers that may not fit a column are strings
 
 
 def _outside(values: npt.NDArray[np.int64], low: float, high: float) -> npt.NDArray[np.bool_]:

@@ -1,9 +1,9 @@
-"""A batch's meter readings as the database takes them: one binary COPY buffer, and its sums.
+"""A batch's meter readings as the database takes them: one binary COPY buffer, and counts.
 
 The core's hot path. Every column of a batch becomes one numpy array, and the rows are laid out
 in PostgreSQL's binary COPY format by a structured array with a fixed-width record per row,
 so building the COPY costs a few array operations per batch, not Python work per reading.
-The same arrays give the batch's quality counts and the rollup deltas the core keeps.
+The same arrays give the batch's quality counts (and, in ``rollups``, the rollup deltas).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ COPY_COLUMNS = (
     " clock_offset_s"
 )
 INTERVAL_SECONDS = 900  # the register map's interval length; an interval starts 900 s before
-MAX_DENSE_BUCKETS = 4096  # rollup buckets counted in one dense array; sparser spans use unique
 PG_EPOCH_S = 946_684_800  # PostgreSQL timestamps count microseconds from 2000-01-01 UTC
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
@@ -182,68 +181,3 @@ def quality_counts(flags: Int64s) -> dict[str, int]:
 def suspect_count(flags: Int64s) -> int:
     """Readings with at least one flag that says the value is probably wrong."""
     return int(np.count_nonzero(flags & int(SUSPECT)))
-
-
-@dataclass(frozen=True, slots=True)
-class RollupDelta:
-    """What a set of newly stored readings adds to each period bucket (hour or day)."""
-
-    bucket: list[int]  # Unix seconds of each bucket's start
-    energy_wh: list[int]
-    received: list[int]
-    estimated: list[int]
-    suspect: list[int]
-
-    def columns(self) -> dict[str, list[int]]:
-        """The sums by column name, as the rollup statement takes them."""
-        return {
-            "bucket": self.bucket,
-            "energy": self.energy_wh,
-            "received": self.received,
-            "estimated": self.estimated,
-            "suspect": self.suspect,
-        }
-
-
-def rollup_delta(
-    interval_end: Int64s,
-    energy_wh: Int64s,
-    flags: Int64s,
-    period: int,
-    sign: Int64s | None = None,
-) -> RollupDelta:
-    """Sum readings into buckets of ``period`` seconds by the start of their interval.
-
-    An interval belongs to the bucket its start falls in: the interval ending 01:00 UTC is
-    counted in the hour 00:00-01:00. Buckets come out sorted, so concurrent transactions
-    update the same rows in the same order and cannot deadlock on them. ``sign`` (+1 or -1
-    per reading, default +1) takes readings out again: an estimate replaced by the real
-    reading is subtracted as the real one is added.
-    """
-    start = interval_end - INTERVAL_SECONDS
-    number = start // period
-    low = int(number.min())
-    slot = number - low
-    if int(slot.max()) >= MAX_DENSE_BUCKETS:  # a batch spanning years: number them sparsely
-        numbers, slot = np.unique(number, return_inverse=True)
-    else:
-        numbers = np.arange(low, low + int(slot.max()) + 1)
-    size = len(numbers)
-
-    signs = np.ones(len(slot), dtype=np.int64) if sign is None else sign
-
-    def per_bucket(values: npt.NDArray) -> npt.NDArray[np.int64]:
-        total = np.zeros(size, dtype=np.int64)
-        np.add.at(total, slot, values * signs)  # exact integer sums, never through a float
-        return total
-
-    count = per_bucket(np.ones(len(slot), dtype=np.int64))
-    estimated = per_bucket((flags & int(QualityFlag.ESTIMATED)) != 0)
-    present = np.bincount(slot, minlength=size) > 0
-    return RollupDelta(
-        bucket=(numbers[present] * period).tolist(),
-        energy_wh=per_bucket(energy_wh)[present].tolist(),
-        received=(count - estimated)[present].tolist(),
-        estimated=estimated[present].tolist(),
-        suspect=per_bucket((flags & int(SUSPECT)) != 0)[present].tolist(),
-    )

@@ -1,4 +1,4 @@
-"""The gRPC ingest service: receive → verify → store → acknowledge, one Ack per batch.
+"""Receiving: the gRPC servicer, one Ack per batch, as each is verified and stored.
 
 Batches of all streams share one pool of database connections, so a country's thousands of
 agents need tens of connections, not thousands. Each stream has up to
@@ -9,10 +9,9 @@ transaction, so any number of core processes can serve the same database. While 
 is down every batch is answered REJECTED / STORAGE_UNAVAILABLE and the agent keeps it and
 retries later.
 
-With ``[server.tls]`` the server speaks mutual TLS only: every client presents a certificate
-from the configured authority, and a batch whose header names another agent than the
-certificate's common name is refused (CERTIFICATE_MISMATCH) before its agent is even looked up.
-Without it the server is plaintext, meant for loopback or a VPN.
+This stage speaks the wire protocol: ``core_ingest.verify`` refuses in its terms, and the
+store's answer (``Stored``) and failures become Acks here. Under mutual TLS the stream's
+client certificate names the agent every batch must come from.
 """
 
 from __future__ import annotations
@@ -30,48 +29,16 @@ import psycopg_pool
 from google.protobuf.message import DecodeError
 
 from core_ingest import __version__
-from core_ingest.certificates import ServerTls
-from core_ingest.config import CoreConfig
 from core_ingest.errors import StorageUnavailable
-from core_ingest.lineage_events import LineageEmitter
-from core_ingest.metrics import Counter, MetricsServer
-from core_ingest.quality_watch import QualityWatch
-from core_ingest.store import (
-    AgentDirectory,
-    AgentKey,
-    BatchStore,
-    MeterDirectory,
-    Partitions,
-    recorded_storage,
-)
-from proto import (
-    PAYLOAD_SCHEMA_VERSION,
-    EnvelopeError,
-    OpenedBatch,
-    limits,
-    load_public_key,
-    open_batch,
-    pb,
-    pb_grpc,
-    read_header,
-)
-from proto.tls import is_loopback
+from core_ingest.lineage.emitter import LineageEmitter
+from core_ingest.store.meters import MeterDirectory
+from core_ingest.store.partitions import Partitions
+from core_ingest.store.writer import BatchStore, Stored, WriteOutcome, recorded_storage
+from core_ingest.verify import NOT_A_BATCH, Verifier
+from proto import PAYLOAD_SCHEMA_VERSION, EnvelopeError, pb, pb_grpc
 
 log = logging.getLogger(__name__)
 
-# Agents ping every 30 s (edge_agent.sinks.uplink.CHANNEL_OPTIONS); the server's default would
-# answer pings that frequent with GOAWAY "too_many_pings".
-# A batch is at most limits.MAX_BATCH_BYTES; the server takes messages four times that, so a
-# larger batch is answered with a refusal rather than the stream dying with RESOURCE_EXHAUSTED
-# (and the answers of every other batch in flight with it).
-SERVER_OPTIONS = (
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 20_000),
-    ("grpc.http2.max_ping_strikes", 0),
-    ("grpc.max_receive_message_length", 4 * limits.MAX_BATCH_BYTES),
-)
-# What a stream message that is not a SignedBatch becomes (refused MALFORMED, stream goes on).
-NOT_A_BATCH = pb.SignedBatch()
 LOGGED_REFUSALS_CAP = 10_000  # (peer, reason) pairs remembered for logging once
 
 
@@ -124,14 +91,20 @@ def _outcome(ack: pb.Ack) -> tuple[str, str]:
     return status, pb.RejectReason.Name(ack.reason).removeprefix("REJECT_REASON_")
 
 
-def _check_message(batch: pb.SignedBatch) -> None:
-    """A stream message must be a SignedBatch within the size limit (``limits``)."""
-    if batch is NOT_A_BATCH:
-        raise EnvelopeError(pb.REJECT_REASON_MALFORMED, "the message is not a SignedBatch")
-    if (size := batch.ByteSize()) > limits.MAX_BATCH_BYTES:
+_ACK_STATUS = {Stored.ACCEPTED: pb.ACK_STATUS_ACCEPTED, Stored.DUPLICATE: pb.ACK_STATUS_DUPLICATE}
+
+
+def _refuse_unstored(header: pb.BatchHeader, outcome: WriteOutcome) -> None:
+    """A batch the store would not write is refused, in the wire protocol's terms."""
+    if outcome.stored is Stored.CONFLICT:
         raise EnvelopeError(
-            pb.REJECT_REASON_MALFORMED,
-            f"the batch has {size} bytes, over the limit of {limits.MAX_BATCH_BYTES}",
+            pb.REJECT_REASON_SEQUENCE_CONFLICT,
+            f"batch {header.agent_id}#{header.sequence} was stored before with different content",
+        )
+    if outcome.stored is Stored.KEY_CHANGED:
+        raise EnvelopeError(
+            pb.REJECT_REASON_REVOKED_AGENT,
+            f"agent {header.agent_id!r} was revoked or given a new key",
         )
 
 
@@ -145,26 +118,6 @@ def _certified_agent(context: grpc.aio.ServicerContext) -> str | None:
     """The common name of the stream's client certificate (the agent id), if it has one."""
     names = context.auth_context().get("x509_common_name")
     return names[0].decode() if names else None
-
-
-async def _durable(conn: psycopg.AsyncConnection) -> None:
-    """ACCEPTED means on disk: commits wait for the WAL flush whatever the server's default.
-
-    Set once per connection, when the pool opens it: no round trip per batch.
-    """
-    await conn.execute("SET synchronous_commit = on")
-
-
-def connection_pool(dsn: str, size: int) -> psycopg_pool.AsyncConnectionPool:
-    """An unopened pool of durable autocommit connections (open it inside the event loop)."""
-    return psycopg_pool.AsyncConnectionPool(
-        dsn,
-        min_size=1,
-        max_size=size,
-        open=False,
-        kwargs={"autocommit": True, "connect_timeout": 5},
-        configure=_durable,
-    )
 
 
 class IngestService(pb_grpc.IngestServicer):
@@ -190,11 +143,10 @@ class IngestService(pb_grpc.IngestServicer):
         """
         self._pool = pool
         self._batches_per_stream = batches_per_stream
-        self.require_certificate = require_certificate
+        self._verifier = Verifier(require_certificate=require_certificate)
         self._lineage = lineage
         self._partitions = Partitions()
         self._meters = MeterDirectory()
-        self._agents = AgentDirectory()
         self._storage: str | None = None
         self.outcomes: collections.Counter[tuple[str, str]] = collections.Counter()
         self.readings_stored = 0
@@ -322,12 +274,14 @@ class IngestService(pb_grpc.IngestServicer):
         received_at = dt.datetime.now(dt.UTC)
         header = None
         try:
-            _check_message(batch)
-            header = read_header(batch)
-            self._check_certificate(header, certified_as)
+            header = self._verifier.header(batch)
+            self._verifier.check_certificate(header, certified_as)
             async with self._store() as store:
-                opened, agent = await self._verify(batch, header, store)
-                outcome = await store.write(opened, agent=agent, received_at=received_at)
+                verified = await self._verifier.verify(
+                    batch, header, store.conn, received_at=received_at
+                )
+                outcome = await store.write(verified)
+            _refuse_unstored(header, outcome)
         except EnvelopeError as exc:
             self._log_refusal(peer, exc)
             return _rejection(header, exc)
@@ -350,48 +304,14 @@ class IngestService(pb_grpc.IngestServicer):
         return pb.Ack(
             agent_id=header.agent_id,
             sequence=header.sequence,
-            status=outcome.status,
-            meter_readings=len(opened.payload.meter_readings.interval_end),
+            status=_ACK_STATUS[outcome.stored],
+            meter_readings=len(verified.opened.payload.meter_readings.interval_end),
             detail=(
                 f"{outcome.refused} values refused one by one (kept in refused_values)"
                 if outcome.refused
                 else ""
             ),
         )
-
-    def _check_certificate(self, header: pb.BatchHeader, certified_as: str | None) -> None:
-        """Under mutual TLS, a batch must name the agent its client certificate was issued to."""
-        if self.require_certificate and certified_as != header.agent_id:
-            raise EnvelopeError(
-                pb.REJECT_REASON_CERTIFICATE_MISMATCH,
-                f"the client certificate is issued to {certified_as!r}, "
-                f"the batch is from agent {header.agent_id!r}",
-            )
-
-    async def _verify(
-        self, batch: pb.SignedBatch, header: pb.BatchHeader, store: BatchStore
-    ) -> tuple[OpenedBatch, AgentKey]:
-        """Check the sender is enrolled and unrevoked, then the envelope against its key.
-
-        A remembered key that does not verify the signature is looked up again before the
-        batch is refused: the agent may have been given a new key.
-        """
-        for fresh in (False, True):
-            agent = await self._agents.get(store.conn, header.agent_id, fresh=fresh)
-            if agent is None:
-                raise EnvelopeError(
-                    pb.REJECT_REASON_UNKNOWN_AGENT, f"agent {header.agent_id!r} is not enrolled"
-                )
-            if agent.revoked:
-                raise EnvelopeError(
-                    pb.REJECT_REASON_REVOKED_AGENT, f"agent {header.agent_id!r} is revoked"
-                )
-            try:
-                return open_batch(batch, load_public_key(agent.public_key)), agent
-            except EnvelopeError as exc:
-                if exc.reason != pb.REJECT_REASON_BAD_SIGNATURE or fresh:
-                    raise
-        raise AssertionError  # unreachable: the fresh attempt returns or raises
 
     async def Health(  # noqa: N802 - name fixed by the generated servicer
         self,
@@ -423,140 +343,3 @@ class IngestService(pb_grpc.IngestServicer):
             schema_version=PAYLOAD_SCHEMA_VERSION,
             storage=storage,
         )
-
-
-async def serve(config: CoreConfig, *, tls: ServerTls | None = None) -> None:
-    """Serve ``config`` until cancelled, with mutual TLS when ``tls`` (loaded [server.tls]).
-
-    With ``[openlineage]``, an OpenLineage event per committed batch; queued events are
-    flushed (for up to 5 s) when the server stops. The quality alert rule (``[quality]``) is
-    checked in the background.
-    """
-    listen = config.listen
-    emitter = LineageEmitter(config.openlineage) if config.openlineage else None
-    async with (
-        connection_pool(config.dsn, config.pool_size) as pool,
-        _running(emitter),
-        asyncio.TaskGroup() as background,
-    ):
-        watch = QualityWatch(pool, config.quality)
-        checking = background.create_task(watch.run())
-        server = grpc.aio.server(options=SERVER_OPTIONS)
-        service = IngestService(
-            pool,
-            batches_per_stream=config.batches_per_stream,
-            require_certificate=tls is not None,
-            lineage=emitter,
-        )
-        add_ingest_service(service, server)
-        if _bind(server, listen, tls) == 0:
-            raise OSError(f"cannot listen on {listen}")
-        metrics = _metrics_server(config, service, watch, emitter)
-        await server.start()
-        log.info(
-            "core ingest %s listening on %s (%s)",
-            __version__,
-            listen,
-            "mutual TLS" if tls else "plaintext",
-        )
-        try:
-            await server.wait_for_termination()
-        finally:
-            await server.stop(grace=5)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5):
-                    await service.drain()
-            checking.cancel()
-            if metrics:
-                metrics.close()
-
-
-def _metrics_server(
-    config: CoreConfig,
-    service: IngestService,
-    watch: QualityWatch,
-    emitter: LineageEmitter | None,
-) -> MetricsServer | None:
-    """The started ``[metrics]`` endpoint over the service's, watch's and emitter's counters."""
-    if config.metrics_listen is None:
-        return None
-
-    def collect() -> list[Counter]:
-        samples = [
-            Counter(
-                "meterpipe_core_batches_total",
-                "Batches answered, by status and refusal reason",
-                count,
-                (("status", status), ("reason", reason)),
-            )
-            for (status, reason), count in sorted(service.outcomes.items())
-        ]
-        samples += [
-            Counter(
-                "meterpipe_core_readings_stored_total",
-                "Meter readings newly stored",
-                service.readings_stored,
-            ),
-            Counter(
-                "meterpipe_core_quality_alerts_total",
-                "Suspect-share alerts raised by this process",
-                watch.alerts_raised,
-            ),
-            Counter(
-                "meterpipe_core_quality_checks_failed_total",
-                "Quality checks that could not run (database unreachable)",
-                watch.checks_failed,
-            ),
-        ]
-        if emitter:
-            stats = emitter.statistics()
-            samples += [
-                Counter(
-                    "meterpipe_core_lineage_events_total",
-                    "OpenLineage events, by result",
-                    value,
-                    (("result", result),),
-                )
-                for result, value in (
-                    ("emitted", stats.emitted),
-                    ("failed", stats.failed),
-                    ("dropped", stats.dropped),
-                )
-            ]
-        return samples
-
-    metrics = MetricsServer(config.metrics_listen, collect)
-    metrics.start()
-    log.info("metrics on http://%s/metrics", config.metrics_listen)
-    return metrics
-
-
-@contextlib.asynccontextmanager
-async def _running(emitter: LineageEmitter | None) -> AsyncIterator[None]:
-    """Start the lineage emitter's thread; flush and stop it at the end."""
-    if emitter is None:
-        yield
-        return
-    emitter.start()
-    try:
-        yield
-    finally:
-        await asyncio.to_thread(emitter.close)
-
-
-def _bind(server: grpc.aio.Server, listen: str, tls: ServerTls | None) -> int:
-    """Add the listening port, secure when ``tls``; return it (0 when binding failed)."""
-    if tls is None:
-        if not is_loopback(listen):
-            log.warning(
-                "serving without TLS on %s: meant for loopback or inside a VPN; "
-                "set [server.tls] for mutual TLS",
-                listen,
-            )
-        return server.add_insecure_port(listen)
-    credentials = grpc.ssl_server_credentials(
-        [(tls.private_key, tls.certificate)],
-        root_certificates=tls.client_authority,
-        require_client_auth=True,
-    )
-    return server.add_secure_port(listen, credentials)

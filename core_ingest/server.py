@@ -1,0 +1,203 @@
+"""The core's composition root: the pool, the gRPC server, metrics, lineage and quality watch.
+
+``serve`` wires the stages together (receive → verify → store, with the lineage emitter and
+the quality watch beside them) and runs them until cancelled. Nothing else in the core builds
+these objects, so every process setting lives here and in ``config``.
+
+With ``[server.tls]`` the server speaks mutual TLS only: every client presents a certificate
+from the configured authority, and a batch whose header names another agent than the
+certificate's common name is refused (CERTIFICATE_MISMATCH) before its agent is even looked up.
+Without it the server is plaintext, meant for loopback or a VPN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+import psycopg
+import psycopg_pool
+
+from core_ingest import __version__
+from core_ingest.certificates import ServerTls
+from core_ingest.config import CoreConfig
+from core_ingest.lineage.emitter import LineageEmitter
+from core_ingest.metrics import Counter, MetricsServer
+from core_ingest.quality_watch import QualityWatch
+from core_ingest.receive import IngestService, add_ingest_service
+from proto import limits
+from proto.tls import is_loopback
+
+log = logging.getLogger(__name__)
+
+# Agents ping every 30 s (edge_agent.sinks.uplink.CHANNEL_OPTIONS); the server's default would
+# answer pings that frequent with GOAWAY "too_many_pings".
+# A batch is at most limits.MAX_BATCH_BYTES; the server takes messages four times that, so a
+# larger batch is answered with a refusal rather than the stream dying with RESOURCE_EXHAUSTED
+# (and the answers of every other batch in flight with it).
+SERVER_OPTIONS = (
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 20_000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.max_receive_message_length", 4 * limits.MAX_BATCH_BYTES),
+)
+
+
+async def _durable(conn: psycopg.AsyncConnection) -> None:
+    """ACCEPTED means on disk: commits wait for the WAL flush whatever the server's default.
+
+    Set once per connection, when the pool opens it: no round trip per batch.
+    """
+    await conn.execute("SET synchronous_commit = on")
+
+
+def connection_pool(dsn: str, size: int) -> psycopg_pool.AsyncConnectionPool:
+    """An unopened pool of durable autocommit connections (open it inside the event loop)."""
+    return psycopg_pool.AsyncConnectionPool(
+        dsn,
+        min_size=1,
+        max_size=size,
+        open=False,
+        kwargs={"autocommit": True, "connect_timeout": 5},
+        configure=_durable,
+    )
+
+
+async def serve(config: CoreConfig, *, tls: ServerTls | None = None) -> None:
+    """Serve ``config`` until cancelled, with mutual TLS when ``tls`` (loaded [server.tls]).
+
+    With ``[openlineage]``, an OpenLineage event per committed batch; queued events are
+    flushed (for up to 5 s) when the server stops. The quality alert rule (``[quality]``) is
+    checked in the background.
+    """
+    listen = config.listen
+    emitter = LineageEmitter(config.openlineage) if config.openlineage else None
+    async with (
+        connection_pool(config.dsn, config.pool_size) as pool,
+        _running(emitter),
+        asyncio.TaskGroup() as background,
+    ):
+        watch = QualityWatch(pool, config.quality)
+        checking = background.create_task(watch.run())
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        service = IngestService(
+            pool,
+            batches_per_stream=config.batches_per_stream,
+            require_certificate=tls is not None,
+            lineage=emitter,
+        )
+        add_ingest_service(service, server)
+        if _bind(server, listen, tls) == 0:
+            raise OSError(f"cannot listen on {listen}")
+        metrics = _metrics_server(config, service, watch, emitter)
+        await server.start()
+        log.info(
+            "core ingest %s listening on %s (%s)",
+            __version__,
+            listen,
+            "mutual TLS" if tls else "plaintext",
+        )
+        try:
+            await server.wait_for_termination()
+        finally:
+            await server.stop(grace=5)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await service.drain()
+            checking.cancel()
+            if metrics:
+                metrics.close()
+
+
+def _metrics_server(
+    config: CoreConfig,
+    service: IngestService,
+    watch: QualityWatch,
+    emitter: LineageEmitter | None,
+) -> MetricsServer | None:
+    """The started ``[metrics]`` endpoint over the service's, watch's and emitter's counters."""
+    if config.metrics_listen is None:
+        return None
+
+    def collect() -> list[Counter]:
+        samples = [
+            Counter(
+                "meterpipe_core_batches_total",
+                "Batches answered, by status and refusal reason",
+                count,
+                (("status", status), ("reason", reason)),
+            )
+            for (status, reason), count in sorted(service.outcomes.items())
+        ]
+        samples += [
+            Counter(
+                "meterpipe_core_readings_stored_total",
+                "Meter readings newly stored",
+                service.readings_stored,
+            ),
+            Counter(
+                "meterpipe_core_quality_alerts_total",
+                "Suspect-share alerts raised by this process",
+                watch.alerts_raised,
+            ),
+            Counter(
+                "meterpipe_core_quality_checks_failed_total",
+                "Quality checks that could not run (database unreachable)",
+                watch.checks_failed,
+            ),
+        ]
+        if emitter:
+            stats = emitter.statistics()
+            samples += [
+                Counter(
+                    "meterpipe_core_lineage_events_total",
+                    "OpenLineage events, by result",
+                    value,
+                    (("result", result),),
+                )
+                for result, value in (
+                    ("emitted", stats.emitted),
+                    ("failed", stats.failed),
+                    ("dropped", stats.dropped),
+                )
+            ]
+        return samples
+
+    metrics = MetricsServer(config.metrics_listen, collect)
+    metrics.start()
+    log.info("metrics on http://%s/metrics", config.metrics_listen)
+    return metrics
+
+
+@contextlib.asynccontextmanager
+async def _running(emitter: LineageEmitter | None) -> AsyncIterator[None]:
+    """Start the lineage emitter's thread; flush and stop it at the end."""
+    if emitter is None:
+        yield
+        return
+    emitter.start()
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(emitter.close)
+
+
+def _bind(server: grpc.aio.Server, listen: str, tls: ServerTls | None) -> int:
+    """Add the listening port, secure when ``tls``; return it (0 when binding failed)."""
+    if tls is None:
+        if not is_loopback(listen):
+            log.warning(
+                "serving without TLS on %s: meant for loopback or inside a VPN; "
+                "set [server.tls] for mutual TLS",
+                listen,
+            )
+        return server.add_insecure_port(listen)
+    credentials = grpc.ssl_server_credentials(
+        [(tls.private_key, tls.certificate)],
+        root_certificates=tls.client_authority,
+        require_client_auth=True,
+    )
+    return server.add_secure_port(listen, credentials)

@@ -1,0 +1,244 @@
+"""One verified batch, committed exactly once: ledger row, readings, telemetry and rollups.
+
+Everything a batch writes goes in one transaction on one borrowed autocommit connection; the
+ledger row goes first and is the exactly-once guard (``ledger``). Readings go in with binary
+COPY (``readings``), and through the staging path when some were stored before. Every
+connection of the core's pool runs with ``synchronous_commit`` on (``core_ingest.server``): a
+committed batch is on disk, whatever the server's default.
+
+The store answers in its own terms (``Stored``); the receiving stage turns that into the wire
+protocol's Ack.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import psycopg
+
+from core_ingest import __version__
+from core_ingest.lineage.record import CommittedBatch
+from core_ingest.migrations import NATIVE
+from core_ingest.store import ledger
+from core_ingest.store.batch import VerifiedBatch
+from core_ingest.store.ledger import EarlierCopy
+from core_ingest.store.meters import MeterDirectory, MeterIds, apply_rotations
+from core_ingest.store.partitions import Partitions, batch_days
+from core_ingest.store.reading_rows import (
+    device_roles,
+    meter_roles,
+    quality_counts,
+    suspect_count,
+)
+from core_ingest.store.readings import (
+    NO_CORRECTIONS,
+    copy_readings,
+    insert_new_readings,
+)
+from core_ingest.store.rollups import add_to_rollups
+from core_ingest.store.telemetry import copy_telemetry
+
+log = logging.getLogger(__name__)
+
+# A transaction that lost a deadlock or serialization race is tried again this often.
+WRITE_ATTEMPTS = 3
+
+
+class Stored(enum.Enum):
+    """What became of a batch handed to the store."""
+
+    ACCEPTED = "accepted"  # committed now
+    DUPLICATE = "duplicate"  # committed before: nothing written
+    CONFLICT = "conflict"  # another batch holds its sequence: nothing written
+    KEY_CHANGED = "key-changed"  # the agent was revoked or re-keyed meanwhile: nothing written
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    """What became of the batch and, when it was committed now, its lineage."""
+
+    stored: Stored
+    committed: CommittedBatch | None = None
+    refused: int = 0  # values set apart by the bounds, kept in refused_values
+
+
+_EARLIER = {
+    EarlierCopy.SAME: Stored.DUPLICATE,
+    EarlierCopy.OTHER: Stored.CONFLICT,
+    EarlierCopy.NONE: Stored.KEY_CHANGED,
+}
+
+
+class BatchStore:
+    """Writes verified batches through one borrowed autocommit connection."""
+
+    def __init__(
+        self,
+        conn: psycopg.AsyncConnection,
+        *,
+        storage: str,
+        partitions: Partitions,
+        meters: MeterDirectory,
+    ) -> None:
+        """Wrap an open autocommit connection of a schema using ``storage``."""
+        self.conn = conn
+        self.storage = storage
+        self._partitions = partitions
+        self._meters = meters
+
+    async def write(self, batch: VerifiedBatch) -> WriteOutcome:
+        """Commit the batch once, or say why nothing was written.
+
+        A transaction that loses a deadlock against another core's is tried again; one that
+        finds readings stored before runs again through the staging path.
+        """
+        if self.storage == NATIVE:
+            telemetry = batch.opened.payload.transformer_telemetry
+            times = [telemetry.time_ms[i] for i in batch.points]
+            await self._partitions.ensure(self.conn, batch_days(batch.columns, times))
+        staged, attempt = False, 1
+        while True:
+            try:
+                return await self._commit(batch, staged=staged)
+            except psycopg.errors.UniqueViolation:
+                if staged:
+                    raise
+                staged = True  # some readings were stored before: only the new ones go in
+            except psycopg.errors.TransactionRollback as exc:
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+                attempt += 1
+                staged = True  # inserted in key order this time, so the retry cannot deadlock
+                log.info("retrying batch %s after %s", _label(batch), exc.sqlstate)
+
+    async def _commit(self, batch: VerifiedBatch, *, staged: bool) -> WriteOutcome:
+        columns = batch.columns
+        quality = quality_counts(columns.quality_flags)
+        async with self.conn.transaction():
+            row = await ledger.insert_row(
+                self.conn,
+                batch,
+                readings_within_bounds=len(columns),
+                quality=quality,
+                suspect=suspect_count(columns.quality_flags),
+                poll_window=columns.poll_window(),
+            )
+            if row is None:
+                return WriteOutcome(_EARLIER[await ledger.earlier_copy(self.conn, batch)])
+            meters = await self._batch_meters(batch)
+            corrected = NO_CORRECTIONS
+            if staged:
+                stored, corrected = await insert_new_readings(
+                    self.conn, columns, meters.ids, row.batch_id
+                )
+                log.info(
+                    "batch %s: %d of %d readings were stored before, %d of them estimates replaced",
+                    _label(batch),
+                    len(columns) - len(stored),
+                    len(columns),
+                    len(corrected.interval_end),
+                )
+            else:
+                await copy_readings(self.conn, columns, meters.ids, row.batch_id)
+                stored = columns
+            await copy_telemetry(self.conn, batch.opened, batch.points)
+            await ledger.keep_refused(self.conn, batch.refused, row.batch_id, _label(batch))
+            await apply_rotations(self.conn, batch.opened)
+            await add_to_rollups(
+                self.conn,
+                stored=stored,
+                corrected=corrected,
+                customer=meters.customer,
+                substation=batch.agent.substation,
+                region=batch.agent.region,
+            )
+        self._meters.remember(meters)
+        readings_stored = len(stored) + len(corrected.interval_end)
+        return WriteOutcome(
+            Stored.ACCEPTED,
+            _committed(batch, row, readings_stored, quality),
+            refused=len(batch.refused),
+        )
+
+    async def _batch_meters(self, batch: VerifiedBatch) -> MeterIds:
+        """Meter ids by the batch's meter index; only meters of stored readings are added.
+
+        A meter whose every reading was refused gets no row in the dimension (it would count
+        as an expected meter in the quality views); its index maps to 0, never copied.
+        """
+        readings = batch.opened.payload.meter_readings
+        agent_id = batch.opened.header.agent_id
+        roles_by_device = device_roles(batch.opened.payload)
+
+        def roles() -> list[str]:
+            return meter_roles(batch.columns, len(readings.meters), roles_by_device)
+
+        if not batch.refused:
+            return await self._meters.ids(self.conn, readings.meters, roles, agent_id, batch.agent)
+        used = np.unique(batch.columns.meter_index)
+
+        def used_roles() -> list[str]:
+            every = roles()
+            return [every[i] for i in used]
+
+        subset = await self._meters.ids(
+            self.conn,
+            [readings.meters[i] for i in used],
+            used_roles,
+            agent_id,
+            batch.agent,
+        )
+        ids = np.zeros(len(readings.meters), dtype=np.int32)
+        ids[used] = subset.ids
+        customer = np.zeros(len(readings.meters), dtype=np.bool_)
+        customer[used] = subset.customer
+        return MeterIds(ids, customer, subset.digest, subset.added)
+
+
+def _label(batch: VerifiedBatch) -> str:
+    """How the log names a batch: agent#sequence."""
+    return f"{batch.opened.header.agent_id}#{batch.opened.header.sequence}"
+
+
+def _committed(
+    batch: VerifiedBatch, row: ledger.LedgerRow, readings_stored: int, quality: dict[str, int]
+) -> CommittedBatch:
+    """The lineage of the batch as committed under the ledger ``row``."""
+    header, payload = batch.opened.header, batch.opened.payload
+    poll_window = batch.columns.poll_window()
+    return CommittedBatch(
+        agent_id=header.agent_id,
+        sequence=header.sequence,
+        batch_id=row.batch_id,
+        substation=batch.agent.substation,
+        region=batch.agent.region,
+        devices=tuple(payload.devices),
+        poll_start=poll_window[0] if poll_window else None,
+        poll_end=poll_window[1] if poll_window else None,
+        created_at=dt.datetime.fromtimestamp(header.created_ms / 1000, dt.UTC),
+        received_at=batch.received_at,
+        committed_at=row.committed_at,
+        software_version=header.software_version,
+        register_map_version=header.register_map_version,
+        validation_ruleset=header.validation_ruleset or None,
+        pseudonym_key_id=header.pseudonym_key_id,
+        core_version=__version__,
+        meter_readings=len(payload.meter_readings.interval_end),
+        readings_stored=readings_stored,
+        telemetry_points=len(payload.transformer_telemetry.time_ms),
+        quality_counts=quality,
+    )
+
+
+async def recorded_storage(conn: psycopg.AsyncConnection) -> str | None:
+    """The schema's storage, or None when ``core-ingest migrate`` has not run."""
+    try:
+        cur = await conn.execute("SELECT storage FROM storage_settings")
+    except psycopg.errors.UndefinedTable:
+        return None
+    row = await cur.fetchone()
+    return row[0] if row else None
