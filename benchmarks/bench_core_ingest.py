@@ -39,8 +39,8 @@ import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from core_ingest import agents
-from core_ingest.migrations import migrate
 from core_ingest.pgcluster import PostgresCluster, free_loopback_port
+from core_ingest.schema import migrate
 from core_ingest.store.reading_rows import COPY_COLUMNS, ReadingColumns, copy_buffer
 from proto import pb, public_key_bytes, seal_batch
 

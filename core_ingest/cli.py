@@ -37,8 +37,8 @@ from core_ingest.certificates import (
 )
 from core_ingest.config import CoreConfig, load_config
 from core_ingest.errors import CertificateError, ConfigError, CoreError
-from core_ingest.migrations import MIGRATIONS, STORAGE_CHOICES, applied_versions, migrate
 from core_ingest.quality_watch import AlertRule, QualityAlert, check_suspect_share
+from core_ingest.schema import MIGRATIONS, STORAGE_CHOICES, applied_versions, migrate
 from core_ingest.server import serve
 from core_ingest.status import database_status
 

@@ -17,8 +17,8 @@ from typing import Any, NoReturn
 
 from core_ingest.errors import ConfigError
 from core_ingest.lineage.config import LineageConfig, parse_lineage_config
-from core_ingest.migrations import STORAGE_CHOICES
 from core_ingest.quality_watch import AlertRule
+from core_ingest.schema import STORAGE_CHOICES
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 # Connections shared by every agent's stream: a few per database core is plenty.

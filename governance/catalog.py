@@ -1,4 +1,9 @@
-"""The data catalog: every table the pipeline stores, its description and its size."""
+"""The data catalog: every table and view the central database holds, from the data dictionary.
+
+The objects, their owners, stewards, personal-data classes and descriptions come from the
+core's data dictionary (``core_ingest/schema/dictionary.toml``), never from a list kept here;
+sizes are the planner's estimates (a national database holds billions of readings).
+"""
 
 from __future__ import annotations
 
@@ -6,31 +11,31 @@ from dataclasses import dataclass
 
 import psycopg
 
+from core_ingest.schema.dictionary import Dictionary, load_dictionary
+from core_ingest.schema.sizes import estimated_rows
+
 
 @dataclass(frozen=True, slots=True)
 class Dataset:
-    """One catalogued table."""
+    """One catalogued table or view."""
 
     name: str
-    description: str | None
-    rows: int
+    kind: str
+    description: str
+    owner: str
+    steward: str
+    personal_data: str
+    retention: str
+    rows_estimated: int | None  # None for a view: it holds nothing of its own
 
 
-def list_datasets(conn: psycopg.Connection) -> list[Dataset]:
-    """Tables in the ``public`` schema that are not partitions or chunks, with exact row counts.
-
-    Descriptions are the tables' COMMENTs, written by the core's migrations.
-    """
-    names = conn.execute(
-        "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
-        "ORDER BY c.relname"
-    ).fetchall()
-    datasets = []
-    for name, description in names:
-        count = conn.execute(
-            psycopg.sql.SQL("SELECT count(*) FROM {}").format(psycopg.sql.Identifier(name))
-        ).fetchone()
-        datasets.append(Dataset(name=name, description=description, rows=count[0] if count else 0))
-    return datasets
+def list_datasets(conn: psycopg.Connection, dictionary: Dictionary | None = None) -> list[Dataset]:
+    """Every object of the dictionary, by name, with its estimated rows."""
+    objects = (dictionary or load_dictionary()).objects
+    stored = [name for name, entry in objects.items() if entry.kind != "view"]
+    rows = estimated_rows(conn, stored)
+    described = {"kind", "description", "owner", "steward", "personal_data", "retention"}
+    return [
+        Dataset(name=name, rows_estimated=rows.get(name), **entry.model_dump(include=described))
+        for name, entry in sorted(objects.items())
+    ]

@@ -24,7 +24,7 @@ def main() -> None:
     help="PostgreSQL connection string. Env: GOVERNANCE_DSN.",
 )
 def catalog(dsn: str) -> None:
-    """List the stored datasets with their descriptions and row counts.
+    """List every table and view with its description, owner, class and estimated rows.
 
     Example: governance catalog --dsn postgresql://steward@db/meters
     """

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from fix_services import AgentSetup, stop_process, wait_until
 
-from core_ingest.migrations import TIMESCALEDB
+from core_ingest.schema import TIMESCALEDB
 from edge_agent.sinks.buffer import Buffer
 from edge_agent.transforms.pseudonymize import Pseudonymizer
 

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from fix_services import stop_process, wait_until
 
-from core_ingest.migrations import TIMESCALEDB
+from core_ingest.schema import TIMESCALEDB
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import MqttConfig, load_config
 from edge_agent.keys import generate_pseudonym_key, generate_signing_key

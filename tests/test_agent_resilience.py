@@ -17,8 +17,8 @@ from fix_services import (
     wait_until,
 )
 
-from core_ingest.migrations import TIMESCALEDB
 from core_ingest.pgcluster import free_loopback_port
+from core_ingest.schema import TIMESCALEDB
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("storage", [TIMESCALEDB])]
 METERS = 200

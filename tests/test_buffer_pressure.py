@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from fix_services import BIN, core_healthy, stop_process, stored_and_sent, wait_until
 
-from core_ingest.migrations import TIMESCALEDB
 from core_ingest.pgcluster import free_loopback_port
+from core_ingest.schema import TIMESCALEDB
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("storage", [TIMESCALEDB])]
 METERS = 300

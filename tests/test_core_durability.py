@@ -17,8 +17,8 @@ from fix_services import BIN, wait_until
 from signed_batches import AGENT, KEY, answer, payload, seal, send
 
 from core_ingest import agents
-from core_ingest.migrations import NATIVE, migrate
 from core_ingest.pgcluster import PostgresCluster, free_loopback_port
+from core_ingest.schema import NATIVE, migrate
 from proto import public_key_bytes
 
 pytestmark = pytest.mark.integration

@@ -27,8 +27,8 @@ from fix_services import (
 from signed_batches import AGENT, KEY, answer, payload, seal, send
 
 from core_ingest import agents
-from core_ingest.migrations import TIMESCALEDB
 from core_ingest.pgcluster import free_loopback_port
+from core_ingest.schema import TIMESCALEDB
 from proto import limits, pb, pb_grpc, public_key_bytes, seal_batch
 from proto.envelope import SIGNING_CONTEXT
 

@@ -24,7 +24,7 @@ from signed_batches import KEY as SIGNED_KEY
 from vee_scoring import validated_intervals
 
 from core_ingest import agents
-from core_ingest.migrations import TIMESCALEDB
+from core_ingest.schema import TIMESCALEDB
 from edge_agent.transforms.batch import batch_payload
 from edge_agent.transforms.pseudonymize import PseudonymousReading
 from proto import pb, public_key_bytes, seal_batch

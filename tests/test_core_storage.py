@@ -17,7 +17,7 @@ from signed_batches import AGENT, DEVICE, FIRST_END, KEY, answer, meter, payload
 
 from core_ingest import agents
 from core_ingest.lineage.events import run_id
-from core_ingest.migrations import NATIVE, TIMESCALEDB, migrate
+from core_ingest.schema import NATIVE, TIMESCALEDB, migrate
 from proto import pb, public_key_bytes
 from proto.quality import QualityFlag
 

@@ -9,7 +9,8 @@ import psycopg
 import pytest
 from fix_services import BIN
 
-from core_ingest.migrations import NATIVE
+from core_ingest.schema import NATIVE
+from core_ingest.schema.dictionary import load_dictionary
 
 pytestmark = pytest.mark.integration
 
@@ -28,9 +29,14 @@ def store_one_reading(dsn: str, storage: str) -> None:
         )
 
 
-def test_catalog_lists_the_stored_datasets_with_descriptions(storage_dsn, storage):
-    """Each table appears once, described, whatever partitions or chunks exist beneath."""
+def test_catalog_lists_every_dictionary_object_with_estimated_rows(storage_dsn, storage):
+    """Each object appears once, described and owned, whatever partitions lie beneath.
+
+    Stored tables carry the planner's row estimate, views none.
+    """
     store_one_reading(storage_dsn, storage)
+    with psycopg.connect(storage_dsn, autocommit=True) as conn:
+        conn.execute("ANALYZE")
     done = subprocess.run(
         [str(BIN / "governance"), "catalog", "--dsn", storage_dsn],
         capture_output=True,
@@ -39,21 +45,12 @@ def test_catalog_lists_the_stored_datasets_with_descriptions(storage_dsn, storag
     )
     assert done.returncode == 0, done.stderr
     datasets = {d["name"]: d for d in json.loads(done.stdout)}
-    assert set(datasets) == {
-        "agents",
-        "batches",
-        "meter_readings",
-        "schema_migrations",
-        "storage_settings",
-        "transformer_telemetry",
-        "pseudonym_map",
-        "meters",
-        "reading_quarantine",
-        "reading_corrections",
-        "refused_values",
-        "substation_hourly",
-        "substation_daily",
-        "quality_alerts",
-    }
-    assert "pseudonymous meter" in datasets["meter_readings"]["description"]
-    assert datasets["meter_readings"]["rows"] == 1
+    assert set(datasets) == set(load_dictionary().objects)
+    assert {"meter_readings", "region_day_quality", "reading_lineage"} <= set(datasets)
+    readings = datasets["meter_readings"]
+    assert "pseudonymous meter" in readings["description"]
+    assert readings["personal_data"] == "pseudonymized-personal"
+    assert readings["owner"]
+    assert readings["steward"]
+    assert readings["rows_estimated"] == 1
+    assert datasets["region_daily"]["rows_estimated"] is None

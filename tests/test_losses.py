@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from fix_services import stop_process, stored_readings, wait_until
 
-from core_ingest.migrations import TIMESCALEDB
+from core_ingest.schema import TIMESCALEDB
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("storage", [TIMESCALEDB])]
 METERS, INTERVALS, LOSSES = 500, 8, 0.07  # the test scenario's default losses_share

@@ -21,8 +21,8 @@ import psycopg
 import pytest
 from fix_services import BIN, assert_stored_as_served, stop_process, wait_until
 
-from core_ingest.migrations import TIMESCALEDB
 from core_ingest.pgcluster import free_loopback_ports
+from core_ingest.schema import TIMESCALEDB
 from substation_sim import FieldRecord, load_scenario
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("storage", [TIMESCALEDB])]

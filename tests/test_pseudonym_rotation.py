@@ -8,7 +8,7 @@ import psycopg
 import pytest
 from fix_services import stop_process, stored_readings, wait_until
 
-from core_ingest.migrations import NATIVE
+from core_ingest.schema import NATIVE
 from edge_agent.keys import generate_pseudonym_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("storage", [NATIVE])]

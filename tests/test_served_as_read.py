@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from fix_services import assert_stored_as_served, stop_process, stored_readings, wait_until
 
-from core_ingest.migrations import TIMESCALEDB
+from core_ingest.schema import TIMESCALEDB
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("storage", [TIMESCALEDB])]
 ONE_INTERVAL_A_SECOND = 900.0

@@ -23,7 +23,7 @@ from uplink_harness import (
     serving,
 )
 
-from core_ingest.migrations import NATIVE
+from core_ingest.schema import NATIVE
 from edge_agent.sinks.bandwidth import BURST_SECONDS
 from edge_agent.sinks.buffer import Buffer
 from edge_agent.sinks.uplink import BACKOFF_CAP_SECONDS, ack_label, backoff_delay

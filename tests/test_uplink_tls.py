@@ -10,7 +10,7 @@ import pytest
 from fix_services import make_pki, stop_process, stored_readings, wait_until
 from uplink_harness import enroll, fill_signed, run_uplink_against
 
-from core_ingest.migrations import NATIVE
+from core_ingest.schema import NATIVE
 from edge_agent.sinks.buffer import Buffer
 from proto import pb, pb_grpc
 

@@ -22,7 +22,7 @@ import psycopg
 
 from core_ingest import __version__
 from core_ingest.lineage.record import CommittedBatch
-from core_ingest.migrations import NATIVE
+from core_ingest.schema import NATIVE
 from core_ingest.store import ledger
 from core_ingest.store.batch import VerifiedBatch
 from core_ingest.store.ledger import EarlierCopy
