@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from core_ingest.config import TLS_FILES, ServerTlsFiles
+from core_ingest.config import ServerTlsFiles
 from core_ingest.errors import CertificateError, ConfigError
 from proto.tls import TlsMaterialError, read_authority, read_identity
 
@@ -267,7 +267,7 @@ def load_server_tls(files: ServerTlsFiles) -> ServerTls:
 
     """
     pems = {}
-    for name in TLS_FILES:
+    for name in ServerTlsFiles.model_fields:
         path = getattr(files, name)
         try:
             pems[name] = path.read_bytes()

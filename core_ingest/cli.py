@@ -82,17 +82,17 @@ def _config(config_path: Path | None, **overrides: str | None) -> CoreConfig:
 
 def _server_tls(config: CoreConfig) -> ServerTls | None:
     """``[server.tls]``'s files, read and checked before serving (None: plaintext)."""
-    if config.tls is None:
+    if config.server.tls is None:
         return None
     with _exit_on_config_error():
-        return load_server_tls(config.tls)
+        return load_server_tls(config.server.tls)
 
 
 @contextlib.contextmanager
 def _database(config: CoreConfig) -> Iterator[psycopg.Connection]:
     """An autocommit connection; connection and library errors become one-line messages."""
     try:
-        with psycopg.connect(config.dsn, autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(config.database.dsn, autocommit=True, connect_timeout=10) as conn:
             yield conn
     except psycopg.OperationalError as exc:
         raise click.ClickException(f"cannot reach the database: {exc}".strip()) from None
@@ -173,7 +173,7 @@ def migrate_command(
                 ]
             )
             return
-        done = migrate(conn, storage=config.storage, stop_before=stop_before)
+        done = migrate(conn, storage=config.database.storage, stop_before=stop_before)
         _print({"applied": [m.name for m in done], **database_status(conn)})
 
 
@@ -205,10 +205,10 @@ def quality_check(config_path: Path | None, dsn: str | None, window_seconds: flo
     Example: core-ingest quality-check --dsn postgresql://ingest@db/meters
     """
     config = _config(config_path, dsn=dsn)
-    rule = config.quality
+    rule = config.quality.rule
     if window_seconds is not None:
         rule = dataclasses.replace(rule, window_seconds=window_seconds)
-    alert = asyncio.run(_check_once(config.dsn, rule))
+    alert = asyncio.run(_check_once(config.database.dsn, rule))
     _print(dataclasses.asdict(alert) | {"share": alert.share} if alert else None)
 
 

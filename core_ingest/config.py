@@ -1,124 +1,133 @@
-"""The core's TOML configuration, merged with environment and flags, validated once.
+"""The core's TOML configuration, one typed model per table, merged with environment and flags.
 
 Layers, later wins: the file (``--config``), then ``CORE_INGEST_DSN`` / ``CORE_INGEST_LISTEN``,
-then command-line flags. Every error names the key at fault. Relative file paths are taken from
-the configuration file's folder.
+then command-line flags. Every error names the dotted key at fault, and an unknown key is
+refused with a did-you-mean (``proto.settings``). Relative file paths are taken from the
+configuration file's folder. The README's configuration reference is generated from these
+models (``scripts/config_reference.py``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import tomllib
-from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field
 
 from core_ingest.errors import ConfigError
-from core_ingest.lineage.config import LineageConfig, parse_lineage_config
+from core_ingest.lineage.config import LineageConfig
 from core_ingest.quality_watch import AlertRule
-from core_ingest.schema import STORAGE_CHOICES
+from proto.settings import FilePath, Settings, read_toml, validate
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
-# Connections shared by every agent's stream: a few per database core is plenty.
-DEFAULT_POOL_SIZE = 8
-# Batches of one stream verified and written at once; the agent keeps 8 in flight.
-DEFAULT_BATCHES_PER_STREAM = 4
-TLS_FILES = ("cert", "key", "client_ca")
-# Every key of [database] and [server], and every table; the other tables check their own.
-KNOWN_KEYS = {
-    "database": ("dsn", "storage", "pool_size"),
-    "server": ("listen", "batches_per_stream", "tls"),
-    "openlineage": None,
-    "quality": None,
-    "metrics": None,
-}
+REFERENCE_RULE = AlertRule()  # the reference case's rule: 0.5 % of the last hour
+MAX_PORT = 65_535
 
 
-@dataclass(frozen=True, slots=True)
-class ServerTlsFiles:
-    """``[server.tls]``: the core's certificate and key, and the agents' authority."""
+def _address(value: str) -> str:
+    """host:port, the host an IPv4 address or a name (gRPC and the metrics server bind it)."""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) <= MAX_PORT:
+        raise ValueError("must be host:port")
+    if host.startswith("["):
+        raise ValueError("must be an IPv4 address or host name with a port")
+    return value
 
-    cert: Path
-    key: Path
-    client_ca: Path
+
+Address = Annotated[str, AfterValidator(_address)]
 
 
-@dataclass(frozen=True, slots=True)
-class CoreConfig:
-    """The validated configuration of one core ingest process."""
+class DatabaseSection(Settings):
+    """The central database."""
 
-    dsn: str
-    listen: str
-    storage: str
-    pool_size: int
-    batches_per_stream: int
+    dsn: str = Field(
+        min_length=1,
+        description="Or --dsn, or CORE_INGEST_DSN",
+        examples=["postgresql://ingest@db.example.net/meters"],
+    )
+    storage: Literal["auto", "timescaledb", "native-partitioning"] = Field(
+        "auto", description="For a new schema: auto takes TimescaleDB when preloaded"
+    )
+    # Connections shared by every agent's stream: a few per database core is plenty.
+    pool_size: int = Field(8, ge=1, le=1_000, description="Connections shared by all streams")
+
+
+class ServerTlsFiles(Settings):
+    """Optional: mutual TLS only; cert, key and client_ca all, or no table."""
+
+    cert: FilePath = Field(
+        description="From `core-ingest ca issue-server`",
+        examples=["tls/server-core.example.net.crt"],
+    )
+    key: FilePath = Field(
+        description="Its private key", examples=["tls/server-core.example.net.key"]
+    )
+    client_ca: FilePath = Field(
+        description="Agents' certificates must come from this authority",
+        examples=["tls/ca.crt"],
+    )
+
+
+class ServerSection(Settings):
+    """The gRPC server agents stream to."""
+
+    listen: Address = Field(DEFAULT_LISTEN, description="host:port")
+    # Batches of one stream verified and written at once; the agent keeps 8 in flight.
+    batches_per_stream: int = Field(
+        4, ge=1, le=64, description="Batches of one agent verified and written at once"
+    )
     tls: ServerTlsFiles | None = None  # None: plaintext, for loopback or inside a VPN only
-    openlineage: LineageConfig | None = None  # None: no OpenLineage events
-    quality: AlertRule = dataclasses.field(default_factory=AlertRule)
-    metrics_listen: str | None = None  # host:port of the Prometheus endpoint; None: off
 
 
-def _read(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError("file", f"cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError("file", f"{path} is not UTF-8 text: byte {exc.start}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("file", f"{path} is not valid TOML: {exc}") from None
+class QualitySection(Settings):
+    """The suspect-share alert (the reference case's rule); all optional."""
+
+    alert_threshold: float = Field(
+        REFERENCE_RULE.threshold,
+        ge=0,
+        le=1,
+        description="Alert when more than this share of readings is flagged suspect",
+    )
+    alert_window_seconds: float = Field(
+        REFERENCE_RULE.window_seconds, ge=1, le=86_400, description="... among those received"
+    )
+    alert_check_seconds: float = Field(
+        REFERENCE_RULE.check_seconds, ge=0.1, le=3_600, description="How often each core checks"
+    )
+    alert_min_readings: int = Field(
+        REFERENCE_RULE.min_readings,
+        ge=1,
+        le=10**9,
+        description="Fewer readings in the window raise nothing",
+    )
+
+    @property
+    def rule(self) -> AlertRule:
+        """The rule the quality watch applies."""
+        return AlertRule(
+            threshold=self.alert_threshold,
+            window_seconds=self.alert_window_seconds,
+            check_seconds=self.alert_check_seconds,
+            min_readings=self.alert_min_readings,
+        )
 
 
-def _string(
-    data: dict[str, Any], table: str, key: str, override: str | None, default: str | None
-) -> str:
-    section = data.get(table, {})
-    if not isinstance(section, dict):
-        raise ConfigError(table, "must be a table")
-    value = override if override is not None else section.get(key, default)
-    if value is None:
-        raise ConfigError(f"{table}.{key}", "is required (or pass the matching flag)")
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{table}.{key}", f"must be a non-empty string, got {value!r}")
-    return value
+class MetricsSection(Settings):
+    """Optional: a Prometheus endpoint, GET http://<listen>/metrics."""
+
+    listen: Address | None = Field(
+        None, description="host:port; off when not set", examples=["127.0.0.1:9464"]
+    )
 
 
-def _integer(data: dict[str, Any], table: str, key: str, default: int, high: int) -> int:
-    value = data.get(table, {}).get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
-        raise ConfigError(f"{table}.{key}", f"must be an integer from 1 to {high}, got {value!r}")
-    return value
+class CoreConfig(Settings):
+    """The whole configuration of one core ingest process (``core.toml``)."""
 
-
-QUALITY_LIMITS = {  # [quality] key -> (AlertRule field, accepted types, lowest, highest)
-    "alert_threshold": ("threshold", int | float, 0.0, 1.0),
-    "alert_window_seconds": ("window_seconds", int | float, 1.0, 86_400.0),
-    "alert_check_seconds": ("check_seconds", int | float, 0.1, 3_600.0),
-    "alert_min_readings": ("min_readings", int, 1, 10**9),
-}
-
-
-def _alert_rule(data: dict[str, Any]) -> AlertRule:
-    """``[quality]``: the suspect-share alert (see core_ingest.quality_watch)."""
-    section = data.get("quality", {})
-    if not isinstance(section, dict):
-        raise ConfigError("quality", "must be a table")
-    settings = {}
-    for key, value in section.items():
-        if key not in QUALITY_LIMITS:
-            raise ConfigError(f"quality.{key}", "is not a known setting")
-        field, kind, low, high = QUALITY_LIMITS[key]
-        if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
-            what = "an integer" if kind is int else "a number"
-            raise ConfigError(
-                f"quality.{key}", f"must be {what} from {low:g} to {high:g}, got {value!r}"
-            )
-        settings[field] = value
-    return AlertRule(**settings)
+    database: DatabaseSection = Field({})  # type: ignore[assignment]  # validated: names dsn
+    server: ServerSection = ServerSection()
+    openlineage: LineageConfig | None = None
+    quality: QualitySection = QualitySection()
+    metrics: MetricsSection = MetricsSection()
 
 
 def load_config(
@@ -128,86 +137,15 @@ def load_config(
     listen: str | None = None,
     storage: str | None = None,
 ) -> CoreConfig:
-    """Merge the file with overrides (None means "not given") and validate."""
-    data = _read(path)
-    _refuse_unknown(data)
-    config = CoreConfig(
-        dsn=_string(data, "database", "dsn", dsn, None),
-        listen=_string(data, "server", "listen", listen, DEFAULT_LISTEN),
-        storage=_string(data, "database", "storage", storage, "auto"),
-        pool_size=_integer(data, "database", "pool_size", DEFAULT_POOL_SIZE, 1_000),
-        batches_per_stream=_integer(
-            data, "server", "batches_per_stream", DEFAULT_BATCHES_PER_STREAM, 64
-        ),
-        tls=_tls(data.get("server", {}), base=path.parent if path else Path()),
-        openlineage=parse_lineage_config(
-            data.get("openlineage"), base=path.parent if path else None
-        ),
-        quality=_alert_rule(data),
-        metrics_listen=_metrics_listen(data),
-    )
-    if config.storage not in STORAGE_CHOICES:
-        raise ConfigError("database.storage", f"must be one of {STORAGE_CHOICES}")
-    _check_address("server.listen", config.listen)
-    if config.metrics_listen is not None:
-        _check_address("metrics.listen", config.metrics_listen)
-    return config
+    """Merge the file with overrides (None means "not given") and validate.
 
+    Raises:
+        ConfigError: naming the dotted key at fault (or ``file`` when the file itself is bad).
 
-def _refuse_unknown(data: dict[str, Any]) -> None:
-    """A misspelt table or key is an error naming it, not a silent default."""
-    for table in sorted(data):
-        if table not in KNOWN_KEYS:
-            _unknown(table, table, KNOWN_KEYS)
-        known = KNOWN_KEYS[table]
-        if known is not None and isinstance(data[table], dict):
-            for key in sorted(set(data[table]) - set(known)):
-                _unknown(f"{table}.{key}", key, known)
-
-
-def _unknown(dotted: str, name: str, known: Iterable[str]) -> NoReturn:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    raise ConfigError(
-        dotted, "is not a known setting" + (f"; did you mean {close[0]!r}?" if close else "")
-    )
-
-
-def _metrics_listen(data: dict[str, Any]) -> str | None:
-    """``[metrics] listen``: where the Prometheus endpoint listens (IPv4 or a host name)."""
-    section = data.get("metrics", {})
-    if not isinstance(section, dict):
-        raise ConfigError("metrics", "must be a table")
-    unknown = set(section) - {"listen"}
-    if unknown:
-        raise ConfigError(f"metrics.{min(unknown)}", "is not a known setting")
-    listen = section.get("listen")
-    if isinstance(listen, str) and listen.startswith("["):
-        raise ConfigError("metrics.listen", f"must be an IPv4 address or host name, got {listen!r}")
-    return listen
-
-
-def _check_address(key: str, value: object) -> None:
-    host, _, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
-    if not host or not port.isdigit() or not 0 < int(port) < 65_536:  # noqa: PLR2004
-        raise ConfigError(key, f"must be host:port, got {value!r}")
-
-
-def _tls(server: dict[str, Any], *, base: Path) -> ServerTlsFiles | None:
-    """``[server.tls]``: all three files or none (a half-configured TLS must not start)."""
-    if "tls" not in server:
-        return None
-    table = server["tls"]
-    if not isinstance(table, dict):
-        raise ConfigError("server.tls", "must be a table")
-    unknown = set(table) - set(TLS_FILES)
-    if unknown:
-        raise ConfigError(f"server.tls.{min(unknown)}", f"is not a setting; use {TLS_FILES}")
-    paths = {}
-    for name in TLS_FILES:
-        value = table.get(name)
-        if value is None:
-            raise ConfigError(f"server.tls.{name}", "is required: set cert, key and client_ca")
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"server.tls.{name}", f"must be a file path, got {value!r}")
-        paths[name] = base / value
-    return ServerTlsFiles(**paths)
+    """
+    data: dict[str, Any] = read_toml(path, ConfigError) if path else {}
+    overrides = (("database", "dsn", dsn), ("server", "listen", listen))
+    for table, key, value in (*overrides, ("database", "storage", storage)):
+        if value is not None and isinstance(data.setdefault(table, {}), dict):
+            data[table][key] = value
+    return validate(CoreConfig, data, error=ConfigError, base=path.parent if path else None)

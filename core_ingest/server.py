@@ -73,19 +73,19 @@ async def serve(config: CoreConfig, *, tls: ServerTls | None = None) -> None:
     flushed (for up to 5 s) when the server stops. The quality alert rule (``[quality]``) is
     checked in the background.
     """
-    listen = config.listen
+    listen = config.server.listen
     emitter = LineageEmitter(config.openlineage) if config.openlineage else None
     async with (
-        connection_pool(config.dsn, config.pool_size) as pool,
+        connection_pool(config.database.dsn, config.database.pool_size) as pool,
         _running(emitter),
         asyncio.TaskGroup() as background,
     ):
-        watch = QualityWatch(pool, config.quality)
+        watch = QualityWatch(pool, config.quality.rule)
         checking = background.create_task(watch.run())
         server = grpc.aio.server(options=SERVER_OPTIONS)
         service = IngestService(
             pool,
-            batches_per_stream=config.batches_per_stream,
+            batches_per_stream=config.server.batches_per_stream,
             require_certificate=tls is not None,
             lineage=emitter,
         )
@@ -119,7 +119,7 @@ def _metrics_server(
     emitter: LineageEmitter | None,
 ) -> MetricsServer | None:
     """The started ``[metrics]`` endpoint over the service's, watch's and emitter's counters."""
-    if config.metrics_listen is None:
+    if config.metrics.listen is None:
         return None
 
     def collect() -> list[Counter]:
@@ -166,9 +166,9 @@ def _metrics_server(
             ]
         return samples
 
-    metrics = MetricsServer(config.metrics_listen, collect)
+    metrics = MetricsServer(config.metrics.listen, collect)
     metrics.start()
-    log.info("metrics on http://%s/metrics", config.metrics_listen)
+    log.info("metrics on http://%s/metrics", config.metrics.listen)
     return metrics
 
 

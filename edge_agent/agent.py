@@ -79,20 +79,20 @@ def check_environment(config: AgentConfig) -> None:
         BufferDamaged: SQLite's quick check finds the buffer damaged.
 
     """
-    load_signing_key(config.signing_key_file)
-    load_pseudonym_key(config.pseudonym_key_file)
+    load_signing_key(config.agent.signing_key_file)
+    load_pseudonym_key(config.pseudonymization.key_file)
     _client_tls(config)
-    folder = config.buffer_path.parent
+    folder = config.buffer.path.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise ConfigError("buffer.path", f"folder {folder} does not exist or is not writable")
-    if config.buffer_path.exists():
-        problems = damage(config.buffer_path)
+    if config.buffer.path.exists():
+        problems = damage(config.buffer.path)
         if problems:
             raise BufferDamaged(
-                f"the buffer {config.buffer_path} is damaged ({problems[0]}); `edge-agent run`"
+                f"the buffer {config.buffer.path} is damaged ({problems[0]}); `edge-agent run`"
                 " salvages what is intact into a new buffer and keeps the damaged file"
             )
-        buffer = Buffer(config.buffer_path, read_only=True)
+        buffer = Buffer(config.buffer.path, read_only=True)
         try:
             _check_key_id(config, buffer.pseudonym_key_id())
         finally:
@@ -101,16 +101,16 @@ def check_environment(config: AgentConfig) -> None:
 
 def _salvage_if_damaged(config: AgentConfig) -> None:
     """Check the buffer before trusting it; salvage a damaged one into a new buffer (an alarm)."""
-    if not config.buffer_path.exists():
+    if not config.buffer.path.exists():
         return
-    problems = damage(config.buffer_path)
+    problems = damage(config.buffer.path)
     if not problems:
         return
     report = salvage(
-        config.buffer_path,
+        config.buffer.path,
         problems,
-        synchronous=config.buffer_synchronous,
-        max_bytes=config.buffer_max_bytes,
+        synchronous=config.buffer.synchronous,
+        max_bytes=config.buffer.max_bytes,
     )
     log.error(
         "ALARM the buffer was damaged (%s): salvaged into a new one, kept %s, lost %s;"
@@ -124,18 +124,18 @@ def _salvage_if_damaged(config: AgentConfig) -> None:
 
 def _client_tls(config: AgentConfig) -> ClientTls | None:
     """``[uplink.tls]``'s files, read and checked (None: a plaintext uplink)."""
-    if config.uplink_tls is None:
+    if config.uplink.tls is None:
         return None
-    return load_client_tls(config.uplink_tls, agent_id=config.agent_id)
+    return load_client_tls(config.uplink.tls, agent_id=config.agent.id)
 
 
 def _check_key_id(config: AgentConfig, buffered: str | None) -> None:
     """The configured pseudonymization key must be the one the buffer's meters are under."""
-    if buffered not in (None, config.pseudonym_key_id):
+    if buffered not in (None, config.pseudonymization.key_id):
         raise ConfigError(
             "pseudonymization.key_id",
-            f"is {config.pseudonym_key_id!r} but the buffered meters are pseudonymized under "
-            f"{buffered!r}; switch keys with `edge-agent rotate-pseudonym-key`",
+            f"is {config.pseudonymization.key_id!r} but the buffered meters are pseudonymized"
+            f" under {buffered!r}; switch keys with `edge-agent rotate-pseudonym-key`",
         )
 
 
@@ -186,17 +186,18 @@ class EdgeAgent:
 
         """
         self.config = config
-        self._signing_key = load_signing_key(config.signing_key_file)
+        self._signing_key = load_signing_key(config.agent.signing_key_file)
+        keys = config.pseudonymization
         self._pseudonymizer = Pseudonymizer(
-            key=load_pseudonym_key(config.pseudonym_key_file), key_id=config.pseudonym_key_id
+            key=load_pseudonym_key(keys.key_file), key_id=keys.key_id
         )
         tls = _client_tls(config)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-buffer")
         _salvage_if_damaged(config)
         self.buffer = Buffer(
-            config.buffer_path,
-            synchronous=config.buffer_synchronous,
-            max_bytes=config.buffer_max_bytes,
+            config.buffer.path,
+            synchronous=config.buffer.synchronous,
+            max_bytes=config.buffer.max_bytes,
         )
         self.pressure = "normal"
         self._last_fill = 0.0
@@ -206,7 +207,7 @@ class EdgeAgent:
         except ConfigError:
             self.buffer.close()
             raise
-        self.buffer.adopt_pseudonym_key_id(config.pseudonym_key_id)
+        self.buffer.adopt_pseudonym_key_id(config.pseudonymization.key_id)
         cursors = self.buffer.device_cursors()
         self.validator = Validator(config.validation)
         self.validation = ValidationStatistics()
@@ -214,9 +215,9 @@ class EdgeAgent:
         self._device_meters = self.buffer.device_meters()  # meters behind each device
         self.sources = [
             ModbusConcentrator(source, delivered_up_to=cursors.get(source.device, 0))
-            for source in config.modbus_sources
+            for source in config.sources.modbus
         ]
-        self._roles = {source.device: source.role for source in config.modbus_sources}
+        self._roles = {source.device: source.role for source in config.sources.modbus}
         self.breakers = {
             source.device: CircuitBreaker(
                 failure_threshold=source.config.failure_threshold,
@@ -228,13 +229,13 @@ class EdgeAgent:
             for source in self.sources
         }
         self.uplink = Uplink(
-            target=config.core_target,
+            target=config.uplink.target,
             buffer=self.buffer,
             buffer_call=self.buffer_call,
-            max_in_flight=config.max_in_flight,
-            ack_timeout_seconds=config.ack_timeout_seconds,
-            compression=config.uplink_compression,
-            max_bytes_per_second=config.uplink_max_bytes_per_second,
+            max_in_flight=config.uplink.max_in_flight,
+            ack_timeout_seconds=config.uplink.ack_timeout_seconds,
+            compression=config.uplink.compression,
+            max_bytes_per_second=config.uplink.max_bytes_per_second,
             tls=tls,
         )
         self._buffered = asyncio.Event()
@@ -280,15 +281,15 @@ class EdgeAgent:
         """Poll, seal, upload and prune until cancelled."""
         log.info(
             "agent %s started: %d concentrators, core %s",
-            self.config.agent_id,
+            self.config.agent.id,
             len(self.sources),
-            self.config.core_target,
+            self.config.uplink.target,
         )
-        if self.config.uplink_tls is None and not is_loopback(self.config.core_target):
+        if self.config.uplink.tls is None and not is_loopback(self.config.uplink.target):
             log.warning(
                 "the uplink to %s is plaintext: meant for a VPN or private APN only; "
                 "set [uplink.tls] for mutual TLS",
-                self.config.core_target,
+                self.config.uplink.target,
             )
         loops: dict[str, Callable[[], Awaitable[None]]] = {
             f"poll[{source.config.name}]": functools.partial(self._poll_loop, source, index)
@@ -430,11 +431,11 @@ class EdgeAgent:
 
     async def _seal_loop(self) -> None:
         """Seal pending readings once a batch is full or its oldest reading is old enough."""
-        max_readings = self.config.batch_max_readings
+        max_readings = self.config.uplink.batch_max_readings
         while True:
             await self._buffered.wait()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.batch_max_age_seconds):
+                async with asyncio.timeout(self.config.uplink.batch_max_age_seconds):
                     while self._pending_readings < max_readings:
                         self._buffered.clear()
                         await self._buffered.wait()
@@ -450,7 +451,7 @@ class EdgeAgent:
         """Seal every pending reading into batches; return how many batches were made."""
         made = 0
         while await self.buffer_call(
-            self.buffer.seal_batch, self._seal, max_readings=self.config.batch_max_readings
+            self.buffer.seal_batch, self._seal, max_readings=self.config.uplink.batch_max_readings
         ):
             made += 1
             self.uplink.notify()
@@ -474,7 +475,7 @@ class EdgeAgent:
                 [(r.old_key_id, r.new_key_id, r.pairs()) for r in rotations],
                 self._roles,
             ),
-            agent_id=self.config.agent_id,
+            agent_id=self.config.agent.id,
             sequence=sequence,
             created_ms=time.time_ns() // 1_000_000,
             pseudonym_key_id=self._pseudonymizer.key_id,
@@ -529,7 +530,7 @@ class EdgeAgent:
         while True:
             try:
                 pruned = await self.buffer_call(
-                    self.buffer.prune, retain_seconds=self.config.retain_acknowledged_seconds
+                    self.buffer.prune, retain_seconds=self.config.buffer.retain_acknowledged_seconds
                 )
             except BufferUnavailable as exc:
                 log.warning("cannot prune the buffer: %s", exc)

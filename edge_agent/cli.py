@@ -61,7 +61,7 @@ def _load(config_path: Path) -> AgentConfig:
 def _read_only_buffer(config: AgentConfig) -> Iterator[Buffer]:
     """The buffer opened for reading only; its errors become one-line messages."""
     try:
-        buffer = Buffer(config.buffer_path, read_only=True)
+        buffer = Buffer(config.buffer.path, read_only=True)
     except EdgeError as exc:
         raise click.ClickException(f"{exc} (has the agent run yet?)") from None
     try:
@@ -151,7 +151,7 @@ def rotate_pseudonym_key_command(config_path: Path, new_key_file: Path, new_key_
     _print(
         {
             "meters_mapped": mapped,
-            "old_key_id": config.pseudonym_key_id,
+            "old_key_id": config.pseudonymization.key_id,
             "new_key_id": new_key_id,
             "next": "set pseudonymization.key_file and key_id to the new key, then start the agent",
         }
@@ -176,7 +176,7 @@ def check_config(config_path: Path) -> None:
     except EdgeError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
-    _print({"valid": True, "agent_id": config.agent_id, "sources": len(config.modbus_sources)})
+    _print({"valid": True, "agent_id": config.agent.id, "sources": len(config.sources.modbus)})
 
 
 @main.command()
@@ -219,7 +219,7 @@ def status(config_path: Path) -> None:
     """
     config = _load(config_path)
     with _read_only_buffer(config) as buffer:
-        _print({"agent_id": config.agent_id, **dataclasses.asdict(buffer.statistics())})
+        _print({"agent_id": config.agent.id, **dataclasses.asdict(buffer.statistics())})
 
 
 @main.command()

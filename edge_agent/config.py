@@ -1,51 +1,215 @@
-"""The agent's TOML configuration: loaded, merged with overrides, validated once at start.
+"""The agent's TOML configuration, one typed model per table, validated once at start.
 
-Every error names the dotted key at fault, e.g. ``sources.modbus[0].port: must be 1..65535``.
-The configuration reference in README.md lists every key below.
+Every error names the dotted key at fault, e.g. ``sources.modbus[0].port: must be 1..65535,
+got 70000``, and a key the agent does not know is refused with a did-you-mean
+(``proto.settings``). The README's configuration reference is generated from these models
+(``scripts/config_reference.py``); a test fails when it is stale.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
 import logging
-import tomllib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
 
 from edge_agent.errors import ConfigError
-from edge_agent.transforms.validate import VeeRules
 from proto import limits
+from proto.settings import FilePath, Settings, read_toml, unique_by, validate
 
 log = logging.getLogger(__name__)
 
-SYNCHRONOUS_MODES = ("full", "normal")
-WORD_ORDERS = ("high_first", "low_first")
-BYTE_ORDERS = ("big", "little")
-COMPRESSIONS = ("none", "gzip")
-# What the meters behind a device measure; only customers count as consumption (the first is
-# the default). The names match proto MeterRole: METER_ROLE_<NAME>.
-METER_ROLES = ("customer", "feeder_head", "transformer")
+
+# What the meters behind a device measure; only customers count as consumption. The names
+# match proto MeterRole: METER_ROLE_<NAME>.
+MeterRole = Literal["customer", "feeder_head", "transformer"]
+Seconds = Annotated[float, Field(allow_inf_nan=False)]
 
 
-@dataclass(frozen=True, slots=True)
-class ModbusSourceConfig:
-    """One meter concentrator read over Modbus TCP."""
+class AgentSection(Settings):
+    """Who this agent is."""
 
-    name: str
-    host: str
-    port: int
-    unit_id: int
-    poll_interval_seconds: float
-    timeout_seconds: float
-    retries: int
-    word_order: str
-    byte_order: str
-    backfill: bool
-    failure_threshold: int
-    breaker_reset_seconds: float
-    role: str = "customer"  # what its meters measure: one of METER_ROLES
+    id: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"\S",
+        description="Agent id; must match its enrollment at the core",
+        examples=["sub-north-0042"],
+    )
+    signing_key_file: FilePath = Field(
+        description="Ed25519 signing key, from `edge-agent keygen`", examples=["agent.key"]
+    )
+
+
+class PseudonymizationSection(Settings):
+    """The key that turns meter serials into pseudonyms (HMAC-SHA-256)."""
+
+    key_file: FilePath = Field(
+        description="From `edge-agent pseudonym-keygen`", examples=["pseudonym.key"]
+    )
+    key_id: str = Field(
+        min_length=1,
+        description="Sent with every batch; names the key centrally",
+        examples=["north-2026-11"],
+    )
+
+
+class BufferSection(Settings):
+    """The on-disk buffer (SQLite, WAL): what is read, until the core has it."""
+
+    path: FilePath = Field(Path("buffer.sqlite"), description="The buffer file")
+    synchronous: Literal["full", "normal"] = Field(
+        "full", description="full: every commit on disk before the agent moves on"
+    )
+    retain_acknowledged_seconds: Seconds = Field(
+        86_400.0, ge=0, le=30 * 86_400, description="Keep delivered batches this long for `resend`"
+    )
+    max_bytes: int = Field(
+        1 << 30, ge=1 << 20, le=1 << 40, description="The buffer file's cap (the WAL adds <= 4 MB)"
+    )
+
+
+class UplinkTlsConfig(Settings):
+    """Optional: mutual TLS to the core (files from `core-ingest ca`); ca, cert and key all."""
+
+    ca: FilePath = Field(
+        description="The authority the core's certificate must come from", examples=["tls/ca.crt"]
+    )
+    cert: FilePath = Field(
+        description="This agent's certificate; its common name must be agent.id",
+        examples=["tls/agent-sub-north-0042.crt"],
+    )
+    key: FilePath = Field(
+        description="Its private key; refused if others can read it",
+        examples=["tls/agent-sub-north-0042.key"],
+    )
+    server_name: str | None = Field(
+        None, description="The name to expect in the core's certificate, if not the target's"
+    )
+
+
+class UplinkSection(Settings):
+    """The signed-batch stream to the core."""
+
+    target: str = Field(
+        min_length=1, description="The core's host:port", examples=["core.example.net:50051"]
+    )
+    batch_max_readings: int = Field(5_000, ge=1, le=50_000, description="Readings per batch")
+    batch_max_age_seconds: Seconds = Field(
+        5.0, ge=0, le=3_600, description="Seal a partial batch this long after its first reading"
+    )
+    max_in_flight: int = Field(8, ge=1, le=256, description="Batches sent and not yet acknowledged")
+    ack_timeout_seconds: Seconds = Field(
+        60.0, ge=1, le=3_600, description="A batch unanswered this long means the link is dead"
+    )
+    compression: Literal["none", "gzip"] = Field(
+        "none", description="gzip: gRPC compresses each batch"
+    )
+    max_bytes_per_second: int = Field(
+        0, ge=0, le=10**10, description="Cap on batch bytes sent per second; 0: no cap"
+    )
+    tls: UplinkTlsConfig | None = None
+
+
+class TransformerTopic(Settings):
+    """One transformer's telemetry topic: an exact topic, no wildcards."""
+
+    topic: str = Field(
+        min_length=1,
+        description="The topic its sensors publish to",
+        examples=["grid/North/N-S01/N-S01-T1/telemetry"],
+    )
+    transformer_id: str = Field(min_length=1, description="The transformer", examples=["N-S01-T1"])
+
+    @field_validator("topic")
+    @classmethod
+    def _exact(cls, topic: str) -> str:
+        if any(c in topic for c in "+#"):
+            raise ValueError("must be a topic name, not a wildcard filter")
+        return topic
+
+
+class MqttConfig(Settings):
+    """Optional: transformer telemetry over MQTT (docs/mqtt-topics.md)."""
+
+    host: str = Field(min_length=1, description="The broker", examples=["127.0.0.1"])
+    port: int = Field(1883, ge=1, le=65_535, description="The broker's port")
+    client_id: str | None = Field(
+        None, description="The persistent session's id (default edge-agent-<agent id>)"
+    )
+    qos: int = Field(1, ge=0, le=2, description="1 or 2; 0 is best-effort and warned about")
+    transformers: Annotated[list[TransformerTopic], unique_by("topic")] = Field(min_length=1)
+
+    @property
+    def topics(self) -> dict[str, str]:
+        """Topic -> transformer id."""
+        return {t.topic: t.transformer_id for t in self.transformers}
+
+
+class VeeRules(Settings):
+    """VEE thresholds of ruleset vee-1; every key optional (docs/validation.md)."""
+
+    spike_ratio: float = Field(
+        3.0, ge=0, description="Flag energy above (1 + ratio) x the meter's reference"
+    )
+    spike_floor_wh: int = Field(50, ge=0, description="... and at least this far above")
+    zero_floor_wh: int = Field(
+        20, ge=0, description="A zero is suspect where the meter usually uses this much"
+    )
+    consecutive_zeros: int = Field(4, ge=0, description="... or after this many zeros")
+    stuck_repeats: int = Field(
+        4, ge=0, description="The same non-zero value this many times in a row"
+    )
+    sum_tolerance_wh: int = Field(
+        0, ge=0, description="Allowed |register delta - energy|; raise for rounding"
+    )
+    time_sync_seconds: int = Field(
+        10, ge=0, description="Allowed distance of the interval end from the grid"
+    )
+    linear_gap_intervals: int = Field(
+        4, ge=0, description="Gaps up to this: linear interpolation; longer: like-day"
+    )
+    max_estimate_intervals: int = Field(96 * 7, ge=0, description="Longer gaps are left as gaps")
+    max_interval_energy_wh: int = Field(
+        limits.MAX_INTERVAL_ENERGY_WH,
+        ge=0,
+        le=limits.MAX_INTERVAL_ENERGY_WH,
+        description="Hard limit; can only be lowered",
+    )
+    profile_weight: float = Field(
+        0.2, ge=0, description="Weight of a new value in the time-of-day profile"
+    )
+
+
+class ModbusSourceConfig(Settings):
+    """One meter concentrator read over Modbus TCP; at least one."""
+
+    name: str = Field(min_length=1, description="Unique", examples=["concentrator-1"])
+    host: str = Field(min_length=1, description="Its address", examples=["10.20.0.11"])
+    port: int = Field(502, ge=1, le=65_535, description="Modbus TCP port")
+    unit_id: int = Field(1, ge=1, le=247, description="Modbus unit id")
+    poll_interval_seconds: Seconds = Field(
+        60.0, ge=0.05, le=3_600, description="Devices start staggered over it"
+    )
+    timeout_seconds: Seconds = Field(3.0, ge=0.1, le=60, description="Per request")
+    retries: int = Field(1, ge=0, le=10, description="Extra tries per request")
+    word_order: Literal["high_first", "low_first"] = Field(
+        "high_first", description="high_first is the Modbus convention"
+    )
+    byte_order: Literal["big", "little"] = Field("big", description="big is the Modbus convention")
+    backfill: bool = Field(default=True, description="Read missed intervals back from history")
+    failure_threshold: int = Field(
+        3, ge=1, le=100, description="Failures in a row that open the device's circuit breaker"
+    )
+    breaker_reset_seconds: Seconds = Field(
+        30.0, ge=0.1, le=3_600, description="First wait before a trial; doubles up to 10 minutes"
+    )
+    role: MeterRole = Field(
+        "customer",
+        description="What its meters measure: feeder_head meters (energy entering the"
+        " substation) are not consumption, compared with it in substation_day_losses",
+    )
 
     @property
     def device(self) -> str:
@@ -53,117 +217,33 @@ class ModbusSourceConfig:
         return f"modbus://{self.host}:{self.port}/{self.unit_id}"
 
 
-@dataclass(frozen=True, slots=True)
-class MqttConfig:
-    """The broker transformer sensors publish to, and which topic is which transformer."""
+class SourcesSection(Settings):
+    """The devices the agent reads."""
 
-    host: str
-    port: int
-    client_id: str
-    qos: int
-    topics: dict[str, str]  # topic -> transformer id
+    modbus: Annotated[list[ModbusSourceConfig], unique_by("name")] = Field(min_length=1)
 
 
-@dataclass(frozen=True, slots=True)
-class UplinkTlsConfig:
-    """``[uplink.tls]``: mutual TLS to the core (files from ``core-ingest ca``)."""
+class AgentConfig(Settings):
+    """The whole configuration of one edge agent (``edge-agent.toml``)."""
 
-    ca: Path  # the authority the core's certificate must come from
-    cert: Path  # the agent's certificate; its common name is the agent id
-    key: Path  # the certificate's private key, readable by the agent's user only
-    server_name: str | None  # the name to expect in the core's certificate, if not the target's
+    agent: AgentSection
+    pseudonymization: PseudonymizationSection
+    # Defaults are validated too: the default buffer path joins the file's folder.
+    buffer: BufferSection = Field({})  # type: ignore[assignment]
+    uplink: UplinkSection
+    mqtt: MqttConfig | None = None
+    validation: VeeRules = VeeRules()
+    # Validated as an empty table when absent, so a missing [[sources.modbus]] is named.
+    sources: SourcesSection = Field({})  # type: ignore[assignment]
 
-
-@dataclass(frozen=True, slots=True)
-class AgentConfig:
-    """The whole validated configuration of one edge agent."""
-
-    agent_id: str
-    signing_key_file: Path
-    pseudonym_key_file: Path
-    pseudonym_key_id: str
-    buffer_path: Path
-    buffer_synchronous: str
-    buffer_max_bytes: int
-    retain_acknowledged_seconds: float
-    core_target: str
-    batch_max_readings: int
-    batch_max_age_seconds: float
-    max_in_flight: int
-    ack_timeout_seconds: float
-    uplink_compression: str
-    uplink_max_bytes_per_second: int
-    uplink_tls: UplinkTlsConfig | None
-    modbus_sources: tuple[ModbusSourceConfig, ...]
-    validation: VeeRules
-    mqtt: MqttConfig | None
-
-
-class _Section:
-    """Typed access to one TOML table that reports errors with the full dotted key.
-
-    Every key the parser asks for is noted, so ``refuse_unread`` can name any other key of
-    the file as unknown (a typo would otherwise pass silently, with the default in its place).
-    """
-
-    def __init__(self, data: dict[str, Any], prefix: str, parent: _Section | None = None) -> None:
-        self.data = data
-        self.prefix = prefix
-        self.asked: set[str] = set()
-        self.children: list[_Section] = []
-        if parent is not None:
-            parent.children.append(self)
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
-
-    def table(self, name: str) -> _Section:
-        self.asked.add(name)
-        value = self.data.get(name, {})
-        if not isinstance(value, dict):
-            raise ConfigError(self.key(name), "must be a table")
-        return _Section(value, self.key(name), self)
-
-    def entries(self, name: str, index: int, entry: object) -> _Section:
-        """Entry ``index`` of the array of tables ``name`` (``[[name]]``)."""
-        self.asked.add(name)
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{self.key(name)}[{index}]", "must be a table")
-        return _Section(entry, f"{self.key(name)}[{index}]", self)
-
-    def refuse_unread(self) -> None:
-        """Raise ConfigError for the first key no parser asked for, here or in a sub-table."""
-        for name in sorted(set(self.data) - self.asked):
-            close = difflib.get_close_matches(name, self.asked, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(self.key(name), f"is not a known setting{hint}")
-        for child in self.children:
-            child.refuse_unread()
-
-    def get(self, name: str, kind: type, default: Any = None) -> Any:  # noqa: ANN401 - TOML value
-        self.asked.add(name)
-        if name not in self.data:
-            if default is None:
-                raise ConfigError(self.key(name), "is required")
-            return default
-        value = self.data[name]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ConfigError(self.key(name), f"must be {kind.__name__}, got {value!r}")
-        return value
-
-    def choice(self, name: str, allowed: tuple[str, ...]) -> str:
-        value = self.get(name, str, allowed[0])
-        if value not in allowed:
-            raise ConfigError(self.key(name), f"must be one of {allowed}, got {value!r}")
-        return value
-
-    def number(self, name: str, kind: type, default: float | None, low: float, high: float) -> Any:  # noqa: ANN401
-        value = self.get(name, kind, default)
-        if not low <= value <= high:
-            raise ConfigError(self.key(name), f"must be {low}..{high}, got {value!r}")
-        return value
+    @model_validator(mode="before")
+    @classmethod
+    def _mqtt_client_id(cls, data: Any) -> Any:  # noqa: ANN401 - the raw TOML document
+        """The MQTT session is named after the agent unless configured."""
+        mqtt, agent = data.get("mqtt"), data.get("agent")
+        if isinstance(mqtt, dict) and isinstance(agent, dict) and not mqtt.get("client_id"):
+            return {**data, "mqtt": {**mqtt, "client_id": f"edge-agent-{agent.get('id')}"}}
+        return data
 
 
 def load_config(path: Path, overrides: dict[str, Any] | None = None) -> AgentConfig:
@@ -175,14 +255,7 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> AgentCon
         ConfigError: naming the key at fault (or ``file`` when the file itself is bad).
 
     """
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError("file", f"cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError("file", f"{path} is not UTF-8 text: byte {exc.start}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError("file", f"{path} is not valid TOML: {exc}") from None
+    data = read_toml(path, ConfigError)
     for table, values in (overrides or {}).items():
         data.setdefault(table, {}).update({k: v for k, v in values.items() if v is not None})
     return parse_config(data, base=path.parent)
@@ -190,134 +263,10 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> AgentCon
 
 def parse_config(data: dict[str, Any], *, base: Path) -> AgentConfig:
     """Validate an already-parsed TOML document (see ``load_config``)."""
-    root = _Section(data, "")
-    agent = root.table("agent")
-    pseudo = root.table("pseudonymization")
-    buffer = root.table("buffer")
-    uplink = root.table("uplink")
-    synchronous = buffer.choice("synchronous", SYNCHRONOUS_MODES)
-    agent_id = agent.get("id", str)
-    if not agent_id.strip() or len(agent_id) > 64:  # noqa: PLR2004 - fits the core's agent_id column
-        raise ConfigError(agent.key("id"), "must be 1..64 characters")
-    config = AgentConfig(
-        agent_id=agent_id,
-        signing_key_file=base / agent.get("signing_key_file", str),
-        pseudonym_key_file=base / pseudo.get("key_file", str),
-        pseudonym_key_id=pseudo.get("key_id", str),
-        buffer_path=base / buffer.get("path", str, "buffer.sqlite"),
-        buffer_synchronous=synchronous,
-        buffer_max_bytes=buffer.number("max_bytes", int, 1 << 30, 1 << 20, 1 << 40),
-        retain_acknowledged_seconds=buffer.number(
-            "retain_acknowledged_seconds", float, 86_400.0, 0, 30 * 86_400
-        ),
-        core_target=uplink.get("target", str),
-        batch_max_readings=uplink.number("batch_max_readings", int, 5_000, 1, 50_000),
-        batch_max_age_seconds=uplink.number("batch_max_age_seconds", float, 5.0, 0, 3_600),
-        max_in_flight=uplink.number("max_in_flight", int, 8, 1, 256),
-        ack_timeout_seconds=uplink.number("ack_timeout_seconds", float, 60.0, 1, 3_600),
-        uplink_compression=uplink.choice("compression", COMPRESSIONS),
-        uplink_max_bytes_per_second=uplink.number("max_bytes_per_second", int, 0, 0, 10**10),
-        uplink_tls=_uplink_tls(uplink, base=base),
-        modbus_sources=_modbus_sources(root),
-        validation=_validation(root.table("validation")),
-        mqtt=_mqtt(root.table("mqtt"), agent_id),
-    )
-    root.refuse_unread()
-    return config
-
-
-def _mqtt(table: _Section, agent_id: str) -> MqttConfig | None:
-    """The MQTT source, or None without an ``[mqtt]`` table."""
-    if not table.data:
-        return None
-    entries = table.data.get("transformers", [])
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(
-            table.key("transformers"),
-            "must list at least one [[mqtt.transformers]] with topic and id",
-        )
-    topics = {}
-    for index, entry in enumerate(entries):
-        section = table.entries("transformers", index, entry)
-        topic = section.get("topic", str)
-        if any(c in topic for c in "+#"):
-            raise ConfigError(section.key("topic"), "must be a topic name, not a wildcard filter")
-        if topic in topics:
-            raise ConfigError(section.key("topic"), f"{topic!r} is mapped twice")
-        topics[topic] = section.get("transformer_id", str)
-    qos = table.number("qos", int, 1, 0, 2)
-    if qos == 0:
+    config = validate(AgentConfig, data, error=ConfigError, base=base)
+    if config.mqtt is not None and config.mqtt.qos == 0:
         log.warning(
             "mqtt.qos = 0: the broker will not redeliver messages lost while the agent "
             "is away; telemetry is then best-effort, not at-least-once"
         )
-    return MqttConfig(
-        host=table.get("host", str),
-        port=table.number("port", int, 1883, 1, 65_535),
-        client_id=table.get("client_id", str, f"edge-agent-{agent_id}"),
-        qos=qos,
-        topics=topics,
-    )
-
-
-def _uplink_tls(uplink: _Section, *, base: Path) -> UplinkTlsConfig | None:
-    """``[uplink.tls]``, or None for plaintext; ca, cert and key all, or no table at all."""
-    if "tls" not in uplink.data:
-        return None
-    tls = uplink.table("tls")
-    return UplinkTlsConfig(
-        ca=base / tls.get("ca", str),
-        cert=base / tls.get("cert", str),
-        key=base / tls.get("key", str),
-        server_name=tls.get("server_name", str, "") or None,
-    )
-
-
-def _validation(table: _Section) -> VeeRules:
-    """The VEE thresholds; every key defaults to ruleset vee-1's value."""
-    defaults = VeeRules()
-    values = {}
-    for setting in dataclasses.fields(VeeRules):
-        default = getattr(defaults, setting.name)
-        kind = type(default)
-        high = limits.MAX_INTERVAL_ENERGY_WH if setting.name == "max_interval_energy_wh" else 10**9
-        values[setting.name] = table.number(setting.name, kind, default, 0, high)
-    return VeeRules(**values)
-
-
-def _modbus_sources(root: _Section) -> tuple[ModbusSourceConfig, ...]:
-    table = root.table("sources")
-    entries = table.data.get("modbus", [])
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(
-            "sources.modbus", "must list at least one concentrator ([[sources.modbus]])"
-        )
-    sources = []
-    for index, entry in enumerate(entries):
-        section = table.entries("modbus", index, entry)
-        sources.append(
-            ModbusSourceConfig(
-                name=section.get("name", str),
-                host=section.get("host", str),
-                port=section.number("port", int, 502, 1, 65_535),
-                unit_id=section.number("unit_id", int, 1, 1, 247),
-                poll_interval_seconds=section.number(
-                    "poll_interval_seconds", float, 60.0, 0.05, 3_600
-                ),
-                timeout_seconds=section.number("timeout_seconds", float, 3.0, 0.1, 60),
-                retries=section.number("retries", int, 1, 0, 10),
-                word_order=section.choice("word_order", WORD_ORDERS),
-                byte_order=section.choice("byte_order", BYTE_ORDERS),
-                backfill=section.get("backfill", bool, True),
-                failure_threshold=section.number("failure_threshold", int, 3, 1, 100),
-                breaker_reset_seconds=section.number(
-                    "breaker_reset_seconds", float, 30.0, 0.1, 3_600
-                ),
-                role=section.choice("role", METER_ROLES),
-            )
-        )
-    names = [s.name for s in sources]
-    duplicate = next((n for n in names if names.count(n) > 1), None)
-    if duplicate is not None:
-        raise ConfigError("sources.modbus", f"name {duplicate!r} is used twice")
-    return tuple(sources)
+    return config

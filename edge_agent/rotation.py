@@ -26,7 +26,7 @@ async def read_serials(config: AgentConfig) -> set[int]:
 
     """
     serials: set[int] = set()
-    for source_config in config.modbus_sources:
+    for source_config in config.sources.modbus:
         source = ModbusConcentrator(source_config)
         try:
             header = await source.read_header()
@@ -48,14 +48,13 @@ def rotate_pseudonym_key(config: AgentConfig, *, new_key_file: Path, new_key_id:
         SourceError: a concentrator could not be read.
 
     """
-    if new_key_id == config.pseudonym_key_id:
+    if new_key_id == config.pseudonymization.key_id:
         raise ConfigError("--new-key-id", f"is the current key id {new_key_id!r}")
-    old = Pseudonymizer(
-        key=load_pseudonym_key(config.pseudonym_key_file), key_id=config.pseudonym_key_id
-    )
+    keys = config.pseudonymization
+    old = Pseudonymizer(key=load_pseudonym_key(keys.key_file), key_id=keys.key_id)
     new = Pseudonymizer(key=load_pseudonym_key(new_key_file), key_id=new_key_id)
     serials = asyncio.run(read_serials(config))
-    buffer = Buffer(config.buffer_path, synchronous=config.buffer_synchronous)
+    buffer = Buffer(config.buffer.path, synchronous=config.buffer.synchronous)
     try:
         current = buffer.pseudonym_key_id()
         if current not in (None, old.key_id):

@@ -1,29 +1,27 @@
 """Scenario files (TOML): the field to simulate, its clock, its network and its faults.
 
-Every error names the dotted key at fault, e.g. ``regions[1].meters_per_concentrator: must be
-1..4089``. ``substation_sim/scenarios/`` holds the scenarios that ship with the project and
+The file is described by typed models (``ScenarioFile``, pydantic, the project's one
+configuration convention: ``proto.settings``); every error names the dotted key at fault, e.g.
+``regions[1].meters_per_concentrator: must be 1..4089, got 5000``,
+and a misspelt key gets a did-you-mean. The validated file becomes a ``Scenario``.
+``substation_sim/scenarios/`` holds the scenarios that ship with the project and
 docs/simulator.md documents every key.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import difflib
-import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import Field, field_validator, model_validator
+
+from proto.settings import Settings, read_toml, unique_by, validate
 from substation_sim.register_map import INTERVAL_SECONDS, MAX_METERS
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
-REGION_NAMES = ("North", "South", "East", "West")
-CUSTOMER_CLASSES = ("residential", "commercial", "industrial")
-METER_FAULTS = ("missing", "spike", "zero", "negative", "stuck", "rollover", "reset")
-DEVICE_FAULTS = ("clock_skew", "modbus_exception", "modbus_timeout", "offline")
-MQTT_FAULTS = ("duplicate", "out_of_order", "malformed", "broker_outage")
-OTHER_FAULTS = ("storm", "incipient_fault")
-FAULT_KINDS = METER_FAULTS + DEVICE_FAULTS + MQTT_FAULTS + OTHER_FAULTS
 
 
 class ScenarioError(ValueError):
@@ -96,39 +94,110 @@ class Scenario:
         )
 
 
-class _Table:
-    """Typed access to one TOML table; errors carry the full dotted key."""
+Region = Literal["North", "South", "East", "West"]
+REGION_NAMES: tuple[str, ...] = typing.get_args(Region)
+FaultKind = Literal[
+    "missing", "spike", "zero", "negative", "stuck", "rollover", "reset",
+    "clock_skew", "modbus_exception", "modbus_timeout", "offline",
+    "duplicate", "out_of_order", "malformed", "broker_outage",
+    "storm", "incipient_fault",
+]  # fmt: skip
 
-    def __init__(self, data: object, prefix: str) -> None:
-        if not isinstance(data, dict):
-            raise ScenarioError(prefix, "must be a table")
-        self.data: dict[str, Any] = data
-        self.prefix = prefix
-        self.asked: set[str] = set()  # keys the parser read: any other is a typo
 
-    def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
+class ScenarioSection(Settings):
+    """What the scenario is called, its seed and its clock."""
 
-    def get(self, name: str, default: object = None) -> Any:  # noqa: ANN401 - a TOML value
-        """The raw value, noted as a known key."""
-        self.asked.add(name)
-        return self.data.get(name, default)
+    name: str = Field(min_length=1)
+    seed: int = Field(1, ge=0, le=2**31)
+    start: int = Field("2026-11-02T00:00:00Z", description="ISO 8601 with a zone, on the grid")  # type: ignore[assignment]
+    speed: float = Field(900.0, ge=0.001, le=100_000)
+    history_intervals: int = Field(96, ge=96, le=2_880)
+    losses_share: float = Field(0.07, ge=0.0, le=0.3)
+    ambient_mean_c: float = Field(8.0, ge=-40, le=45)
+    ambient_daily_swing_c: float = Field(6.0, ge=0, le=30)
 
-    def value(self, name: str, kind: type, default: object = None) -> Any:  # noqa: ANN401
-        value = self.get(name, default)
-        if value is None:
-            raise ScenarioError(self.key(name), "is required")
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind in (int, float) and isinstance(value, bool)):
-            raise ScenarioError(self.key(name), f"must be {kind.__name__}, got {value!r}")
-        return value
+    @field_validator("start", mode="before")
+    @classmethod
+    def _start_time(cls, text: Any) -> Any:  # noqa: ANN401 - the TOML value, checked here
+        """Unix seconds of an ISO 8601 time with a zone, on a 15-minute boundary."""
+        if not isinstance(text, str):
+            raise ValueError("must be an ISO 8601 time, e.g. 2026-11-02T00:00:00Z")  # noqa: TRY004
+        try:
+            start = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError("not an ISO 8601 time") from None
+        if start.tzinfo is None:
+            raise ValueError("needs a time zone, e.g. 2026-11-02T00:00:00Z")
+        seconds = int(start.timestamp())
+        if seconds % INTERVAL_SECONDS:
+            raise ValueError("must be on a 15-minute boundary")
+        return seconds
 
-    def number(self, name: str, kind: type, default: float, low: float, high: float) -> Any:  # noqa: ANN401
-        value = self.value(name, kind, default)
-        if not low <= value <= high:
-            raise ScenarioError(self.key(name), f"must be {low}..{high}, got {value!r}")
-        return value
+
+class ModbusSection(Settings):
+    """Where the concentrators listen: consecutive ports from ``base_port``."""
+
+    host: str = "127.0.0.1"
+    base_port: int = Field(5020, ge=1, le=65_000)
+
+
+class MqttSection(Settings):
+    """The broker transformers publish to; no table, no telemetry."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65_535)
+    topic_prefix: str = "grid"
+    publish_interval_seconds: int = Field(60, ge=1, le=3_600)
+
+
+class Mix(Settings):
+    """Shares of customer classes; they add up to 1."""
+
+    residential: float = Field(0.0, ge=0.0, le=1.0)
+    commercial: float = Field(0.0, ge=0.0, le=1.0)
+    industrial: float = Field(0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _whole(self) -> Mix:
+        total = self.residential + self.commercial + self.industrial
+        if abs(total - 1.0) > 1e-6:  # noqa: PLR2004
+            raise ValueError(f"shares must add up to 1, got {total}")
+        return self
+
+
+class RegionSection(Settings):
+    """One region's devices and customers."""
+
+    name: Region
+    substations: int = Field(1, ge=1, le=500)
+    concentrators_per_substation: int = Field(1, ge=1, le=64)
+    meters_per_concentrator: int = Field(1000, ge=1, le=MAX_METERS)
+    transformers_per_substation: int = Field(1, ge=1, le=2)
+    feeders_per_substation: int = Field(4, ge=1, le=32)
+    mix: Mix = Mix(residential=1.0)
+
+
+class FaultSection(Settings):
+    """One fault: what, where, when (simulated hours from the start) and how much."""
+
+    kind: FaultKind
+    region: Region | None = None
+    substation: int | None = Field(None, ge=0, le=499)
+    start_hour: float = Field(0.0, ge=0.0, le=24 * 365)
+    hours: float = Field(1.0, ge=0.0, le=24 * 365)
+    share: float = Field(0.01, ge=0.0, le=1.0)
+    factor: float = Field(10.0, ge=-1000.0, le=1000.0)
+    seconds: float = Field(30.0, ge=-86_400, le=86_400)
+
+
+class ScenarioFile(Settings):
+    """A whole scenario file."""
+
+    scenario: ScenarioSection
+    modbus: ModbusSection = ModbusSection()
+    mqtt: MqttSection | None = None
+    regions: Annotated[list[RegionSection], unique_by("name")] = Field(min_length=1)
+    faults: list[FaultSection] = Field(default_factory=list)
 
 
 def load_scenario(source: str | Path) -> Scenario:
@@ -136,124 +205,50 @@ def load_scenario(source: str | Path) -> Scenario:
     path = Path(source)
     if not path.suffix and not path.exists():
         path = SCENARIO_DIR / f"{source}.toml"
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.exists():
         shipped = ", ".join(sorted(p.stem for p in SCENARIO_DIR.glob("*.toml")))
-        raise ScenarioError("file", f"no scenario {source!r} (shipped: {shipped})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError("file", f"{path} is not valid TOML: {exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ScenarioError("file", f"{path} is not UTF-8 text: byte {exc.start}") from None
-    return parse_scenario(data)
-
-
-def _start_time(table: _Table) -> int:
-    text = table.value("start", str, "2026-11-02T00:00:00Z")
-    try:
-        start = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ScenarioError(table.key("start"), f"not an ISO 8601 time: {text!r}") from None
-    if start.tzinfo is None:
-        raise ScenarioError(table.key("start"), "needs a time zone, e.g. 2026-11-02T00:00:00Z")
-    seconds = int(start.timestamp())
-    if seconds % INTERVAL_SECONDS:
-        raise ScenarioError(table.key("start"), "must be on a 15-minute boundary")
-    return seconds
-
-
-def _refuse_unknown(tables: list[_Table]) -> None:
-    """Name the first key no parser read (a typo would otherwise take the default)."""
-    for table in tables:
-        for name in sorted(set(table.data) - table.asked):
-            close = difflib.get_close_matches(name, table.asked, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ScenarioError(table.key(name), f"is not a known setting{hint}")
+        raise ScenarioError("file", f"no scenario {source!r} (shipped: {shipped})")
+    return parse_scenario(read_toml(path, ScenarioError))
 
 
 def parse_scenario(data: dict[str, Any]) -> Scenario:
     """Validate an already-parsed scenario document."""
-    root = _Table(data, "")
-    head, modbus, mqtt = (_Table(root.get(n, {}), n) for n in ("scenario", "modbus", "mqtt"))
-    region_tables = [
-        _Table(entry, f"regions[{i}]") for i, entry in enumerate(root.value("regions", list))
-    ]
-    regions = tuple(_region(table) for table in region_tables)
-    if not regions:
-        raise ScenarioError("regions", "must list at least one region")
-    names = [r.name for r in regions]
-    if len(set(names)) != len(names):
-        raise ScenarioError("regions", f"a region appears twice: {names}")
-    fault_tables = [_Table(entry, f"faults[{i}]") for i, entry in enumerate(root.get("faults", []))]
-    faults = tuple(_fault(table, i, names) for i, table in enumerate(fault_tables))
-    scenario = Scenario(
-        name=head.value("name", str),
-        seed=head.number("seed", int, 1, 0, 2**31),
-        start=_start_time(head),
-        speed=head.number("speed", float, 900.0, 0.001, 100_000),
-        history_intervals=head.number("history_intervals", int, 96, 96, 2_880),
-        losses_share=head.number("losses_share", float, 0.07, 0.0, 0.3),
-        ambient_mean_c=head.number("ambient_mean_c", float, 8.0, -40, 45),
-        ambient_daily_swing_c=head.number("ambient_daily_swing_c", float, 6.0, 0, 30),
-        host=modbus.value("host", str, "127.0.0.1"),
-        base_port=modbus.number("base_port", int, 5020, 1, 65_000),
-        mqtt_host=mqtt.value("host", str, "127.0.0.1"),
-        mqtt_port=mqtt.number("port", int, 1883, 1, 65_535) if mqtt.data else None,
-        topic_prefix=mqtt.value("topic_prefix", str, "grid"),
-        publish_interval_seconds=mqtt.number("publish_interval_seconds", int, 60, 1, 3_600),
-        regions=regions,
-        faults=faults,
-    )
-    _refuse_unknown([root, head, modbus, mqtt, *region_tables, *fault_tables])
-    devices = sum(r.substations * (r.concentrators_per_substation + 1) for r in scenario.regions)
-    if scenario.base_port + devices > 65_535:  # noqa: PLR2004
+    file = validate(ScenarioFile, data, error=ScenarioError)
+    names = [r.name for r in file.regions]
+    for index, fault in enumerate(file.faults):
+        if fault.region is not None and fault.region not in names:
+            raise ScenarioError(f"faults[{index}].region", f"no region {fault.region!r} here")
+        if fault.substation is not None and fault.region is None:
+            raise ScenarioError(f"faults[{index}].substation", "needs a region")
+    devices = sum(r.substations * (r.concentrators_per_substation + 1) for r in file.regions)
+    if file.modbus.base_port + devices > 65_535:  # noqa: PLR2004
         raise ScenarioError("modbus.base_port", f"{devices} devices do not fit above it")
-    return scenario
+    return _scenario(file)
 
 
-def _region(table: _Table) -> RegionSpec:
-    name = table.value("name", str)
-    if name not in REGION_NAMES:
-        raise ScenarioError(table.key("name"), f"must be one of {REGION_NAMES}, got {name!r}")
-    mix_table = _Table(table.get("mix", {"residential": 1.0}), table.key("mix"))
-    mix = {}
-    for kind, share in mix_table.data.items():
-        if kind not in CUSTOMER_CLASSES:
-            raise ScenarioError(mix_table.key(kind), f"must be one of {CUSTOMER_CLASSES}")
-        mix[kind] = mix_table.number(kind, float, share, 0.0, 1.0)
-    if abs(sum(mix.values()) - 1.0) > 1e-6:  # noqa: PLR2004
-        raise ScenarioError(table.key("mix"), f"shares must add up to 1, got {sum(mix.values())}")
-    return RegionSpec(
-        name=name,
-        substations=table.number("substations", int, 1, 1, 500),
-        concentrators_per_substation=table.number("concentrators_per_substation", int, 1, 1, 64),
-        meters_per_concentrator=table.number("meters_per_concentrator", int, 1000, 1, MAX_METERS),
-        transformers_per_substation=table.number("transformers_per_substation", int, 1, 1, 2),
-        feeders_per_substation=table.number("feeders_per_substation", int, 4, 1, 32),
-        mix=mix,
-    )
-
-
-def _fault(table: _Table, index: int, regions: list[str]) -> FaultSpec:
-    kind = table.value("kind", str)
-    if kind not in FAULT_KINDS:
-        raise ScenarioError(table.key("kind"), f"must be one of {FAULT_KINDS}, got {kind!r}")
-    region = table.get("region")
-    if region is not None and region not in regions:
-        raise ScenarioError(table.key("region"), f"no region {region!r} in this scenario")
-    substation = table.get("substation")
-    if substation is not None:
-        substation = table.number("substation", int, 0, 0, 499)
-        if region is None:
-            raise ScenarioError(table.key("substation"), "needs a region")
-    return FaultSpec(
-        kind=kind,
-        region=region,
-        substation=substation,
-        start_hour=table.number("start_hour", float, 0.0, 0.0, 24 * 365),
-        hours=table.number("hours", float, 1.0, 0.0, 24 * 365),
-        share=table.number("share", float, 0.01, 0.0, 1.0),
-        factor=table.number("factor", float, 10.0, -1000.0, 1000.0),
-        seconds=table.number("seconds", float, 30.0, -86_400, 86_400),
-        index=index,
+def _scenario(file: ScenarioFile) -> Scenario:
+    head, mqtt = file.scenario, file.mqtt or MqttSection()
+    return Scenario(
+        name=head.name,
+        seed=head.seed,
+        start=head.start,
+        speed=head.speed,
+        history_intervals=head.history_intervals,
+        losses_share=head.losses_share,
+        ambient_mean_c=head.ambient_mean_c,
+        ambient_daily_swing_c=head.ambient_daily_swing_c,
+        host=file.modbus.host,
+        base_port=file.modbus.base_port,
+        mqtt_host=mqtt.host,
+        mqtt_port=file.mqtt.port if file.mqtt else None,
+        topic_prefix=mqtt.topic_prefix,
+        publish_interval_seconds=mqtt.publish_interval_seconds,
+        regions=tuple(
+            RegionSpec(
+                mix={k: v for k, v in r.mix.model_dump().items() if v},
+                **r.model_dump(exclude={"mix"}),
+            )
+            for r in file.regions
+        ),
+        faults=tuple(FaultSpec(index=i, **f.model_dump()) for i, f in enumerate(file.faults)),
     )

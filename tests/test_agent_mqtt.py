@@ -13,7 +13,7 @@ from fix_services import stop_process, wait_until
 
 from core_ingest.schema import TIMESCALEDB
 from edge_agent.agent import EdgeAgent
-from edge_agent.config import MqttConfig, load_config
+from edge_agent.config import MqttConfig, TransformerTopic, load_config
 from edge_agent.keys import generate_pseudonym_key, generate_signing_key
 from edge_agent.sources.mqtt import MqttSource
 from edge_agent.transforms.telemetry import GASES, Malformed, decode
@@ -82,7 +82,11 @@ def test_telemetry_arrives_once_and_bad_messages_wait_in_quarantine(
 def session(port: int, client_id: str) -> MqttConfig:
     """The agent's MQTT source for TOPIC at QoS 1, with a persistent session as ``client_id``."""
     return MqttConfig(
-        host="127.0.0.1", port=port, client_id=client_id, qos=1, topics={TOPIC: "N-S01-T1"}
+        host="127.0.0.1",
+        port=port,
+        client_id=client_id,
+        qos=1,
+        transformers=[TransformerTopic(topic=TOPIC, transformer_id="N-S01-T1")],
     )
 
 

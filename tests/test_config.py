@@ -35,13 +35,13 @@ def write(tmp_path, text):
 def test_minimal_config_gets_documented_defaults(tmp_path):
     """Only the required keys; everything else takes the defaults the README lists."""
     config = load_config(write(tmp_path, MINIMAL))
-    assert config.buffer_path == tmp_path / "buffer.sqlite"
-    assert config.signing_key_file == tmp_path / "agent.key"
-    assert config.buffer_synchronous == "full"
-    assert config.batch_max_readings == 5_000
-    assert config.uplink_compression == "none"
-    assert config.uplink_max_bytes_per_second == 0
-    source = config.modbus_sources[0]
+    assert config.buffer.path == tmp_path / "buffer.sqlite"
+    assert config.agent.signing_key_file == tmp_path / "agent.key"
+    assert config.buffer.synchronous == "full"
+    assert config.uplink.batch_max_readings == 5_000
+    assert config.uplink.compression == "none"
+    assert config.uplink.max_bytes_per_second == 0
+    source = config.sources.modbus[0]
     assert (source.port, source.unit_id, source.poll_interval_seconds) == (502, 1, 60.0)
     assert source.device == "modbus://10.0.0.5:502/1"
 
@@ -49,7 +49,7 @@ def test_minimal_config_gets_documented_defaults(tmp_path):
 def test_overrides_win_over_the_file(tmp_path):
     """A later layer (environment, flags) replaces the file's value."""
     config = load_config(write(tmp_path, MINIMAL), {"uplink": {"target": "other:1"}})
-    assert config.core_target == "other:1"
+    assert config.uplink.target == "other:1"
 
 
 @pytest.mark.parametrize(
@@ -96,7 +96,7 @@ def test_core_config_layers_and_errors(tmp_path):
     path = tmp_path / "core.toml"
     path.write_text('[database]\ndsn = "postgresql://db/x"\n[server]\nlisten = "0.0.0.0:1"\n')
     config = load_core_config(path, listen="127.0.0.1:2")
-    assert (config.dsn, config.listen, config.storage) == (
+    assert (config.database.dsn, config.server.listen, config.database.storage) == (
         "postgresql://db/x",
         "127.0.0.1:2",
         "auto",
@@ -136,12 +136,16 @@ def test_core_pool_stream_and_quality_settings_name_the_bad_key(tmp_path, text, 
 
 def test_core_quality_defaults_are_the_reference_rule(tmp_path):
     """Without [quality]: more than 0.5 % suspect in the last hour, checked every minute."""
-    rule = load_core_config(None, dsn="postgresql://db/x").quality
+    rule = load_core_config(None, dsn="postgresql://db/x").quality.rule
     assert (rule.threshold, rule.window_seconds, rule.check_seconds) == (0.005, 3600, 60)
     path = tmp_path / "core.toml"
     path.write_text("[quality]\nalert_threshold = 0.01\n[database]\npool_size = 3\n")
     config = load_core_config(path, dsn="postgresql://db/x")
-    assert (config.quality.threshold, config.pool_size, config.batches_per_stream) == (0.01, 3, 4)
+    assert (
+        config.quality.rule.threshold,
+        config.database.pool_size,
+        config.server.batches_per_stream,
+    ) == (0.01, 3, 4)
 
 
 TLS = '[uplink.tls]\nca = "pki/ca.crt"\ncert = "pki/agent.crt"\nkey = "pki/agent.key"\n'
@@ -149,15 +153,15 @@ TLS = '[uplink.tls]\nca = "pki/ca.crt"\ncert = "pki/agent.crt"\nkey = "pki/agent
 
 def test_uplink_tls_paths_are_relative_to_the_config_and_server_name_optional(tmp_path):
     """[uplink.tls] with its three files; no table at all means a plaintext uplink."""
-    assert load_config(write(tmp_path, MINIMAL)).uplink_tls is None
-    tls = load_config(write(tmp_path, MINIMAL + TLS)).uplink_tls
+    assert load_config(write(tmp_path, MINIMAL)).uplink.tls is None
+    tls = load_config(write(tmp_path, MINIMAL + TLS)).uplink.tls
     assert (tls.ca, tls.key, tls.server_name) == (
         tmp_path / "pki/ca.crt",
         tmp_path / "pki/agent.key",
         None,
     )
     named = load_config(write(tmp_path, MINIMAL + TLS + 'server_name = "core.example"\n'))
-    assert named.uplink_tls.server_name == "core.example"
+    assert named.uplink.tls.server_name == "core.example"
 
 
 @pytest.mark.parametrize(
@@ -181,10 +185,10 @@ def test_core_server_tls_is_all_or_nothing_and_names_the_key(tmp_path):
     path = tmp_path / "core.toml"
     base = '[database]\ndsn = "postgresql://db/x"\n'
     path.write_text(base)
-    assert load_core_config(path).tls is None
+    assert load_core_config(path).server.tls is None
     tls = '[server.tls]\ncert = "c.crt"\nkey = "c.key"\nclient_ca = "/etc/ca.crt"\n'
     path.write_text(base + tls)
-    files = load_core_config(path).tls
+    files = load_core_config(path).server.tls
     assert (files.cert, files.client_ca) == (tmp_path / "c.crt", Path("/etc/ca.crt"))
     for text, key in [
         (tls.replace('key = "c.key"\n', ""), "server.tls.key"),

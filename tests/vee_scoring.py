@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge_agent.config import VeeRules
 from edge_agent.transforms.pseudonymize import PseudonymousReading
-from edge_agent.transforms.validate import MeterMemory, Validator, VeeRules
+from edge_agent.transforms.validate import MeterMemory, Validator
 from proto.quality import SUSPECT, QualityFlag
 from substation_sim import Field, FieldRecord, load_scenario
 

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from edge_agent.config import VeeRules
 from edge_agent.transforms.pseudonymize import PseudonymousReading
 from proto import limits
 from proto.quality import SUSPECT, QualityFlag
@@ -52,23 +53,6 @@ SUSPECT_BITS = int(SUSPECT)
 EMPTY_PROFILE = array.array("f", [math.nan] * SLOTS_PER_DAY)
 FIRST_INTERVAL = 900  # seconds after midnight UTC of a day's first interval end
 LATE = "late"  # a hard check's verdict: a real reading older than the meter's newest
-
-
-@dataclass(frozen=True, slots=True)
-class VeeRules:
-    """The ruleset's thresholds (``[validation]`` in the agent's configuration)."""
-
-    spike_ratio: float = 3.0  # flag energy above (1 + ratio) x the reference
-    spike_floor_wh: int = 50  # ... and at least this much above it
-    zero_floor_wh: int = 20  # a zero is suspect where the meter usually uses this much
-    consecutive_zeros: int = 4  # ... or when this many zeros come in a row
-    stuck_repeats: int = 4  # the same non-zero value this many times in a row
-    sum_tolerance_wh: int = 0  # allowed |register delta - energy|; raise for meters that round
-    time_sync_seconds: int = 10  # allowed distance of the interval end from the grid
-    linear_gap_intervals: int = 4  # gaps up to 1 hour: linear interpolation; longer: like-day
-    max_estimate_intervals: int = 96 * 7  # longer gaps are left as gaps
-    max_interval_energy_wh: int = limits.MAX_INTERVAL_ENERGY_WH  # hard; lower only
-    profile_weight: float = 0.2  # weight of a new value in the time-of-day profile
 
 
 class MeterState(NamedTuple):
