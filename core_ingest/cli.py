@@ -13,7 +13,6 @@ import faulthandler
 import functools
 import ipaddress
 import json
-import logging
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -41,6 +40,7 @@ from core_ingest.quality_watch import AlertRule, QualityAlert, check_suspect_sha
 from core_ingest.schema import MIGRATIONS, STORAGE_CHOICES, applied_versions, migrate
 from core_ingest.server import serve
 from core_ingest.status import database_status
+from proto.observability import LogFormat, configure_logging, log_options
 
 EXIT_CONFIG = 78
 
@@ -101,14 +101,10 @@ def _database(config: CoreConfig) -> Iterator[psycopg.Connection]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
-def main(*, verbose: bool) -> None:
+@log_options("CORE_INGEST_LOG_FORMAT")
+def main(*, verbose: bool, log_format: LogFormat) -> None:
     """Central ingest: verifies signed batches from edge agents and stores them exactly once."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging("core-ingest", verbose=verbose, log_format=log_format)
 
 
 @main.command("serve")

@@ -10,31 +10,17 @@ models (``scripts/config_reference.py``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
 from core_ingest.errors import ConfigError
 from core_ingest.lineage.config import LineageConfig
 from core_ingest.quality_watch import AlertRule
-from proto.settings import FilePath, Settings, read_toml, validate
+from proto.settings import Address, FilePath, MetricsSection, Settings, read_toml, validate
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 REFERENCE_RULE = AlertRule()  # the reference case's rule: 0.5 % of the last hour
-MAX_PORT = 65_535
-
-
-def _address(value: str) -> str:
-    """host:port, the host an IPv4 address or a name (gRPC and the metrics server bind it)."""
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) <= MAX_PORT:
-        raise ValueError("must be host:port")
-    if host.startswith("["):
-        raise ValueError("must be an IPv4 address or host name with a port")
-    return value
-
-
-Address = Annotated[str, AfterValidator(_address)]
 
 
 class DatabaseSection(Settings):
@@ -110,14 +96,6 @@ class QualitySection(Settings):
             check_seconds=self.alert_check_seconds,
             min_readings=self.alert_min_readings,
         )
-
-
-class MetricsSection(Settings):
-    """Optional: a Prometheus endpoint, GET http://<listen>/metrics."""
-
-    listen: Address | None = Field(
-        None, description="host:port; off when not set", examples=["127.0.0.1:9464"]
-    )
 
 
 class CoreConfig(Settings):

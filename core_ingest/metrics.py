@@ -1,92 +1,121 @@
-"""A Prometheus text endpoint for the core's counters (``[metrics] listen``).
+"""The core's Prometheus metrics (``[metrics] listen``), through prometheus-client.
 
-Served by the standard library's threading HTTP server on its own thread, so a scrape never
-waits for the ingest loop and the ingest loop never waits for a scrape: the counters are plain
-integers the loop increments and the scrape reads (a read may be one increment behind).
+Latency is a histogram observed as each batch is answered. Everything else is read at each
+scrape from the stages' ``statistics()`` snapshots (the receiving service's, the quality
+watch's, the lineage emitter's, the connection pool's): the hot path only adds to plain
+integers, and the scrape, on prometheus-client's own thread, never waits for the ingest loop.
 """
 
 from __future__ import annotations
 
-import http.server
 import logging
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from core_ingest.lineage.emitter import LineageStatistics
+from core_ingest.quality_watch import WatchStatistics
+from core_ingest.receive import IngestStatistics
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# A batch takes milliseconds when all is well and seconds when the database is slow.
+COMMIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 @dataclass(frozen=True, slots=True)
-class Counter:
-    """One counter sample: name (with ``_total``), help text, labels, value."""
+class Stages:
+    """Where the scrape reads each stage's snapshot (the emitter only with [openlineage])."""
 
-    name: str
-    help: str
-    value: float
-    labels: tuple[tuple[str, str], ...] = ()
-
-
-def exposition(samples: Iterable[Counter]) -> str:
-    """The Prometheus text format of ``samples``; HELP and TYPE once per metric name."""
-    lines: list[str] = []
-    described: set[str] = set()
-    for sample in samples:
-        if sample.name not in described:
-            described.add(sample.name)
-            lines += [f"# HELP {sample.name} {sample.help}", f"# TYPE {sample.name} counter"]
-        labels = ",".join(f'{key}="{_escape(value)}"' for key, value in sample.labels)
-        lines.append(
-            f"{sample.name}{{{labels}}} {sample.value:g}"
-            if labels
-            else f"{sample.name} {sample.value:g}"
-        )
-    return "\n".join(lines) + "\n"
+    service: Callable[[], IngestStatistics]
+    watch: Callable[[], WatchStatistics]
+    pool: Callable[[], dict[str, int]]
+    lineage: Callable[[], LineageStatistics] | None = None
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class CoreMetrics:
+    """The core's registry: the commit-latency histogram and the stages' counters."""
 
-
-class MetricsServer:
-    """``GET /metrics`` on ``host:port`` until ``close()``; anything else is 404."""
-
-    def __init__(self, listen: str, collect: Callable[[], Iterable[Counter]]) -> None:
-        """Bind now (so a taken port fails at start), serve after ``start()``.
-
-        Raises:
-            OSError: the address cannot be bound.
-
-        """
-        host, _, port = listen.rpartition(":")
-        collect_samples = collect
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.split("?")[0] != "/metrics":
-                    self.send_error(404)
-                    return
-                body = exposition(collect_samples()).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-                log.debug("metrics request: %s", format % args)
-
-        self._server = http.server.ThreadingHTTPServer((host, int(port)), Handler)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="metrics", daemon=True
+    def __init__(self) -> None:
+        """A registry of its own (not the library's global one: tests run several cores)."""
+        self.registry = CollectorRegistry()
+        self.commit_seconds = Histogram(
+            "meterpipe_core_commit_seconds",
+            "From receiving a batch to its answer: verified and committed (or refused)",
+            ["outcome"],
+            registry=self.registry,
+            buckets=COMMIT_BUCKETS,
         )
 
-    def start(self) -> None:
-        """Serve scrapes on a background thread."""
-        self._thread.start()
+    def observe_commit(self, outcome: str, seconds: float) -> None:
+        """One batch answered (``accepted``, ``duplicate``, ``rejected``) after ``seconds``."""
+        self.commit_seconds.labels(outcome).observe(seconds)
 
-    def close(self) -> None:
-        """Stop serving and release the port."""
-        self._server.shutdown()
-        self._server.server_close()
+    def publish(self, stages: Stages) -> None:
+        """Read the stages' snapshots at every scrape."""
+        self.registry.register(_StagesCollector(stages))
+
+
+class _StagesCollector(Collector):
+    def __init__(self, stages: Stages) -> None:
+        self.stages = stages
+
+    def collect(self) -> Iterator[Metric]:
+        service = self.stages.service()
+        batches = CounterMetricFamily(
+            "meterpipe_core_batches",
+            "Batches answered, by status and refusal reason",
+            labels=["status", "reason"],
+        )
+        for (status, reason), count in sorted(service.outcomes.items()):
+            batches.add_metric([status, reason], count)
+        yield batches
+        yield CounterMetricFamily(
+            "meterpipe_core_readings_stored",
+            "Meter readings newly stored",
+            value=service.readings_stored,
+        )
+        watch = self.stages.watch()
+        yield CounterMetricFamily(
+            "meterpipe_core_quality_alerts",
+            "Suspect-share alerts raised by this process",
+            value=watch.alerts_raised,
+        )
+        yield CounterMetricFamily(
+            "meterpipe_core_quality_checks_failed",
+            "Quality checks that could not run (database unreachable)",
+            value=watch.checks_failed,
+        )
+        yield from _pool(self.stages.pool())
+        if self.stages.lineage is not None:
+            yield from _lineage(self.stages.lineage())
+
+
+def _pool(stats: dict[str, int]) -> Iterator[Metric]:
+    """psycopg_pool's counters that say whether batches wait for a connection."""
+    for key, help_text in (
+        ("pool_size", "Connections the pool holds now"),
+        ("pool_available", "Of those, idle"),
+        ("requests_waiting", "Batches waiting for a connection"),
+    ):
+        name = key.removeprefix("pool_")
+        yield GaugeMetricFamily(f"meterpipe_core_pool_{name}", help_text, value=stats.get(key, 0))
+
+
+def _lineage(stats: LineageStatistics) -> Iterator[Metric]:
+    events = CounterMetricFamily(
+        "meterpipe_core_lineage_events", "OpenLineage events, by result", labels=["result"]
+    )
+    for result, value in (
+        ("emitted", stats.emitted),
+        ("failed", stats.failed),
+        ("dropped", stats.dropped),
+    ):
+        events.add_metric([result], value)
+    yield events
+    yield GaugeMetricFamily(
+        "meterpipe_core_lineage_queued", "OpenLineage events waiting to be sent", value=stats.queued
+    )

@@ -97,6 +97,14 @@ async def check_suspect_share(
     return QualityAlert(alert_id, SUSPECT_SHARE, start, end, received, flagged, rule.threshold)
 
 
+@dataclass(frozen=True, slots=True)
+class WatchStatistics:
+    """What the quality watch did since the core started."""
+
+    alerts_raised: int
+    checks_failed: int
+
+
 class QualityWatch:
     """Checks the rule every ``check_seconds`` on a pooled connection; counts and logs alerts."""
 
@@ -107,6 +115,10 @@ class QualityWatch:
         self._raised_by = f"core-ingest@{socket.gethostname()}"
         self.alerts_raised = 0
         self.checks_failed = 0
+
+    def statistics(self) -> WatchStatistics:
+        """Alerts raised and checks that could not run, for the metrics."""
+        return WatchStatistics(self.alerts_raised, self.checks_failed)
 
     async def run(self) -> None:
         """Check until cancelled; a failed check (database down) is logged and tried later."""

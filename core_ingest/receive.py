@@ -21,7 +21,9 @@ import collections
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import grpc
 import psycopg
@@ -30,6 +32,7 @@ from google.protobuf.message import DecodeError
 
 from core_ingest import __version__
 from core_ingest.errors import StorageUnavailable
+from core_ingest.health import check_database
 from core_ingest.lineage.emitter import LineageEmitter
 from core_ingest.store.meters import MeterDirectory
 from core_ingest.store.partitions import Partitions
@@ -40,6 +43,14 @@ from proto import PAYLOAD_SCHEMA_VERSION, EnvelopeError, pb, pb_grpc
 log = logging.getLogger(__name__)
 
 LOGGED_REFUSALS_CAP = 10_000  # (peer, reason) pairs remembered for logging once
+
+
+@dataclass(frozen=True, slots=True)
+class IngestStatistics:
+    """What the receiving stage answered since the core started."""
+
+    outcomes: dict[tuple[str, str], int]  # (status, reason) -> batches, e.g. ("rejected", "...")
+    readings_stored: int
 
 
 def _parse_batch(data: bytes) -> pb.SignedBatch:
@@ -130,6 +141,7 @@ class IngestService(pb_grpc.IngestServicer):
         batches_per_stream: int = 4,
         require_certificate: bool = False,
         lineage: LineageEmitter | None = None,
+        observe_latency: Callable[[str, float], None] | None = None,
     ) -> None:
         """Prepare the service.
 
@@ -139,12 +151,14 @@ class IngestService(pb_grpc.IngestServicer):
             require_certificate: mutual TLS is on: a batch must come from the agent its
                 client certificate names.
             lineage: where an OpenLineage event goes for every committed batch, if anywhere.
+            observe_latency: told (status, seconds) of every answer, for the metrics.
 
         """
         self._pool = pool
         self._batches_per_stream = batches_per_stream
         self._verifier = Verifier(require_certificate=require_certificate)
         self._lineage = lineage
+        self._observe_latency = observe_latency
         self._partitions = Partitions()
         self._meters = MeterDirectory()
         self._storage: str | None = None
@@ -196,9 +210,7 @@ class IngestService(pb_grpc.IngestServicer):
 
         async def answer(batch: pb.SignedBatch) -> None:
             try:
-                ack = await self.handle(batch, certified_as=certified_as, peer=peer)
-                self.outcomes[_outcome(ack)] += 1
-                acks.put_nowait(ack)
+                acks.put_nowait(await self.handle(batch, certified_as=certified_as, peer=peer))
             finally:
                 slots.release()
 
@@ -269,8 +281,24 @@ class IngestService(pb_grpc.IngestServicer):
         """Verify and store one batch; every outcome, refusals included, becomes an Ack.
 
         ``certified_as`` is the common name of the client certificate, under mutual TLS;
-        ``peer`` the sending host, named when a refusal is logged.
+        ``peer`` the sending host, named when a refusal is logged. The outcome is counted
+        and its latency observed.
         """
+        started = time.perf_counter()
+        ack = await self._answer(batch, certified_as=certified_as, peer=peer)
+        outcome = _outcome(ack)
+        self.outcomes[outcome] += 1
+        if self._observe_latency is not None:
+            self._observe_latency(outcome[0], time.perf_counter() - started)
+        return ack
+
+    def statistics(self) -> IngestStatistics:
+        """Batches answered by (status, reason) and readings stored, since the start."""
+        return IngestStatistics(dict(self.outcomes), self.readings_stored)
+
+    async def _answer(
+        self, batch: pb.SignedBatch, *, certified_as: str | None, peer: str
+    ) -> pb.Ack:
         received_at = dt.datetime.now(dt.UTC)
         header = None
         try:
@@ -318,28 +346,13 @@ class IngestService(pb_grpc.IngestServicer):
         request: pb.HealthRequest,  # noqa: ARG002 - empty message
         context: grpc.aio.ServicerContext,  # noqa: ARG002
     ) -> pb.HealthReply:
-        """Whether the database answers, and which storage and schema version the core speaks.
-
-        Asked on a connection of its own, so the answer is immediate while the pool still
-        waits out its reconnection backoff.
-        """
-        try:
-            async with await psycopg.AsyncConnection.connect(
-                str(self._pool.conninfo), connect_timeout=5
-            ) as conn:
-                storage = await recorded_storage(conn)
-        except psycopg.OperationalError as exc:
-            # The reply goes to any client that can reach the port: the database's own words
-            # (host names, user names, paths) stay in the core's log.
-            log.warning("health check: database unavailable: %s", exc)
-            detail = "database unavailable; see the core's log"
-            return pb.HealthReply(serving=False, version=__version__, detail=detail)
-        if storage is None:
-            detail = "database has no schema yet; run `core-ingest migrate`"
-            return pb.HealthReply(serving=False, version=__version__, detail=detail)
+        """Whether the database answers, and which storage and schema version the core speaks."""
+        state = await check_database(str(self._pool.conninfo))
+        if not state.serving:
+            return pb.HealthReply(serving=False, version=__version__, detail=state.detail)
         return pb.HealthReply(
             serving=True,
             version=__version__,
             schema_version=PAYLOAD_SCHEMA_VERSION,
-            storage=storage,
+            storage=state.storage,
         )

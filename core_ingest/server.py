@@ -20,15 +20,18 @@ from collections.abc import AsyncIterator
 import grpc
 import psycopg
 import psycopg_pool
+from grpc_health.v1 import health_pb2_grpc
 
 from core_ingest import __version__
 from core_ingest.certificates import ServerTls
 from core_ingest.config import CoreConfig
+from core_ingest.health import ServingStatus
 from core_ingest.lineage.emitter import LineageEmitter
-from core_ingest.metrics import Counter, MetricsServer
+from core_ingest.metrics import CoreMetrics, Stages
 from core_ingest.quality_watch import QualityWatch
 from core_ingest.receive import IngestService, add_ingest_service
 from proto import limits
+from proto.observability import serve_metrics
 from proto.tls import is_loopback
 
 log = logging.getLogger(__name__)
@@ -71,28 +74,43 @@ async def serve(config: CoreConfig, *, tls: ServerTls | None = None) -> None:
 
     With ``[openlineage]``, an OpenLineage event per committed batch; queued events are
     flushed (for up to 5 s) when the server stops. The quality alert rule (``[quality]``) is
-    checked in the background.
+    checked in the background, and so is the database for the standard health service.
     """
     listen = config.server.listen
     emitter = LineageEmitter(config.openlineage) if config.openlineage else None
+    metrics = CoreMetrics()
     async with (
         connection_pool(config.database.dsn, config.database.pool_size) as pool,
         _running(emitter),
         asyncio.TaskGroup() as background,
     ):
         watch = QualityWatch(pool, config.quality.rule)
-        checking = background.create_task(watch.run())
+        health = ServingStatus(config.database.dsn)
+        checks = [background.create_task(watch.run()), background.create_task(health.run())]
         server = grpc.aio.server(options=SERVER_OPTIONS)
         service = IngestService(
             pool,
             batches_per_stream=config.server.batches_per_stream,
             require_certificate=tls is not None,
             lineage=emitter,
+            observe_latency=lambda outcome, seconds: metrics.commit_seconds.labels(outcome).observe(
+                seconds
+            ),
         )
         add_ingest_service(service, server)
+        health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
         if _bind(server, listen, tls) == 0:
             raise OSError(f"cannot listen on {listen}")
-        metrics = _metrics_server(config, service, watch, emitter)
+        metrics.publish(
+            Stages(
+                service=service.statistics,
+                watch=watch.statistics,
+                pool=pool.get_stats,
+                lineage=emitter.statistics if emitter else None,
+            )
+        )
+        listen_metrics = config.metrics.listen
+        stop_metrics = serve_metrics(metrics.registry, listen_metrics) if listen_metrics else None
         await server.start()
         log.info(
             "core ingest %s listening on %s (%s)",
@@ -103,73 +121,15 @@ async def serve(config: CoreConfig, *, tls: ServerTls | None = None) -> None:
         try:
             await server.wait_for_termination()
         finally:
+            await health.stop()
             await server.stop(grace=5)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
                     await service.drain()
-            checking.cancel()
-            if metrics:
-                metrics.close()
-
-
-def _metrics_server(
-    config: CoreConfig,
-    service: IngestService,
-    watch: QualityWatch,
-    emitter: LineageEmitter | None,
-) -> MetricsServer | None:
-    """The started ``[metrics]`` endpoint over the service's, watch's and emitter's counters."""
-    if config.metrics.listen is None:
-        return None
-
-    def collect() -> list[Counter]:
-        samples = [
-            Counter(
-                "meterpipe_core_batches_total",
-                "Batches answered, by status and refusal reason",
-                count,
-                (("status", status), ("reason", reason)),
-            )
-            for (status, reason), count in sorted(service.outcomes.items())
-        ]
-        samples += [
-            Counter(
-                "meterpipe_core_readings_stored_total",
-                "Meter readings newly stored",
-                service.readings_stored,
-            ),
-            Counter(
-                "meterpipe_core_quality_alerts_total",
-                "Suspect-share alerts raised by this process",
-                watch.alerts_raised,
-            ),
-            Counter(
-                "meterpipe_core_quality_checks_failed_total",
-                "Quality checks that could not run (database unreachable)",
-                watch.checks_failed,
-            ),
-        ]
-        if emitter:
-            stats = emitter.statistics()
-            samples += [
-                Counter(
-                    "meterpipe_core_lineage_events_total",
-                    "OpenLineage events, by result",
-                    value,
-                    (("result", result),),
-                )
-                for result, value in (
-                    ("emitted", stats.emitted),
-                    ("failed", stats.failed),
-                    ("dropped", stats.dropped),
-                )
-            ]
-        return samples
-
-    metrics = MetricsServer(config.metrics.listen, collect)
-    metrics.start()
-    log.info("metrics on http://%s/metrics", config.metrics.listen)
-    return metrics
+            for check in checks:
+                check.cancel()
+            if stop_metrics:
+                stop_metrics()
 
 
 @contextlib.asynccontextmanager

@@ -33,6 +33,7 @@ from edge_agent.errors import (
     SourceError,
 )
 from edge_agent.keys import ClientTls, load_client_tls, load_pseudonym_key, load_signing_key
+from edge_agent.metrics import AgentSnapshot, EdgeMetrics
 from edge_agent.sinks.buffer import Buffer, BufferStatistics, Rotation
 from edge_agent.sinks.salvage import damage, salvage
 from edge_agent.sinks.uplink import Uplink
@@ -50,6 +51,7 @@ from edge_agent.transforms.telemetry import (
 )
 from edge_agent.transforms.validate import RULESET_VERSION, Validation, Validator
 from proto import seal_batch
+from proto.observability import serve_metrics
 from proto.quality import SUSPECT, QualityFlag
 from proto.tls import is_loopback
 
@@ -60,6 +62,11 @@ PRUNE_INTERVAL_SECONDS = 60  # retention is in hours; checking every minute is p
 RESTART_SECONDS = 5  # pause before a loop that failed unexpectedly starts again
 BREAKER_MAX_RESET_SECONDS = 600  # a dead device is still tried at least every 10 minutes
 PRESSURE_CHECK_SECONDS = 1.0
+STATISTICS_SECONDS = 5.0  # how fresh the buffer's figures in the metrics are
+# Buffer methods that commit: their duration is the buffer commit latency in the metrics.
+COMMITS = frozenset(
+    {"put_readings", "put_telemetry", "put_quarantine", "seal_batch", "acknowledge", "prune"}
+)
 # Buffer fill thresholds. The fill counted is what is used now plus twice the largest single
 # commit seen, so one more poll can never hit the hard cap; the last 20 % stay free for
 # sealing batches and recording acknowledgements, which must always succeed.
@@ -228,6 +235,7 @@ class EdgeAgent:
             )
             for source in self.sources
         }
+        self.metrics = EdgeMetrics()
         self.uplink = Uplink(
             target=config.uplink.target,
             buffer=self.buffer,
@@ -237,6 +245,7 @@ class EdgeAgent:
             compression=config.uplink.compression,
             max_bytes_per_second=config.uplink.max_bytes_per_second,
             tls=tls,
+            observe_round_trip=self.metrics.batch_round_trip_seconds.observe,
         )
         self._buffered = asyncio.Event()
         # Polls between pseudonymization and their commit: two keep the event loop validating
@@ -250,11 +259,45 @@ class EdgeAgent:
         self.telemetry: collections.Counter[str] = collections.Counter()
         self.source_errors: collections.Counter[str] = collections.Counter()
         self.stage_errors: collections.Counter[str] = collections.Counter()
+        self._buffer_statistics: BufferStatistics | None = None
+        self.metrics.publish(self.snapshot)
 
     async def buffer_call(self, method: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
-        """Run a blocking buffer method in the I/O thread."""
+        """Run a blocking buffer method in the I/O thread (a commit's duration is observed)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._io, functools.partial(method, *args, **kwargs))
+        call = functools.partial(method, *args, **kwargs)
+        if method.__name__ in COMMITS:
+            call = functools.partial(self._timed_commit, method.__name__, call)
+        return await loop.run_in_executor(self._io, call)
+
+    def _timed_commit(self, operation: str, call: Callable[[], Any]) -> Any:  # noqa: ANN401
+        started = time.perf_counter()
+        result = call()
+        self.metrics.buffer_commit_seconds.labels(operation).observe(time.perf_counter() - started)
+        return result
+
+    def snapshot(self) -> AgentSnapshot:
+        """What the agent counted, and the buffer as last refreshed; reads memory only."""
+        validation = self.validation
+        return AgentSnapshot(
+            buffer=self._buffer_statistics,
+            now_ms=time.time_ns() // 1_000_000,
+            breakers={name: b.state for name, b in self.breakers.items()},
+            poll_errors=dict(self.source_errors),
+            stage_errors=dict(self.stage_errors),
+            readings_validated={
+                "read": validation.readings - validation.estimated,
+                "estimated": validation.estimated,
+                "suspect": validation.suspect,
+                "quarantined": validation.quarantined,
+                "late": validation.late,
+            },
+            telemetry=dict(self.telemetry),
+            acks=dict(self.uplink.acks),
+            uplink_bytes=self.uplink.bytes_sent,
+            uplink_sessions=self.uplink.sessions,
+            unanswered=self.uplink.unanswered,
+        )
 
     async def __aenter__(self) -> EdgeAgent:
         """Count what the buffer still holds from before a restart."""
@@ -274,8 +317,9 @@ class EdgeAgent:
         self._io.shutdown(wait=True)
 
     async def statistics(self) -> BufferStatistics:
-        """The buffer's counts."""
-        return await self.buffer_call(self.buffer.statistics)
+        """The buffer's counts (kept for the metrics too)."""
+        self._buffer_statistics = await self.buffer_call(self.buffer.statistics)
+        return self._buffer_statistics
 
     async def run(self) -> None:
         """Poll, seal, upload and prune until cancelled."""
@@ -303,9 +347,24 @@ class EdgeAgent:
         }
         if self.mqtt is not None:
             loops["mqtt"] = functools.partial(self.mqtt.run, self.on_telemetry)
-        async with asyncio.TaskGroup() as tasks:
-            for name, loop in loops.items():
-                tasks.create_task(self._supervised(name, loop), name=name)
+        listen = self.config.metrics.listen
+        stop_metrics = serve_metrics(self.metrics.registry, listen) if listen else None
+        if stop_metrics:
+            loops["statistics"] = self._statistics_loop
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for name, loop in loops.items():
+                    tasks.create_task(self._supervised(name, loop), name=name)
+        finally:
+            if stop_metrics:
+                stop_metrics()
+
+    async def _statistics_loop(self) -> None:
+        """Refresh the buffer's statistics for the metrics (a scrape never touches the buffer)."""
+        while True:
+            with contextlib.suppress(BufferUnavailable):
+                await self.statistics()
+            await asyncio.sleep(STATISTICS_SECONDS)
 
     async def _supervised(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         """Run ``loop`` for ever; after an unexpected error, log it and restart the loop.
@@ -339,6 +398,9 @@ class EdgeAgent:
             elif breaker.allow():
                 try:
                     await self.poll_once(source)
+                    self.metrics.poll_seconds.labels(source.config.name).observe(
+                        time.monotonic() - started
+                    )
                 except (SourceError, BufferUnavailable) as exc:
                     self.source_errors[source.config.name] += 1
                     breaker.record_failure()
@@ -489,10 +551,11 @@ class EdgeAgent:
     async def _pressure_loop(self) -> None:
         """Watch the buffer's fill and shed load before the cap is reached.
 
-        From 80 % full: acknowledged batches kept for resend are dropped and telemetry is
-        thinned to one value every 5 minutes ("shedding"). From 95 %: no new intervals are read
-        and telemetry is dropped ("paused"); the concentrators' history keeps the intervals for
-        backfill. Back to normal below 70 % (shedding) or 90 % (paused). Every change of level
+        From ``SHED_AT`` (60 %) full: acknowledged batches kept for resend are dropped and
+        telemetry is thinned to one value every 5 minutes ("shedding"). From ``PAUSE_AT``
+        (80 %): no new intervals are read and telemetry is dropped ("paused"); the
+        concentrators' history keeps the intervals for backfill. Back to shedding below
+        ``UNPAUSE_BELOW`` (70 %), to normal below ``RELAX_BELOW`` (50 %). Every change of level
         is logged as an alarm and written to the buffer, so ``edge-agent status`` shows it.
         """
         while True:

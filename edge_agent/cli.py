@@ -12,7 +12,6 @@ import dataclasses
 import faulthandler
 import gc
 import json
-import logging
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ from edge_agent.keys import generate_pseudonym_key, generate_signing_key
 from edge_agent.rotation import rotate_pseudonym_key
 from edge_agent.sinks.buffer import Buffer
 from edge_agent.sinks.uplink import ack_label
+from proto.observability import LogFormat, configure_logging, log_options
 
 EXIT_CONFIG = 78
 
@@ -73,14 +73,10 @@ def _read_only_buffer(config: AgentConfig) -> Iterator[Buffer]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
-def main(*, verbose: bool) -> None:
+@log_options("EDGE_AGENT_LOG_FORMAT")
+def main(*, verbose: bool, log_format: LogFormat) -> None:
     """Substation gateway agent: reads concentrators, buffers and uploads signed batches."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging("edge-agent", verbose=verbose, log_format=log_format)
 
 
 @main.command()

@@ -16,7 +16,14 @@ from pydantic import Field, field_validator, model_validator
 
 from edge_agent.errors import ConfigError
 from proto import limits
-from proto.settings import FilePath, Settings, read_toml, unique_by, validate
+from proto.settings import (
+    FilePath,
+    MetricsSection,
+    Settings,
+    read_toml,
+    unique_by,
+    validate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +242,7 @@ class AgentConfig(Settings):
     validation: VeeRules = VeeRules()
     # Validated as an empty table when absent, so a missing [[sources.modbus]] is named.
     sources: SourcesSection = Field({})  # type: ignore[assignment]
+    metrics: MetricsSection = MetricsSection()
 
     @model_validator(mode="before")
     @classmethod

@@ -49,6 +49,21 @@ def _from_base(value: Path, info: ValidationInfo) -> Path:
 
 # A file named in a configuration file: a string in TOML, relative to the file's folder.
 FilePath = Annotated[Path, Field(strict=False), AfterValidator(_from_base)]
+MAX_PORT = 65_535
+
+
+def _address(value: str) -> str:
+    """host:port, the host an IPv4 address or a name (gRPC and the metrics servers bind it)."""
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) <= MAX_PORT:
+        raise ValueError("must be host:port")
+    if host.startswith("["):
+        raise ValueError("must be an IPv4 address or host name with a port")
+    return value
+
+
+# Where a server listens: host:port.
+Address = Annotated[str, AfterValidator(_address)]
 
 
 def unique_by(attribute: str) -> AfterValidator:
@@ -64,6 +79,14 @@ def unique_by(attribute: str) -> AfterValidator:
         return values
 
     return AfterValidator(check)
+
+
+class MetricsSection(Settings):
+    """Optional: a Prometheus endpoint, GET http://<listen>/metrics."""
+
+    listen: Address | None = Field(
+        None, description="host:port; off when not set", examples=["127.0.0.1:9464"]
+    )
 
 
 def read_toml(path: Path, error: ErrorFactory) -> dict[str, Any]:

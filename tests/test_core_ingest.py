@@ -24,6 +24,7 @@ from fix_services import (
     stop_process,
     wait_until,
 )
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from signed_batches import AGENT, KEY, answer, payload, seal, send
 
 from core_ingest import agents
@@ -308,27 +309,57 @@ def test_two_core_processes_store_a_batch_sent_to_both_once(enrolled, tmp_path):
     assert counts(enrolled) == (20, 20 * 50, 0)
 
 
+def scrape(address: str) -> tuple[dict[str, float], str]:
+    """The samples of a Prometheus endpoint by name and labels, and its content type."""
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+        kind = reply.headers["Content-Type"]
+    samples = {}
+    for line in text.splitlines():
+        if line and line[0] != "#":
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples, kind
+
+
 @one_storage
 def test_metrics_endpoint_counts_batches_by_outcome_and_readings_stored(enrolled, tmp_path):
-    """[metrics] listen: Prometheus text with the core's counters, labelled by outcome."""
+    """[metrics] listen: prometheus-client's exposition of the core's stages and latency."""
     address = f"127.0.0.1:{free_loopback_port()}"
     config = tmp_path / "core.toml"
     config.write_text(f'[metrics]\nlisten = "{address}"\n')
     with contextlib.contextmanager(serving_core)(
         enrolled, tmp_path / "core.log", "--config", str(config)
     ) as target:
+        before, _ = scrape(address)
         forged = seal(key=Ed25519PrivateKey.generate(), sequence=2)
         send(target, seal(payload(readings=7)), forged)
-        with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as reply:
-            text = reply.read().decode()
-            kind = reply.headers["Content-Type"]
+        samples, kind = scrape(address)
+        health = grpc_health_status(target)
     assert kind.startswith("text/plain; version=0.0.4")
-    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line[0] != "#")
-    assert samples['meterpipe_core_batches_total{status="accepted",reason=""}'] == "1"
-    assert samples['meterpipe_core_batches_total{status="rejected",reason="BAD_SIGNATURE"}'] == "1"
-    assert samples["meterpipe_core_readings_stored_total"] == "7"
-    assert samples["meterpipe_core_quality_alerts_total"] == "0"
-    assert "# TYPE meterpipe_core_batches_total counter" in text
+    assert samples['meterpipe_core_batches_total{reason="",status="accepted"}'] == 1
+    assert samples['meterpipe_core_batches_total{reason="BAD_SIGNATURE",status="rejected"}'] == 1
+    assert samples["meterpipe_core_readings_stored_total"] == 7
+    assert samples["meterpipe_core_quality_alerts_total"] == 0
+    assert samples["meterpipe_core_pool_size"] >= 1
+    accepted = 'meterpipe_core_commit_seconds_count{outcome="accepted"}'
+    assert before.get(accepted, 0) == 0
+    assert samples[accepted] == 1
+    assert samples['meterpipe_core_commit_seconds_count{outcome="rejected"}'] == 1
+    assert samples['meterpipe_core_commit_seconds_bucket{le="+Inf",outcome="accepted"}'] == 1
+    assert health == "SERVING"
+
+
+def grpc_health_status(target: str, service: str = "meterpipe.v1.Ingest") -> str:
+    """The standard grpc.health.v1 answer for ``service``, as a load balancer asks it."""
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for _ in range(50):  # the first database check runs as the server starts
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                break
+            time.sleep(0.2)
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
 
 def cut_off_stream(target: str, batches: list[pb.SignedBatch], *, after: float, cancel: bool):

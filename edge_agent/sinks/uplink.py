@@ -127,6 +127,7 @@ class Uplink:
         max_bytes_per_second: int = 0,
         tls: ClientTls | None = None,
         rng: random.Random | None = None,
+        observe_round_trip: Callable[[float], None] | None = None,
     ) -> None:
         """Prepare the uplink; no connection is made before ``run`` or ``deliver``.
 
@@ -141,6 +142,7 @@ class Uplink:
                 0 for no cap. Kept across reconnects, so a new session cannot burst.
             tls: mutual-TLS material (``edge_agent.keys.load_client_tls``); None: plaintext.
             rng: randomness for the backoff jitter (tests pass a seeded one).
+            observe_round_trip: told the seconds from sending each batch to its answer.
 
         """
         self.target = target
@@ -165,6 +167,7 @@ class Uplink:
         self.bytes_sent = 0  # serialized batch bytes handed to gRPC
         self.keep_delivered = True  # False while the buffer is under pressure
         self._session_now: _Session | None = None
+        self._observe_round_trip = observe_round_trip
 
     @property
     def unanswered(self) -> int:
@@ -297,9 +300,12 @@ class Uplink:
 
     async def _ack_loop(self, call: StreamCall, session: _Session) -> None:
         async for ack in call:
-            if session.in_flight.pop(ack.sequence, None) is None:
+            sent = session.in_flight.pop(ack.sequence, None)
+            if sent is None:
                 log.warning("core acknowledged batch %d, which was not in flight", ack.sequence)
                 continue
+            if self._observe_round_trip is not None:
+                self._observe_round_trip(time.monotonic() - sent)
             session.answered = True
             if await self.record_ack(ack):
                 session.unanswered.discard(ack.sequence)
