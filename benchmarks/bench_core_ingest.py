@@ -39,10 +39,13 @@ import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from core_ingest import agents
-from core_ingest.pgcluster import PostgresCluster, free_loopback_port
 from core_ingest.schema import migrate
 from core_ingest.store.reading_rows import COPY_COLUMNS, ReadingColumns, copy_buffer
 from proto import pb, public_key_bytes, seal_batch
+
+# The throwaway PostgreSQL clusters of the tests (test infrastructure, not a product module).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from pgcluster import PostgresCluster, free_loopback_port
 
 BIN = Path(sys.executable).parent
 T0 = 1_793_577_600  # 2026-11-03 00:00 UTC

@@ -31,7 +31,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from core_ingest.pgcluster import free_loopback_ports
 from edge_agent.config import ModbusSourceConfig
 from edge_agent.sinks.buffer import Buffer
 from edge_agent.sources.modbus import ModbusConcentrator
@@ -40,6 +39,10 @@ from edge_agent.transforms.pseudonymize import Pseudonymizer
 from edge_agent.transforms.validate import MeterMemory, Validation, Validator
 from substation_sim import Field, FieldRecord, SimulatorRunner, load_scenario, parse_scenario
 from substation_sim.topology import build_topology
+
+# The throwaway PostgreSQL clusters of the tests (test infrastructure, not a product module).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from pgcluster import free_loopback_ports
 
 KEY = bytes(range(32))
 BIN = Path(sys.executable).parent

@@ -26,9 +26,12 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from core_ingest.pgcluster import free_loopback_port
 from substation_sim import load_scenario
 from substation_sim.topology import build_topology
+
+# The throwaway PostgreSQL clusters of the tests (test infrastructure, not a product module).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from pgcluster import free_loopback_port
 
 BIN = Path(sys.executable).parent
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -7,4 +7,6 @@ command. Beside them: ``migrations`` owns the schema, ``agents`` the enrolled ke
 ``quality_watch`` the suspect-share alert, ``certificates`` the mutual-TLS material.
 """
 
-__version__ = "0.1.0"
+from proto.version import __version__  # one version for the release
+
+__all__ = ["__version__"]

@@ -30,7 +30,6 @@ import psycopg
 import psycopg_pool
 from google.protobuf.message import DecodeError
 
-from core_ingest import __version__
 from core_ingest.errors import StorageUnavailable
 from core_ingest.health import check_database
 from core_ingest.lineage.emitter import LineageEmitter
@@ -39,6 +38,7 @@ from core_ingest.store.partitions import Partitions
 from core_ingest.store.writer import BatchStore, Stored, WriteOutcome, recorded_storage
 from core_ingest.verify import NOT_A_BATCH, Verifier
 from proto import PAYLOAD_SCHEMA_VERSION, EnvelopeError, pb, pb_grpc
+from proto.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,6 @@ import psycopg
 import psycopg_pool
 from grpc_health.v1 import health_pb2_grpc
 
-from core_ingest import __version__
 from core_ingest.certificates import ServerTls
 from core_ingest.config import CoreConfig
 from core_ingest.health import ServingStatus
@@ -33,6 +32,7 @@ from core_ingest.receive import IngestService, add_ingest_service
 from proto import limits
 from proto.observability import serve_metrics
 from proto.tls import is_loopback
+from proto.version import __version__
 
 log = logging.getLogger(__name__)
 

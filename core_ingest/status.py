@@ -6,9 +6,9 @@ from typing import Any
 
 import psycopg
 
-from core_ingest import __version__
 from core_ingest.schema import MIGRATIONS, SCHEMA_VERSION, applied_versions, recorded_storage
 from core_ingest.schema.sizes import estimated_rows
+from proto.version import __version__
 
 
 def database_status(conn: psycopg.Connection) -> dict[str, Any]:

@@ -4,8 +4,6 @@ Layers, bottom to top: ``sources`` read devices, ``transforms`` are pure (pseudo
 layout), ``sinks`` hold and send (buffer, uplink), ``agent`` wires them, ``cli`` is the command.
 """
 
-__version__ = "0.1.0"
-
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import AgentConfig, load_config
 from edge_agent.errors import (
@@ -18,6 +16,7 @@ from edge_agent.errors import (
     UplinkBroken,
     UplinkError,
 )
+from proto.version import __version__  # one version for the release
 
 __all__ = [
     "AgentConfig",

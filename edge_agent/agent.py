@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_agent import __version__
 from edge_agent.config import AgentConfig
 from edge_agent.errors import (
     BufferDamaged,
@@ -54,6 +53,7 @@ from proto import seal_batch
 from proto.observability import serve_metrics
 from proto.quality import SUSPECT, QualityFlag
 from proto.tls import is_loopback
+from proto.version import __version__
 
 log = logging.getLogger(__name__)
 

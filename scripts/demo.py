@@ -25,7 +25,9 @@ from typing import IO
 
 import psycopg
 
-from core_ingest.pgcluster import PostgresCluster, free_loopback_port, free_loopback_ports
+# The throwaway PostgreSQL clusters of the tests (test infrastructure, not a product module).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from pgcluster import PostgresCluster, free_loopback_port, free_loopback_ports
 
 BIN = Path(sys.executable).parent
 WAIT_SECONDS = 120

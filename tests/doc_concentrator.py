@@ -19,11 +19,10 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
+from pgcluster import free_loopback_port
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
-
-from core_ingest.pgcluster import free_loopback_port
 
 INTERVAL = 900
 FIRST_END = 1_793_577_600  # 2026-11-02T00:00:00Z: in the past, as a real device's clock is

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from pgcluster import PostgresCluster, free_loopback_port
 
-from core_ingest.pgcluster import PostgresCluster, free_loopback_port
 from core_ingest.schema import NATIVE, TIMESCALEDB, migrate
 
 _database_names = itertools.count(1)

@@ -21,6 +21,7 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
+from pgcluster import free_loopback_port, free_loopback_ports
 
 from core_ingest import agents
 from core_ingest.certificates import (
@@ -28,7 +29,6 @@ from core_ingest.certificates import (
     issue_agent_certificate,
     issue_server_certificate,
 )
-from core_ingest.pgcluster import free_loopback_port, free_loopback_ports
 from edge_agent.config import UplinkTlsConfig
 from edge_agent.keys import (
     ClientTls,

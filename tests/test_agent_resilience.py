@@ -16,8 +16,8 @@ from fix_services import (
     stored_and_sent,
     wait_until,
 )
+from pgcluster import free_loopback_port
 
-from core_ingest.pgcluster import free_loopback_port
 from core_ingest.schema import TIMESCALEDB
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("storage", [TIMESCALEDB])]

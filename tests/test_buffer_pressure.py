@@ -9,8 +9,8 @@ import threading
 import psycopg
 import pytest
 from fix_services import BIN, core_healthy, stop_process, stored_and_sent, wait_until
+from pgcluster import free_loopback_port
 
-from core_ingest.pgcluster import free_loopback_port
 from core_ingest.schema import TIMESCALEDB
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("storage", [TIMESCALEDB])]

@@ -7,8 +7,7 @@ import subprocess
 
 import pytest
 from fix_services import BIN
-
-from core_ingest.pgcluster import free_loopback_ports
+from pgcluster import free_loopback_ports
 
 pytestmark = pytest.mark.integration
 

@@ -14,10 +14,10 @@ import psycopg
 import pytest
 from fix_db import running_cluster
 from fix_services import BIN, wait_until
+from pgcluster import PostgresCluster, free_loopback_port
 from signed_batches import AGENT, KEY, answer, payload, seal, send
 
 from core_ingest import agents
-from core_ingest.pgcluster import PostgresCluster, free_loopback_port
 from core_ingest.schema import NATIVE, migrate
 from proto import public_key_bytes
 

@@ -25,10 +25,10 @@ from fix_services import (
     wait_until,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pgcluster import free_loopback_port
 from signed_batches import AGENT, KEY, answer, payload, seal, send
 
 from core_ingest import agents
-from core_ingest.pgcluster import free_loopback_port
 from core_ingest.schema import TIMESCALEDB
 from proto import limits, pb, pb_grpc, public_key_bytes, seal_batch
 from proto.envelope import SIGNING_CONTEXT

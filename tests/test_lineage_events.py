@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from openlineage.client.serde import Serde
+from pgcluster import free_loopback_port
 
 from core_ingest.errors import ConfigError
 from core_ingest.lineage.config import (
@@ -34,7 +35,6 @@ from core_ingest.lineage.events import (
     run_id,
 )
 from core_ingest.lineage.record import CommittedBatch
-from core_ingest.pgcluster import free_loopback_port
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)

@@ -6,8 +6,8 @@ import asyncio
 import time
 
 import pytest
+from pgcluster import free_loopback_port
 
-from core_ingest.pgcluster import free_loopback_port
 from edge_agent.config import ModbusSourceConfig
 from edge_agent.errors import SourceError
 from edge_agent.sources.modbus import ModbusConcentrator

@@ -20,8 +20,8 @@ from pathlib import Path
 import psycopg
 import pytest
 from fix_services import BIN, assert_stored_as_served, stop_process, wait_until
+from pgcluster import free_loopback_ports
 
-from core_ingest.pgcluster import free_loopback_ports
 from core_ingest.schema import TIMESCALEDB
 from substation_sim import FieldRecord, load_scenario
 

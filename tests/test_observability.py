@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from fix_services import serving_core, stop_process, stored_readings, wait_until
+from pgcluster import free_loopback_port
 
-from core_ingest.pgcluster import free_loopback_port
 from proto.observability import FIELDS
 
 pytestmark = pytest.mark.integration

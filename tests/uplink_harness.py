@@ -16,9 +16,9 @@ import grpc
 import psycopg
 import signed_batches
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pgcluster import free_loopback_port
 
 from core_ingest import agents
-from core_ingest.pgcluster import free_loopback_port
 from edge_agent.sinks.buffer import Buffer
 from edge_agent.sinks.uplink import Uplink
 from edge_agent.transforms.batch import batch_payload

@@ -21,8 +21,8 @@ from openlineage.client.facet_v2 import (
     processing_engine_run,
 )
 
-from core_ingest import __version__
 from core_ingest.lineage.record import CommittedBatch
+from proto.version import __version__
 
 DEFAULT_NAMESPACE = "meterpipe"
 # Where the core's tables live, as OpenLineage names a PostgreSQL server (postgres://host:port).

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg.types.json import Jsonb
 
-from core_ingest import __version__
 from core_ingest.store.batch import RefusedValue, VerifiedBatch
+from proto.version import __version__
 
 log = logging.getLogger(__name__)
 

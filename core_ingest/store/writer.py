@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import numpy as np
 import psycopg
 
-from core_ingest import __version__
 from core_ingest.lineage.record import CommittedBatch
 from core_ingest.schema import NATIVE
 from core_ingest.store import ledger
@@ -41,6 +40,7 @@ from core_ingest.store.readings import (
 )
 from core_ingest.store.rollups import add_to_rollups
 from core_ingest.store.telemetry import copy_telemetry
+from proto.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ def server_bindir() -> Path:
 
 def timescaledb_installed(bindir: Path) -> bool:
     """Whether the TimescaleDB extension is installed for this server."""
-    sharedir = subprocess.run(  # noqa: S603 - the installed server's own binaries, no shell
+    sharedir = subprocess.run(
         [str(bindir / "pg_config"), "--sharedir"], check=True, capture_output=True, text=True
     ).stdout.strip()
     return (Path(sharedir) / "extension" / "timescaledb.control").exists()
@@ -61,7 +61,7 @@ class PostgresCluster:
         command = [str(self.bindir / args[0]), *args[1:]]
         if self._as_root:
             command = ["runuser", "-u", SERVER_USER, "--", *command]
-        subprocess.run(command, check=True, capture_output=True, text=True)  # noqa: S603
+        subprocess.run(command, check=True, capture_output=True, text=True)
 
     def start(self) -> None:
         """initdb, write a loopback-only configuration, and start the server; waits until ready."""
