@@ -17,7 +17,6 @@ Usage: .venv/bin/python benchmarks/bench_edge_pipeline.py
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import os
 import random
@@ -27,16 +26,16 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from edge_agent.config import ModbusSourceConfig
+from edge_agent.poll_step import PollStep
 from edge_agent.sinks.buffer import Buffer
 from edge_agent.sources.modbus import ModbusConcentrator
 from edge_agent.sources.register_map import MeterRecord
 from edge_agent.transforms.pseudonymize import Pseudonymizer
-from edge_agent.transforms.validate import MeterMemory, Validation, Validator
+from edge_agent.transforms.validate import MeterMemory, Validator
 from substation_sim import Field, FieldRecord, SimulatorRunner, load_scenario, parse_scenario
 from substation_sim.topology import build_topology
 
@@ -64,52 +63,28 @@ def records(meters: int, intervals: int) -> list[list[MeterRecord]]:
     return polls
 
 
-class Pipeline:
-    """The agent's steps for one poll (``EdgeAgent._buffer_poll``) over one buffer."""
-
-    def __init__(self, buffer: Buffer) -> None:
-        self.buffer = buffer
-        self.pseudonymizer = Pseudonymizer(key=KEY, key_id="k")
-        self.validator = Validator()
-        self.memory = MeterMemory()
-
-    def check(
-        self, records: list[MeterRecord], device: str, interval_end: int, poll_time_ms: int = 0
-    ) -> tuple[Validation, Callable[[], int]]:
-        """Pseudonymize and validate a poll; return the outcome and its buffer commit.
-
-        Every meter of a device polls every interval here, so the poll's states are all of
-        the device's. The caller runs the commit, then adopts the outcome (``memory.adopt``).
-        """
-        readings = [
-            self.pseudonymizer.apply(r, poll_time_ms=poll_time_ms, device=device) for r in records
-        ]
-        checked = self.validator.validate(readings, self.memory)
-        commit = functools.partial(
-            self.buffer.put_readings,
-            checked.readings,
-            states=checked.states,
-            profiles=self.memory.day_start_profiles(checked),
-            device=device,
-            interval_end=interval_end,
-        )
-        return checked, commit
+def poll_step(buffer: Buffer) -> PollStep:
+    """The agent's own per-poll step over ``buffer``, with the benchmark's key."""
+    return PollStep(buffer, Pseudonymizer(key=KEY, key_id="k"), Validator(), MeterMemory())
 
 
 def pipeline(polls: list[list[MeterRecord]], folder: Path, poll_size: int = 1_000) -> float:
     """Readings per second through pseudonymize + validate + buffer."""
-    steps = Pipeline(Buffer(folder / f"pipeline-{poll_size}.sqlite"))
+    steps = poll_step(Buffer(folder / f"pipeline-{poll_size}.sqlite"))
     count = 0
     started = time.perf_counter()
     for poll in polls:
         for chunk in range(0, len(poll), poll_size):
             device = f"d{chunk}"  # one concentrator per poll_size meters
-            checked, commit = steps.check(
-                poll[chunk : chunk + poll_size], device, poll[0].interval_end
+            checked = steps.check(
+                poll[chunk : chunk + poll_size],
+                device=device,
+                interval_end=poll[0].interval_end,
+                poll_time_ms=0,
             )
-            commit()
-            steps.memory.adopt(checked)
-            count += len(checked.readings)
+            checked.commit()
+            steps.adopt(checked)
+            count += len(checked.validation.readings)
     elapsed = time.perf_counter() - started
     steps.buffer.close()
     return count / elapsed
@@ -124,7 +99,7 @@ def agent_pipeline(polls: list[list[MeterRecord]], folder: Path, poll_size: int 
     ``os.sched_setaffinity`` keeps it all on one core.
     """
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    steps = Pipeline(Buffer(folder / f"agent-{poll_size}.sqlite"))
+    steps = poll_step(Buffer(folder / f"agent-{poll_size}.sqlite"))
     io = ThreadPoolExecutor(1)
     buffering = asyncio.Semaphore(2)  # as EdgeAgent._buffering
     count = 0
@@ -135,10 +110,12 @@ def agent_pipeline(polls: list[list[MeterRecord]], folder: Path, poll_size: int 
         for poll in polls:
             async with buffering:
                 chunk = poll[index * poll_size : (index + 1) * poll_size]
-                checked, commit = steps.check(chunk, f"d{index}", chunk[0].interval_end)
-                await loop.run_in_executor(io, commit)
-                steps.memory.adopt(checked)
-            count += len(checked.readings)
+                checked = steps.check(
+                    chunk, device=f"d{index}", interval_end=chunk[0].interval_end, poll_time_ms=0
+                )
+                await loop.run_in_executor(io, checked.commit)
+                steps.adopt(checked)
+            count += len(checked.validation.readings)
 
     async def run() -> None:
         devices = -(-len(polls[0]) // poll_size)
@@ -218,7 +195,7 @@ def backlog(folder: Path, meters: int = 5_000, intervals: int = 96) -> tuple[flo
     io = ThreadPoolExecutor(1)  # like the agent: one thread owns the buffer
 
     async def read_back() -> int:
-        steps = Pipeline(Buffer(folder / "backlog.sqlite"))
+        steps = poll_step(Buffer(folder / "backlog.sqlite"))
         total = 0
 
         async def one(index: int) -> None:
@@ -239,13 +216,16 @@ def backlog(folder: Path, meters: int = 5_000, intervals: int = 96) -> tuple[flo
             )
             source = ModbusConcentrator(config)
             async for poll in source.poll():
-                checked, commit = steps.check(
-                    poll.records, source.device, poll.interval_end, poll.poll_time_ms
+                checked = steps.check(
+                    poll.records,
+                    device=source.device,
+                    interval_end=poll.interval_end,
+                    poll_time_ms=poll.poll_time_ms,
                 )
-                await asyncio.get_running_loop().run_in_executor(io, commit)
-                steps.memory.adopt(checked)
+                await asyncio.get_running_loop().run_in_executor(io, checked.commit)
+                steps.adopt(checked)
                 source.delivered(poll)
-                total += len(checked.readings)
+                total += len(checked.validation.readings)
             source.close()
 
         await asyncio.gather(*(one(i) for i in range(len(split))))

@@ -25,8 +25,8 @@ class EnrolledAgent:
     region: str
 
     @property
-    def fingerprint(self) -> str:
-        """The public key in hex, as printed by the agent's keygen and in listings."""
+    def public_key_hex(self) -> str:
+        """The whole raw public key in hex, as listings print it."""
         return self.public_key.hex()
 
 

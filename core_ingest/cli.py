@@ -266,7 +266,7 @@ def agents_add(  # noqa: PLR0913, PLR0917 - click passes one parameter per optio
 @agents_group.command("list")
 @database_options
 def agents_list(config_path: Path | None, dsn: str | None) -> None:
-    """List enrolled agents with their key fingerprints and revocation times.
+    """List enrolled agents: their public keys (hex), places and revocation times.
 
     Example: core-ingest agents list --dsn postgresql://ingest@db/meters
     """
@@ -275,7 +275,7 @@ def agents_list(config_path: Path | None, dsn: str | None) -> None:
             [
                 {
                     "agent_id": a.agent_id,
-                    "public_key": a.fingerprint,
+                    "public_key": a.public_key_hex,
                     "enrolled_at": a.enrolled_at,
                     "revoked_at": a.revoked_at,
                     "substation": a.substation,

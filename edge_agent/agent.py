@@ -33,27 +33,25 @@ from edge_agent.errors import (
 )
 from edge_agent.keys import ClientTls, load_client_tls, load_pseudonym_key, load_signing_key
 from edge_agent.metrics import AgentSnapshot, EdgeMetrics
-from edge_agent.sinks.buffer import Buffer, BufferStatistics, Rotation
+from edge_agent.poll_step import PollStep
+from edge_agent.sinks.buffer import Buffer, BufferStatistics
+from edge_agent.sinks.pressure import PressureGauge
 from edge_agent.sinks.salvage import damage, salvage
 from edge_agent.sinks.uplink import Uplink
 from edge_agent.sources.breaker import CircuitBreaker
 from edge_agent.sources.modbus import ModbusConcentrator, Poll
 from edge_agent.sources.mqtt import MqttSource
-from edge_agent.sources.register_map import REGISTER_MAP_VERSION
-from edge_agent.transforms.batch import batch_payload
-from edge_agent.transforms.pseudonymize import Pseudonymizer, PseudonymousReading
+from edge_agent.transforms.pseudonymize import Pseudonymizer
+from edge_agent.transforms.seal import Sealer
 from edge_agent.transforms.telemetry import (
     Malformed,
-    TelemetryPoint,
     TelemetryValidator,
     decode,
 )
-from edge_agent.transforms.validate import RULESET_VERSION, Validation, Validator
-from proto import seal_batch
+from edge_agent.transforms.validate import Validation, Validator
 from proto.observability import serve_metrics
 from proto.quality import SUSPECT, QualityFlag
 from proto.tls import is_loopback
-from proto.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +65,6 @@ STATISTICS_SECONDS = 5.0  # how fresh the buffer's figures in the metrics are
 COMMITS = frozenset(
     {"put_readings", "put_telemetry", "put_quarantine", "seal_batch", "acknowledge", "prune"}
 )
-# Buffer fill thresholds. The fill counted is what is used now plus twice the largest single
-# commit seen, so one more poll can never hit the hard cap; the last 20 % stay free for
-# sealing batches and recording acknowledgements, which must always succeed.
-SHED_AT, RELAX_BELOW = 0.60, 0.50  # thin telemetry out / back to normal
-PAUSE_AT, UNPAUSE_BELOW = 0.80, 0.70  # stop / resume reading new intervals
-STEP_MEMORY = 0.95  # per check: a commit's size is forgotten within a minute or two
 TELEMETRY_KEEP_EVERY_MINUTES = 5  # when shedding, keep one telemetry message in five minutes
 
 
@@ -172,15 +164,6 @@ class ValidationStatistics:
         self.late += len(checked.late)
 
 
-def _pressure_level(current: str, fill: float) -> str:
-    """The buffer pressure level for a fill share, with hysteresis around each threshold."""
-    if fill >= PAUSE_AT or (current == "paused" and fill >= UNPAUSE_BELOW):
-        return "paused"
-    if fill >= SHED_AT or (current != "normal" and fill >= RELAX_BELOW):
-        return "shedding"
-    return "normal"
-
-
 class EdgeAgent:
     """One substation gateway's agent. ``async with`` opens it; ``run()`` works until cancelled."""
 
@@ -193,7 +176,7 @@ class EdgeAgent:
 
         """
         self.config = config
-        self._signing_key = load_signing_key(config.agent.signing_key_file)
+        signing_key = load_signing_key(config.agent.signing_key_file)  # key errors before files
         keys = config.pseudonymization
         self._pseudonymizer = Pseudonymizer(
             key=load_pseudonym_key(keys.key_file), key_id=keys.key_id
@@ -206,9 +189,7 @@ class EdgeAgent:
             synchronous=config.buffer.synchronous,
             max_bytes=config.buffer.max_bytes,
         )
-        self.pressure = "normal"
-        self._last_fill = 0.0
-        self._largest_step = 0.0
+        self.gauge = PressureGauge()
         try:
             _check_key_id(config, self.buffer.pseudonym_key_id())
         except ConfigError:
@@ -216,15 +197,24 @@ class EdgeAgent:
             raise
         self.buffer.adopt_pseudonym_key_id(config.pseudonymization.key_id)
         cursors = self.buffer.device_cursors()
-        self.validator = Validator(config.validation)
         self.validation = ValidationStatistics()
-        self._memory = self.buffer.meter_memory()
-        self._device_meters = self.buffer.device_meters()  # meters behind each device
+        self.step = PollStep(
+            self.buffer,
+            self._pseudonymizer,
+            Validator(config.validation),
+            self.buffer.meter_memory(),
+            self.buffer.device_meters(),  # meters behind each device
+        )
         self.sources = [
             ModbusConcentrator(source, delivered_up_to=cursors.get(source.device, 0))
             for source in config.sources.modbus
         ]
-        self._roles = {source.device: source.role for source in config.sources.modbus}
+        self.sealer = Sealer(
+            agent_id=config.agent.id,
+            signing_key=signing_key,
+            pseudonym_key_id=config.pseudonymization.key_id,
+            device_roles={source.device: source.role for source in config.sources.modbus},
+        )
         self.breakers = {
             source.device: CircuitBreaker(
                 failure_threshold=source.config.failure_threshold,
@@ -266,8 +256,9 @@ class EdgeAgent:
         """Run a blocking buffer method in the I/O thread (a commit's duration is observed)."""
         loop = asyncio.get_running_loop()
         call = functools.partial(method, *args, **kwargs)
-        if method.__name__ in COMMITS:
-            call = functools.partial(self._timed_commit, method.__name__, call)
+        name = getattr(call.func, "__name__", "")  # a partial (a checked poll's commit) unwraps
+        if name in COMMITS:
+            call = functools.partial(self._timed_commit, name, call)
         return await loop.run_in_executor(self._io, call)
 
     def _timed_commit(self, operation: str, call: Callable[[], Any]) -> Any:  # noqa: ANN401
@@ -310,7 +301,7 @@ class EdgeAgent:
     async def __aexit__(self, *_exc: object) -> None:
         """Save validation profiles, close devices and the buffer; committed data stays."""
         with contextlib.suppress(EdgeError):
-            await self.buffer_call(self.buffer.save_profiles, self._memory.saved_profiles())
+            await self.buffer_call(self.buffer.save_profiles, self.step.memory.saved_profiles())
         for source in self.sources:
             source.close()
         await self.buffer_call(self.buffer.close)
@@ -432,27 +423,16 @@ class EdgeAgent:
 
     async def _buffer_poll(self, source: ModbusConcentrator, poll: Poll) -> int:
         """Pseudonymize, validate and commit one poll; validation's outcome is adopted after."""
-        readings = [
-            self._pseudonymizer.apply(record, poll_time_ms=poll.poll_time_ms, device=source.device)
-            for record in poll.records
-        ]
-        checked = self.validator.validate(readings, self._memory)
-        known = self._device_meters.setdefault(source.device, set())
-        known.update(checked.states)
-        states = self._memory.states
-        fresh = await self.buffer_call(
-            self.buffer.put_readings,
-            checked.readings,
-            states={m: checked.states.get(m) or states[m] for m in known},
-            profiles=self._memory.day_start_profiles(checked),
-            quarantined=checked.quarantined,
+        checked = self.step.check(
+            poll.records,
             device=source.device,
             interval_end=poll.interval_end,
-            late=checked.late,
+            poll_time_ms=poll.poll_time_ms,
         )
-        self._memory.adopt(checked)  # only now: the commit succeeded
+        fresh = await self.buffer_call(checked.commit)
+        self.step.adopt(checked)  # only now: the commit succeeded
         await self.check_pressure()
-        self.validation.count(checked)
+        self.validation.count(checked.validation)
         return fresh
 
     async def on_telemetry(self, topic: str, transformer: str, payload: bytes) -> None:
@@ -513,7 +493,7 @@ class EdgeAgent:
         """Seal every pending reading into batches; return how many batches were made."""
         made = 0
         while await self.buffer_call(
-            self.buffer.seal_batch, self._seal, max_readings=self.config.uplink.batch_max_readings
+            self.buffer.seal_batch, self.sealer, max_readings=self.config.uplink.batch_max_readings
         ):
             made += 1
             self.uplink.notify()
@@ -522,40 +502,13 @@ class EdgeAgent:
         self._pending_readings = stats.pending_readings + stats.pending_telemetry
         return made
 
-    def _seal(
-        self,
-        readings: list[PseudonymousReading],
-        points: list[TelemetryPoint],
-        sequence: int,
-        rotations: list[Rotation],
-    ) -> bytes:
-        """Build, hash and sign one batch (runs in the I/O thread, inside the buffer's commit)."""
-        signed = seal_batch(
-            batch_payload(
-                readings,
-                points,
-                [(r.old_key_id, r.new_key_id, r.pairs()) for r in rotations],
-                self._roles,
-            ),
-            agent_id=self.config.agent.id,
-            sequence=sequence,
-            created_ms=time.time_ns() // 1_000_000,
-            pseudonym_key_id=self._pseudonymizer.key_id,
-            software_version=__version__,
-            register_map_version=REGISTER_MAP_VERSION,
-            validation_ruleset=RULESET_VERSION,
-            private_key=self._signing_key,
-        )
-        return signed.SerializeToString()
-
     async def _pressure_loop(self) -> None:
         """Watch the buffer's fill and shed load before the cap is reached.
 
-        From ``SHED_AT`` (60 %) full: acknowledged batches kept for resend are dropped and
-        telemetry is thinned to one value every 5 minutes ("shedding"). From ``PAUSE_AT``
-        (80 %): no new intervals are read and telemetry is dropped ("paused"); the
-        concentrators' history keeps the intervals for backfill. Back to shedding below
-        ``UNPAUSE_BELOW`` (70 %), to normal below ``RELAX_BELOW`` (50 %). Every change of level
+        The levels are the gauge's (``sinks.pressure``). Shedding: acknowledged batches kept
+        for resend are dropped and telemetry is thinned to one value every 5 minutes. Paused:
+        no new intervals are read and telemetry is dropped; the concentrators' history keeps
+        the intervals for backfill. Every change of level
         is logged as an alarm and written to the buffer, so ``edge-agent status`` shows it.
         """
         while True:
@@ -568,23 +521,24 @@ class EdgeAgent:
                 self.telemetry["shed"] += shed
             await asyncio.sleep(PRESSURE_CHECK_SECONDS)
 
+    @property
+    def pressure(self) -> str:
+        """The buffer's pressure level now: normal, shedding or paused (``sinks.pressure``)."""
+        return self.gauge.level
+
     async def check_pressure(self) -> str:
         """Measure the buffer's fill, change level (and raise the alarm) if needed."""
         fill = await self.buffer_call(self.buffer.fill)
-        # The largest recent commit, forgotten slowly (a one-off big commit must not keep the
-        # agent shedding for ever).
-        self._largest_step = max(fill - self._last_fill, self._largest_step * STEP_MEMORY)
-        self._last_fill = fill
-        level = _pressure_level(self.pressure, fill + 2 * self._largest_step)
-        if level != self.pressure:
+        before = self.gauge.level
+        level = self.gauge.read(fill)
+        if level != before:
             log.log(
                 logging.INFO if level == "normal" else logging.ERROR,
                 "ALARM buffer %.0f %% full: %s -> %s",
                 fill * 100,
-                self.pressure,
+                before,
                 level,
             )
-            self.pressure = level
             self.uplink.keep_delivered = level == "normal"
             await self.buffer_call(self.buffer.set_pressure, level)
         return level

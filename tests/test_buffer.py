@@ -6,9 +6,9 @@ import array
 
 import pytest
 
-from edge_agent.agent import _pressure_level
 from edge_agent.errors import BufferUnavailable
 from edge_agent.sinks.buffer import _PENDING_FROM_END, Buffer
+from edge_agent.sinks.pressure import pressure_level
 from edge_agent.transforms.pseudonymize import PseudonymousReading
 from edge_agent.transforms.telemetry import TelemetryPoint
 from edge_agent.transforms.validate import MeterState, Quarantined
@@ -174,7 +174,7 @@ def test_opening_something_that_is_not_a_buffer_is_a_clear_error(tmp_path):
 )
 def test_pressure_levels_have_hysteresis(current, fill, expected):
     """Thresholds 60 / 80 % going up, 50 / 70 % coming down, so levels do not flap."""
-    assert _pressure_level(current, fill) == expected
+    assert pressure_level(current, fill) == expected
 
 
 def test_thinning_telemetry_keeps_one_minute_in_five_and_no_meter_reading(buffer):

@@ -83,7 +83,7 @@ def test_unreachable_database_is_one_line_not_a_traceback(tmp_path):
 
 @pytest.mark.parametrize("storage", [NATIVE])
 def test_agents_add_list_revoke(storage_dsn, tmp_path):
-    """An enrolled key is listed by fingerprint; revocation is recorded; unknown ids are errors."""
+    """An enrolled key is listed in full; revocation is recorded; unknown ids are errors."""
     keygen = subprocess.run(
         [str(BIN / "edge-agent"), "keygen", "--out", str(tmp_path / "a.key")],
         capture_output=True,

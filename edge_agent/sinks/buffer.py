@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import BufferUnavailable
-from edge_agent.transforms.pseudonymize import PseudonymousReading
+from edge_agent.transforms.pseudonymize import PseudonymousReading, Rotation
 from edge_agent.transforms.telemetry import TelemetryPoint
 from edge_agent.transforms.validate import MeterMemory, MeterState, Quarantined
 from proto import limits
@@ -163,23 +163,6 @@ def _pack_states(states: Mapping[bytes, MeterState]) -> bytes:
         )
         for meter, s in states.items()
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Rotation:
-    """A key rotation still to be sent: pseudonyms under the old key and the new, in order."""
-
-    old_key_id: str
-    new_key_id: str
-    old_meters: bytes  # concatenated 32-byte pseudonyms
-    new_meters: bytes
-
-    def pairs(self) -> list[tuple[bytes, bytes]]:
-        """(old, new) pseudonym pairs."""
-        return [
-            (self.old_meters[i : i + 32], self.new_meters[i : i + 32])
-            for i in range(0, len(self.old_meters), 32)
-        ]
 
 
 # (meter readings, telemetry points, sequence, key rotations) -> the serialized SignedBatch

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from edge_agent.sources.register_map import MeterRecord
@@ -65,3 +66,20 @@ class Pseudonymizer:
             poll_time_ms,
             device,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """A key rotation still to be sent: pseudonyms under the old key and the new, in order."""
+
+    old_key_id: str
+    new_key_id: str
+    old_meters: bytes  # concatenated 32-byte pseudonyms
+    new_meters: bytes
+
+    def pairs(self) -> list[tuple[bytes, bytes]]:
+        """(old, new) pseudonym pairs."""
+        return [
+            (self.old_meters[i : i + 32], self.new_meters[i : i + 32])
+            for i in range(0, len(self.old_meters), 32)
+        ]
