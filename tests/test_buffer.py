@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import array
+import sqlite3
 
 import pytest
 
 from edge_agent.errors import BufferUnavailable
-from edge_agent.sinks.buffer import _PENDING_FROM_END, Buffer
+from edge_agent.sinks.buffer import Buffer
+from edge_agent.sinks.buffer.ledger import _PENDING_FROM_END
+from edge_agent.sinks.buffer.schema import LAYOUT_VERSION
 from edge_agent.sinks.pressure import pressure_level
 from edge_agent.transforms.pseudonymize import PseudonymousReading
 from edge_agent.transforms.telemetry import TelemetryPoint
@@ -262,3 +265,32 @@ def test_the_buffer_and_its_wal_are_readable_by_the_owner_only(tmp_path):
         buffer.close()
         assert f"{path.name}-wal" in modes
         assert set(modes.values()) == {0o600}, modes
+
+
+def test_a_new_buffer_records_its_layout_version(tmp_path):
+    Buffer(tmp_path / "b.sqlite").close()
+    with sqlite3.connect(tmp_path / "b.sqlite") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == LAYOUT_VERSION
+
+
+def test_a_buffer_from_before_layout_versions_opens_and_keeps_its_data(tmp_path):
+    """Gateways in the field hold unversioned buffers: they are layout 1, nothing is lost."""
+    buf = Buffer(tmp_path / "b.sqlite")
+    buf.put_readings([reading(1, 900)])
+    buf.close()
+    with sqlite3.connect(tmp_path / "b.sqlite") as db:
+        db.execute("PRAGMA user_version = 0")
+    again = Buffer(tmp_path / "b.sqlite")
+    assert again.statistics().pending_readings == 1
+    again.close()
+    with sqlite3.connect(tmp_path / "b.sqlite") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == LAYOUT_VERSION
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_buffer_written_by_a_newer_agent_is_refused_naming_both_versions(tmp_path, read_only):
+    Buffer(tmp_path / "b.sqlite").close()
+    with sqlite3.connect(tmp_path / "b.sqlite") as db:
+        db.execute(f"PRAGMA user_version = {LAYOUT_VERSION + 1}")
+    with pytest.raises(BufferUnavailable, match=f"layout version {LAYOUT_VERSION + 1}, newer"):
+        Buffer(tmp_path / "b.sqlite", read_only=read_only)
