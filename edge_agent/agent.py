@@ -270,6 +270,7 @@ class EdgeAgent:
     def snapshot(self) -> AgentSnapshot:
         """What the agent counted, and the buffer as last refreshed; reads memory only."""
         validation = self.validation
+        uplink = self.uplink.statistics()
         return AgentSnapshot(
             buffer=self._buffer_statistics,
             now_ms=time.time_ns() // 1_000_000,
@@ -284,10 +285,7 @@ class EdgeAgent:
                 "late": validation.late,
             },
             telemetry=dict(self.telemetry),
-            acks=dict(self.uplink.acks),
-            uplink_bytes=self.uplink.bytes_sent,
-            uplink_sessions=self.uplink.sessions,
-            unanswered=self.uplink.unanswered,
+            uplink=uplink,
         )
 
     async def __aenter__(self) -> EdgeAgent:

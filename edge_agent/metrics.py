@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from edge_agent.sinks.buffer import PRESSURE_LEVELS, BufferStatistics
+from edge_agent.sinks.uplink import UplinkStatistics
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,7 @@ class AgentSnapshot:
     stage_errors: dict[str, int]  # loop name -> unexpected failures
     readings_validated: dict[str, int]  # readings, estimated, suspect, quarantined, late
     telemetry: dict[str, int]  # messages, duplicate, shed, malformed:<kind>
-    acks: dict[str, int] = field(default_factory=dict)  # answer label -> batches
-    uplink_bytes: int = 0
-    uplink_sessions: int = 0
-    unanswered: int = 0
+    uplink: UplinkStatistics
 
 
 class EdgeMetrics:
@@ -114,17 +112,24 @@ class _SnapshotCollector(Collector):
             "outcome",
             now.telemetry,
         )
+        uplink = now.uplink
         yield _labelled(
-            CounterMetricFamily, "batches_answered", "Core answers, by answer", "answer", now.acks
+            CounterMetricFamily,
+            "batches_answered",
+            "Core answers, by answer",
+            "answer",
+            uplink.answers,
         )
         yield CounterMetricFamily(
-            "meterpipe_edge_uplink_bytes", "Batch bytes sent", value=now.uplink_bytes
+            "meterpipe_edge_uplink_bytes", "Batch bytes sent", value=uplink.bytes_sent
         )
         yield CounterMetricFamily(
-            "meterpipe_edge_uplink_sessions", "Streams opened", value=now.uplink_sessions
+            "meterpipe_edge_uplink_sessions", "Streams opened", value=uplink.sessions
         )
         yield GaugeMetricFamily(
-            "meterpipe_edge_batches_unanswered", "Sent, answer not recorded", value=now.unanswered
+            "meterpipe_edge_batches_unanswered",
+            "Sent, answer not recorded",
+            value=uplink.unanswered,
         )
 
 

@@ -98,6 +98,16 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+@dataclass(frozen=True, slots=True)
+class UplinkStatistics:
+    """What the uplink did since the agent started."""
+
+    answers: dict[str, int]  # answer label (ack_label) -> batches
+    sessions: int  # streams opened
+    bytes_sent: int  # serialized batch bytes handed to gRPC
+    unanswered: int  # sent on the current stream, answer not recorded yet
+
+
 @dataclass
 class _Session:
     """The state of one stream: what is in flight since when, and whether the core answered."""
@@ -173,6 +183,10 @@ class Uplink:
     def unanswered(self) -> int:
         """Batches sent on the current stream whose answer is not recorded in the buffer yet."""
         return len(self._session_now.unanswered) if self._session_now else 0
+
+    def statistics(self) -> UplinkStatistics:
+        """Counts for the metrics; reads memory only."""
+        return UplinkStatistics(dict(self.acks), self.sessions, self.bytes_sent, self.unanswered)
 
     def notify(self) -> None:
         """Tell the sender a new batch was sealed (no waiting, never blocks)."""
