@@ -17,6 +17,7 @@ newest interval; a header going back in time is an alarm, never a reason to read
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -100,6 +101,7 @@ class ModbusConcentrator:
             reply = await read(address, count=count, device_id=self.config.unit_id)
         except (ModbusException, ValueError) as exc:
             raise SourceError(self.device, f"{what} failed: {exc}") from exc
+        _honour_cancellation()
         self.reads += 1
         self._check(reply, what)
         if len(reply.registers) != count:
@@ -118,6 +120,7 @@ class ModbusConcentrator:
             )
         except (ModbusException, ValueError) as exc:
             raise SourceError(self.device, f"history selector write failed: {exc}") from exc
+        _honour_cancellation()
         self._check(reply, "history selector write")
 
     async def read_table(
@@ -310,3 +313,20 @@ class ModbusConcentrator:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _honour_cancellation() -> None:
+    """Raise the cancellation a pymodbus call swallowed, so the agent can stop.
+
+    pymodbus waits for each reply with ``asyncio.wait_for``, which in Python 3.11 loses a
+    cancellation that arrives as the reply does (fixed in 3.12, gh-86296): the call returns
+    the reply, the task is marked cancelling, and without this check a stopping agent polls
+    on for ever.
+
+    Raises:
+        asyncio.CancelledError: the task was cancelled during the call.
+
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
