@@ -63,6 +63,14 @@ def records(meters: int, intervals: int) -> list[list[MeterRecord]]:
     return polls
 
 
+def polled_ms(interval_end: int) -> int:
+    """When the agent reads an interval: a few seconds after it closed.
+
+    The readings' bounds are judged by it: a poll time of 0 would quarantine every reading.
+    """
+    return (interval_end + 5) * 1000
+
+
 def poll_step(buffer: Buffer) -> PollStep:
     """The agent's own per-poll step over ``buffer``, with the benchmark's key."""
     return PollStep(buffer, Pseudonymizer(key=KEY, key_id="k"), Validator(), MeterMemory())
@@ -80,7 +88,7 @@ def pipeline(polls: list[list[MeterRecord]], folder: Path, poll_size: int = 1_00
                 poll[chunk : chunk + poll_size],
                 device=device,
                 interval_end=poll[0].interval_end,
-                poll_time_ms=0,
+                poll_time_ms=polled_ms(poll[0].interval_end),
             )
             checked.commit()
             steps.adopt(checked)
@@ -110,8 +118,9 @@ def agent_pipeline(polls: list[list[MeterRecord]], folder: Path, poll_size: int 
         for poll in polls:
             async with buffering:
                 chunk = poll[index * poll_size : (index + 1) * poll_size]
+                end = chunk[0].interval_end
                 checked = steps.check(
-                    chunk, device=f"d{index}", interval_end=chunk[0].interval_end, poll_time_ms=0
+                    chunk, device=f"d{index}", interval_end=end, poll_time_ms=polled_ms(end)
                 )
                 await loop.run_in_executor(io, checked.commit)
                 steps.adopt(checked)
