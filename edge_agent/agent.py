@@ -274,7 +274,7 @@ class EdgeAgent:
         return AgentSnapshot(
             buffer=self._buffer_statistics,
             now_ms=time.time_ns() // 1_000_000,
-            breakers={name: b.state for name, b in self.breakers.items()},
+            breakers={s.config.name: self.breakers[s.device].state for s in self.sources},
             poll_errors=dict(self.source_errors),
             stage_errors=dict(self.stage_errors),
             readings_validated={

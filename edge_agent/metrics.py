@@ -33,7 +33,7 @@ class AgentSnapshot:
 
     buffer: BufferStatistics | None
     now_ms: int
-    breakers: dict[str, str]  # device -> closed, open or half_open
+    breakers: dict[str, str]  # device name -> closed, open or half_open
     poll_errors: dict[str, int]  # device name -> failed polls
     stage_errors: dict[str, int]  # loop name -> unexpected failures
     readings_validated: dict[str, int]  # readings, estimated, suspect, quarantined, late

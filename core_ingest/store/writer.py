@@ -100,10 +100,11 @@ class BatchStore:
             telemetry = batch.opened.payload.transformer_telemetry
             times = [telemetry.time_ms[i] for i in batch.points]
             await self._partitions.ensure(self.conn, batch_days(batch.columns, times))
+        figures = _Figures.of(batch)
         staged, attempt = False, 1
         while True:
             try:
-                return await self._commit(batch, staged=staged)
+                return await self._commit(batch, figures, staged=staged)
             except psycopg.errors.UniqueViolation:
                 if staged:
                     raise
@@ -115,17 +116,18 @@ class BatchStore:
                 staged = True  # inserted in key order this time, so the retry cannot deadlock
                 log.info("retrying batch %s after %s", _label(batch), exc.sqlstate)
 
-    async def _commit(self, batch: VerifiedBatch, *, staged: bool) -> WriteOutcome:
+    async def _commit(
+        self, batch: VerifiedBatch, figures: _Figures, *, staged: bool
+    ) -> WriteOutcome:
         columns = batch.columns
-        quality = quality_counts(columns.quality_flags)
         async with self.conn.transaction():
             row = await ledger.insert_row(
                 self.conn,
                 batch,
                 readings_within_bounds=len(columns),
-                quality=quality,
-                suspect=suspect_count(columns.quality_flags),
-                poll_window=columns.poll_window(),
+                quality=figures.quality,
+                suspect=figures.suspect,
+                poll_window=figures.poll_window,
             )
             if row is None:
                 return WriteOutcome(_EARLIER[await ledger.earlier_copy(self.conn, batch)])
@@ -160,7 +162,7 @@ class BatchStore:
         readings_stored = len(stored) + len(corrected.interval_end)
         return WriteOutcome(
             Stored.ACCEPTED,
-            _committed(batch, row, readings_stored, quality),
+            _committed(batch, row, readings_stored, figures),
             refused=len(batch.refused),
         )
 
@@ -204,12 +206,29 @@ def _label(batch: VerifiedBatch) -> str:
     return f"{batch.opened.header.agent_id}#{batch.opened.header.sequence}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Figures:
+    """What the ledger row and the lineage record say of the batch's readings.
+
+    Computed once per batch, not once per attempt of its transaction.
+    """
+
+    quality: dict[str, int]
+    suspect: int
+    poll_window: tuple[dt.datetime, dt.datetime] | None
+
+    @classmethod
+    def of(cls, batch: VerifiedBatch) -> _Figures:
+        flags = batch.columns.quality_flags
+        return cls(quality_counts(flags), suspect_count(flags), batch.columns.poll_window())
+
+
 def _committed(
-    batch: VerifiedBatch, row: ledger.LedgerRow, readings_stored: int, quality: dict[str, int]
+    batch: VerifiedBatch, row: ledger.LedgerRow, readings_stored: int, figures: _Figures
 ) -> CommittedBatch:
     """The lineage of the batch as committed under the ledger ``row``."""
     header, payload = batch.opened.header, batch.opened.payload
-    poll_window = batch.columns.poll_window()
+    poll_window = figures.poll_window
     return CommittedBatch(
         agent_id=header.agent_id,
         sequence=header.sequence,
@@ -230,7 +249,7 @@ def _committed(
         meter_readings=len(payload.meter_readings.interval_end),
         readings_stored=readings_stored,
         telemetry_points=len(payload.transformer_telemetry.time_ms),
-        quality_counts=quality,
+        quality_counts=figures.quality,
     )
 
 
