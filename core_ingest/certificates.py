@@ -267,7 +267,7 @@ def load_server_tls(files: ServerTlsFiles) -> ServerTls:
 
     """
     pems = {}
-    for name in ServerTlsFiles.model_fields:
+    for name in ServerTlsFiles.__struct_fields__:
         path = getattr(files, name)
         try:
             pems[name] = path.read_bytes()

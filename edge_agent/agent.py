@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.config import AgentConfig
 from edge_agent.errors import (
@@ -32,15 +32,14 @@ from edge_agent.errors import (
     SourceError,
 )
 from edge_agent.keys import ClientTls, load_client_tls, load_pseudonym_key, load_signing_key
-from edge_agent.metrics import AgentSnapshot, EdgeMetrics
 from edge_agent.poll_step import PollStep
 from edge_agent.sinks.buffer import Buffer, BufferStatistics
 from edge_agent.sinks.pressure import PressureGauge
 from edge_agent.sinks.salvage import damage, salvage
 from edge_agent.sinks.uplink import Uplink
+from edge_agent.snapshot import AgentSnapshot
 from edge_agent.sources.breaker import CircuitBreaker
 from edge_agent.sources.modbus import ModbusConcentrator, Poll
-from edge_agent.sources.mqtt import MqttSource
 from edge_agent.transforms.pseudonymize import Pseudonymizer
 from edge_agent.transforms.seal import Sealer
 from edge_agent.transforms.telemetry import (
@@ -52,6 +51,11 @@ from edge_agent.transforms.validate import Validation, Validator
 from proto.observability import serve_metrics
 from proto.quality import SUSPECT, QualityFlag
 from proto.tls import is_loopback
+
+if TYPE_CHECKING:
+    from edge_agent.config import MqttConfig
+    from edge_agent.metrics import EdgeMetrics
+    from edge_agent.sources.mqtt import MqttSource
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +229,9 @@ class EdgeAgent:
             )
             for source in self.sources
         }
-        self.metrics = EdgeMetrics()
+        # None unless [metrics] listen is set: nobody could scrape it, so nothing is observed
+        # and prometheus-client is not even loaded.
+        self.metrics = _metrics() if config.metrics.listen else None
         self.uplink = Uplink(
             target=config.uplink.target,
             buffer=self.buffer,
@@ -235,7 +241,9 @@ class EdgeAgent:
             compression=config.uplink.compression,
             max_bytes_per_second=config.uplink.max_bytes_per_second,
             tls=tls,
-            observe_round_trip=self.metrics.batch_round_trip_seconds.observe,
+            observe_round_trip=self.metrics.batch_round_trip_seconds.observe
+            if self.metrics
+            else None,
         )
         self._buffered = asyncio.Event()
         # Polls between pseudonymization and their commit: two keep the event loop validating
@@ -244,13 +252,14 @@ class EdgeAgent:
         # never holds a place.
         self._buffering = asyncio.Semaphore(2)
         self._pending_readings = 0
-        self.mqtt = MqttSource(config.mqtt) if config.mqtt else None
+        self.mqtt = _mqtt_source(config.mqtt) if config.mqtt else None
         self.telemetry_validator = TelemetryValidator()
         self.telemetry: collections.Counter[str] = collections.Counter()
         self.source_errors: collections.Counter[str] = collections.Counter()
         self.stage_errors: collections.Counter[str] = collections.Counter()
         self._buffer_statistics: BufferStatistics | None = None
-        self.metrics.publish(self.snapshot)
+        if self.metrics is not None:
+            self.metrics.publish(self.snapshot)
 
     async def buffer_call(self, method: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
         """Run a blocking buffer method in the I/O thread (a commit's duration is observed)."""
@@ -264,7 +273,9 @@ class EdgeAgent:
     def _timed_commit(self, operation: str, call: Callable[[], Any]) -> Any:  # noqa: ANN401
         started = time.perf_counter()
         result = call()
-        self.metrics.buffer_commit_seconds.labels(operation).observe(time.perf_counter() - started)
+        if self.metrics is not None:
+            elapsed = time.perf_counter() - started
+            self.metrics.buffer_commit_seconds.labels(operation).observe(elapsed)
         return result
 
     def snapshot(self) -> AgentSnapshot:
@@ -337,7 +348,9 @@ class EdgeAgent:
         if self.mqtt is not None:
             loops["mqtt"] = functools.partial(self.mqtt.run, self.on_telemetry)
         listen = self.config.metrics.listen
-        stop_metrics = serve_metrics(self.metrics.registry, listen) if listen else None
+        stop_metrics = (
+            serve_metrics(self.metrics.registry, listen) if self.metrics and listen else None
+        )
         if stop_metrics:
             loops["statistics"] = self._statistics_loop
         try:
@@ -387,9 +400,9 @@ class EdgeAgent:
             elif breaker.allow():
                 try:
                     await self.poll_once(source)
-                    self.metrics.poll_seconds.labels(source.config.name).observe(
-                        time.monotonic() - started
-                    )
+                    if self.metrics is not None:
+                        elapsed = time.monotonic() - started
+                        self.metrics.poll_seconds.labels(source.config.name).observe(elapsed)
                 except (SourceError, BufferUnavailable) as exc:
                     self.source_errors[source.config.name] += 1
                     breaker.record_failure()
@@ -553,3 +566,21 @@ class EdgeAgent:
                 if pruned:
                     log.info("pruned %d acknowledged batches past retention", pruned)
             await asyncio.sleep(PRUNE_INTERVAL_SECONDS)
+
+
+# Optional features load their libraries only when configured: a gateway keeps in memory what
+# it uses (aiomqtt and paho about 2.5 MB, prometheus-client and its HTTP server 1.5 to 3 MB).
+
+
+def _metrics() -> EdgeMetrics:
+    """The agent's prometheus-client registry, for ``[metrics] listen``."""
+    from edge_agent.metrics import EdgeMetrics  # noqa: PLC0415 - see above
+
+    return EdgeMetrics()
+
+
+def _mqtt_source(config: MqttConfig) -> MqttSource:
+    """The transformer telemetry subscription, for ``[mqtt]``."""
+    from edge_agent.sources.mqtt import MqttSource  # noqa: PLC0415 - see above
+
+    return MqttSource(config)

@@ -12,7 +12,8 @@ import logging
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+import msgspec
+from msgspec import Meta
 
 from edge_agent.errors import ConfigError
 from proto import limits
@@ -20,8 +21,9 @@ from proto.settings import (
     FilePath,
     MetricsSection,
     Settings,
+    invalid,
     read_toml,
-    unique_by,
+    unique,
     validate,
 )
 
@@ -31,122 +33,166 @@ log = logging.getLogger(__name__)
 # What the meters behind a device measure; only customers count as consumption. The names
 # match proto MeterRole: METER_ROLE_<NAME>.
 MeterRole = Literal["customer", "feeder_head", "transformer"]
-Seconds = Annotated[float, Field(allow_inf_nan=False)]
 
 
-class AgentSection(Settings):
+class AgentSection(Settings, frozen=True):
     """Who this agent is."""
 
-    id: str = Field(
-        min_length=1,
-        max_length=64,
-        pattern=r"\S",
-        description="Agent id; must match its enrollment at the core",
-        examples=["sub-north-0042"],
-    )
-    signing_key_file: FilePath = Field(
-        description="Ed25519 signing key, from `edge-agent keygen`", examples=["agent.key"]
-    )
+    id: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            max_length=64,
+            pattern=r"\S",
+            description="Agent id; must match its enrollment at the core",
+            examples=["sub-north-0042"],
+        ),
+    ]
+    signing_key_file: Annotated[
+        FilePath,
+        Meta(description="Ed25519 signing key, from `edge-agent keygen`", examples=["agent.key"]),
+    ]
 
 
-class PseudonymizationSection(Settings):
+class PseudonymizationSection(Settings, frozen=True):
     """The key that turns meter serials into pseudonyms (HMAC-SHA-256)."""
 
-    key_file: FilePath = Field(
-        description="From `edge-agent pseudonym-keygen`", examples=["pseudonym.key"]
-    )
-    key_id: str = Field(
-        min_length=1,
-        description="Sent with every batch; names the key centrally",
-        examples=["north-2026-11"],
-    )
+    key_file: Annotated[
+        FilePath, Meta(description="From `edge-agent pseudonym-keygen`", examples=["pseudonym.key"])
+    ]
+    key_id: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            description="Sent with every batch; names the key centrally",
+            examples=["north-2026-11"],
+        ),
+    ]
 
 
-class BufferSection(Settings):
+class BufferSection(Settings, frozen=True):
     """The on-disk buffer (SQLite, WAL): what is read, until the core has it."""
 
-    path: FilePath = Field(Path("buffer.sqlite"), description="The buffer file")
-    synchronous: Literal["full", "normal"] = Field(
-        "full", description="full: every commit on disk before the agent moves on"
-    )
-    retain_acknowledged_seconds: Seconds = Field(
-        86_400.0, ge=0, le=30 * 86_400, description="Keep delivered batches this long for `resend`"
-    )
-    max_bytes: int = Field(
-        1 << 30, ge=1 << 20, le=1 << 40, description="The buffer file's cap (the WAL adds <= 4 MB)"
-    )
+    path: Annotated[FilePath, Meta(description="The buffer file")] = Path("buffer.sqlite")
+    synchronous: Annotated[
+        Literal["full", "normal"],
+        Meta(description="full: every commit on disk before the agent moves on"),
+    ] = "full"
+    retain_acknowledged_seconds: Annotated[
+        float,
+        Meta(ge=0, le=30 * 86_400, description="Keep delivered batches this long for `resend`"),
+    ] = 86_400.0
+    max_bytes: Annotated[
+        int,
+        Meta(ge=1 << 20, le=1 << 40, description="The buffer file's cap (the WAL adds <= 4 MB)"),
+    ] = 1 << 30
 
 
-class UplinkTlsConfig(Settings):
+class UplinkTlsConfig(Settings, frozen=True):
     """Optional: mutual TLS to the core (files from `core-ingest ca`); ca, cert and key all."""
 
-    ca: FilePath = Field(
-        description="The authority the core's certificate must come from", examples=["tls/ca.crt"]
-    )
-    cert: FilePath = Field(
-        description="This agent's certificate; its common name must be agent.id",
-        examples=["tls/agent-sub-north-0042.crt"],
-    )
-    key: FilePath = Field(
-        description="Its private key; refused if others can read it",
-        examples=["tls/agent-sub-north-0042.key"],
-    )
-    server_name: str | None = Field(
-        None, description="The name to expect in the core's certificate, if not the target's"
-    )
+    ca: Annotated[
+        FilePath,
+        Meta(
+            description="The authority the core's certificate must come from",
+            examples=["tls/ca.crt"],
+        ),
+    ]
+    cert: Annotated[
+        FilePath,
+        Meta(
+            description="This agent's certificate; its common name must be agent.id",
+            examples=["tls/agent-sub-north-0042.crt"],
+        ),
+    ]
+    key: Annotated[
+        FilePath,
+        Meta(
+            description="Its private key; refused if others can read it",
+            examples=["tls/agent-sub-north-0042.key"],
+        ),
+    ]
+    server_name: (
+        Annotated[
+            str,
+            Meta(description="The name to expect in the core's certificate, if not the target's"),
+        ]
+        | None
+    ) = None
 
 
-class UplinkSection(Settings):
+class UplinkSection(Settings, frozen=True):
     """The signed-batch stream to the core."""
 
-    target: str = Field(
-        min_length=1, description="The core's host:port", examples=["core.example.net:50051"]
+    target: Annotated[
+        str,
+        Meta(min_length=1, description="The core's host:port", examples=["core.example.net:50051"]),
+    ]
+    batch_max_readings: Annotated[int, Meta(ge=1, le=50_000, description="Readings per batch")] = (
+        5_000
     )
-    batch_max_readings: int = Field(5_000, ge=1, le=50_000, description="Readings per batch")
-    batch_max_age_seconds: Seconds = Field(
-        5.0, ge=0, le=3_600, description="Seal a partial batch this long after its first reading"
-    )
-    max_in_flight: int = Field(8, ge=1, le=256, description="Batches sent and not yet acknowledged")
-    ack_timeout_seconds: Seconds = Field(
-        60.0, ge=1, le=3_600, description="A batch unanswered this long means the link is dead"
-    )
-    compression: Literal["none", "gzip"] = Field(
-        "none", description="gzip: gRPC compresses each batch"
-    )
-    max_bytes_per_second: int = Field(
-        0, ge=0, le=10**10, description="Cap on batch bytes sent per second; 0: no cap"
-    )
+    batch_max_age_seconds: Annotated[
+        float,
+        Meta(ge=0, le=3_600, description="Seal a partial batch this long after its first reading"),
+    ] = 5.0
+    max_in_flight: Annotated[
+        int, Meta(ge=1, le=256, description="Batches sent and not yet acknowledged")
+    ] = 8
+    ack_timeout_seconds: Annotated[
+        float,
+        Meta(ge=1, le=3_600, description="A batch unanswered this long means the link is dead"),
+    ] = 60.0
+    compression: Annotated[
+        Literal["none", "gzip"], Meta(description="gzip: gRPC compresses each batch")
+    ] = "none"
+    max_bytes_per_second: Annotated[
+        int, Meta(ge=0, le=10**10, description="Cap on batch bytes sent per second; 0: no cap")
+    ] = 0
     tls: UplinkTlsConfig | None = None
 
 
-class TransformerTopic(Settings):
+class TransformerTopic(Settings, frozen=True):
     """One transformer's telemetry topic: an exact topic, no wildcards."""
 
-    topic: str = Field(
-        min_length=1,
-        description="The topic its sensors publish to",
-        examples=["grid/North/N-S01/N-S01-T1/telemetry"],
-    )
-    transformer_id: str = Field(min_length=1, description="The transformer", examples=["N-S01-T1"])
+    topic: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            description="The topic its sensors publish to",
+            examples=["grid/North/N-S01/N-S01-T1/telemetry"],
+        ),
+    ]
+    transformer_id: Annotated[
+        str, Meta(min_length=1, description="The transformer", examples=["N-S01-T1"])
+    ]
 
-    @field_validator("topic")
-    @classmethod
-    def _exact(cls, topic: str) -> str:
-        if any(c in topic for c in "+#"):
-            raise ValueError("must be a topic name, not a wildcard filter")
-        return topic
+    def __post_init__(self) -> None:
+        """An exact topic: a wildcard filter would mix transformers under one id."""
+        if any(c in self.topic for c in "+#"):
+            raise invalid(
+                "topic", f"must be a topic name, not a wildcard filter, got {self.topic!r}"
+            )
 
 
-class MqttConfig(Settings):
+class MqttConfig(Settings, frozen=True, kw_only=True):  # required keys among optional ones
     """Optional: transformer telemetry over MQTT (docs/mqtt-topics.md)."""
 
-    host: str = Field(min_length=1, description="The broker", examples=["127.0.0.1"])
-    port: int = Field(1883, ge=1, le=65_535, description="The broker's port")
-    client_id: str | None = Field(
-        None, description="The persistent session's id (default edge-agent-<agent id>)"
-    )
-    qos: int = Field(1, ge=0, le=2, description="1 or 2; 0 is best-effort and warned about")
-    transformers: Annotated[list[TransformerTopic], unique_by("topic")] = Field(min_length=1)
+    host: Annotated[str, Meta(min_length=1, description="The broker", examples=["127.0.0.1"])]
+    port: Annotated[int, Meta(ge=1, le=65_535, description="The broker's port")] = 1883
+    client_id: (
+        Annotated[
+            str, Meta(description="The persistent session's id (default edge-agent-<agent id>)")
+        ]
+        | None
+    ) = None
+    qos: Annotated[
+        int, Meta(ge=0, le=2, description="1 or 2; 0 is best-effort and warned about")
+    ] = 1
+    transformers: Annotated[list[TransformerTopic], Meta(min_length=1)]
+
+    def __post_init__(self) -> None:
+        """One transformer per topic."""
+        unique(self.transformers, "topic", "transformers")
 
     @property
     def topics(self) -> dict[str, str]:
@@ -154,69 +200,75 @@ class MqttConfig(Settings):
         return {t.topic: t.transformer_id for t in self.transformers}
 
 
-class VeeRules(Settings):
+class VeeRules(Settings, frozen=True):
     """VEE thresholds of ruleset vee-1; every key optional (docs/validation.md)."""
 
-    spike_ratio: float = Field(
-        3.0, ge=0, description="Flag energy above (1 + ratio) x the meter's reference"
-    )
-    spike_floor_wh: int = Field(50, ge=0, description="... and at least this far above")
-    zero_floor_wh: int = Field(
-        20, ge=0, description="A zero is suspect where the meter usually uses this much"
-    )
-    consecutive_zeros: int = Field(4, ge=0, description="... or after this many zeros")
-    stuck_repeats: int = Field(
-        4, ge=0, description="The same non-zero value this many times in a row"
-    )
-    sum_tolerance_wh: int = Field(
-        0, ge=0, description="Allowed |register delta - energy|; raise for rounding"
-    )
-    time_sync_seconds: int = Field(
-        10, ge=0, description="Allowed distance of the interval end from the grid"
-    )
-    linear_gap_intervals: int = Field(
-        4, ge=0, description="Gaps up to this: linear interpolation; longer: like-day"
-    )
-    max_estimate_intervals: int = Field(96 * 7, ge=0, description="Longer gaps are left as gaps")
-    max_interval_energy_wh: int = Field(
-        limits.MAX_INTERVAL_ENERGY_WH,
-        ge=0,
-        le=limits.MAX_INTERVAL_ENERGY_WH,
-        description="Hard limit; can only be lowered",
-    )
-    profile_weight: float = Field(
-        0.2, ge=0, description="Weight of a new value in the time-of-day profile"
-    )
+    spike_ratio: Annotated[
+        float, Meta(ge=0, description="Flag energy above (1 + ratio) x the meter's reference")
+    ] = 3.0
+    spike_floor_wh: Annotated[int, Meta(ge=0, description="... and at least this far above")] = 50
+    zero_floor_wh: Annotated[
+        int, Meta(ge=0, description="A zero is suspect where the meter usually uses this much")
+    ] = 20
+    consecutive_zeros: Annotated[int, Meta(ge=0, description="... or after this many zeros")] = 4
+    stuck_repeats: Annotated[
+        int, Meta(ge=0, description="The same non-zero value this many times in a row")
+    ] = 4
+    sum_tolerance_wh: Annotated[
+        int, Meta(ge=0, description="Allowed |register delta - energy|; raise for rounding")
+    ] = 0
+    time_sync_seconds: Annotated[
+        int, Meta(ge=0, description="Allowed distance of the interval end from the grid")
+    ] = 10
+    linear_gap_intervals: Annotated[
+        int, Meta(ge=0, description="Gaps up to this: linear interpolation; longer: like-day")
+    ] = 4
+    max_estimate_intervals: Annotated[
+        int, Meta(ge=0, description="Longer gaps are left as gaps")
+    ] = 96 * 7
+    max_interval_energy_wh: Annotated[
+        int,
+        Meta(ge=0, le=limits.MAX_INTERVAL_ENERGY_WH, description="Hard limit; can only be lowered"),
+    ] = limits.MAX_INTERVAL_ENERGY_WH
+    profile_weight: Annotated[
+        float, Meta(ge=0, description="Weight of a new value in the time-of-day profile")
+    ] = 0.2
 
 
-class ModbusSourceConfig(Settings):
+class ModbusSourceConfig(Settings, frozen=True):
     """One meter concentrator read over Modbus TCP; at least one."""
 
-    name: str = Field(min_length=1, description="Unique", examples=["concentrator-1"])
-    host: str = Field(min_length=1, description="Its address", examples=["10.20.0.11"])
-    port: int = Field(502, ge=1, le=65_535, description="Modbus TCP port")
-    unit_id: int = Field(1, ge=1, le=247, description="Modbus unit id")
-    poll_interval_seconds: Seconds = Field(
-        60.0, ge=0.05, le=3_600, description="Devices start staggered over it"
-    )
-    timeout_seconds: Seconds = Field(3.0, ge=0.1, le=60, description="Per request")
-    retries: int = Field(1, ge=0, le=10, description="Extra tries per request")
-    word_order: Literal["high_first", "low_first"] = Field(
-        "high_first", description="high_first is the Modbus convention"
-    )
-    byte_order: Literal["big", "little"] = Field("big", description="big is the Modbus convention")
-    backfill: bool = Field(default=True, description="Read missed intervals back from history")
-    failure_threshold: int = Field(
-        3, ge=1, le=100, description="Failures in a row that open the device's circuit breaker"
-    )
-    breaker_reset_seconds: Seconds = Field(
-        30.0, ge=0.1, le=3_600, description="First wait before a trial; doubles up to 10 minutes"
-    )
-    role: MeterRole = Field(
-        "customer",
-        description="What its meters measure: feeder_head meters (energy entering the"
-        " substation) are not consumption, compared with it in substation_day_losses",
-    )
+    name: Annotated[str, Meta(min_length=1, description="Unique", examples=["concentrator-1"])]
+    host: Annotated[str, Meta(min_length=1, description="Its address", examples=["10.20.0.11"])]
+    port: Annotated[int, Meta(ge=1, le=65_535, description="Modbus TCP port")] = 502
+    unit_id: Annotated[int, Meta(ge=1, le=247, description="Modbus unit id")] = 1
+    poll_interval_seconds: Annotated[
+        float, Meta(ge=0.05, le=3_600, description="Devices start staggered over it")
+    ] = 60.0
+    timeout_seconds: Annotated[float, Meta(ge=0.1, le=60, description="Per request")] = 3.0
+    retries: Annotated[int, Meta(ge=0, le=10, description="Extra tries per request")] = 1
+    word_order: Annotated[
+        Literal["high_first", "low_first"], Meta(description="high_first is the Modbus convention")
+    ] = "high_first"
+    byte_order: Annotated[
+        Literal["big", "little"], Meta(description="big is the Modbus convention")
+    ] = "big"
+    backfill: Annotated[bool, Meta(description="Read missed intervals back from history")] = True
+    failure_threshold: Annotated[
+        int,
+        Meta(ge=1, le=100, description="Failures in a row that open the device's circuit breaker"),
+    ] = 3
+    breaker_reset_seconds: Annotated[
+        float,
+        Meta(ge=0.1, le=3_600, description="First wait before a trial; doubles up to 10 minutes"),
+    ] = 30.0
+    role: Annotated[
+        MeterRole,
+        Meta(
+            description="What its meters measure: feeder_head meters (energy entering the"
+            " substation) are not consumption, compared with it in substation_day_losses"
+        ),
+    ] = "customer"
 
     @property
     def device(self) -> str:
@@ -224,34 +276,27 @@ class ModbusSourceConfig(Settings):
         return f"modbus://{self.host}:{self.port}/{self.unit_id}"
 
 
-class SourcesSection(Settings):
+class SourcesSection(Settings, frozen=True):
     """The devices the agent reads."""
 
-    modbus: Annotated[list[ModbusSourceConfig], unique_by("name")] = Field(min_length=1)
+    modbus: Annotated[list[ModbusSourceConfig], Meta(min_length=1)]
+
+    def __post_init__(self) -> None:
+        """Devices are named in logs and metrics: one name each."""
+        unique(self.modbus, "name", "modbus")
 
 
-class AgentConfig(Settings):
+class AgentConfig(Settings, frozen=True, kw_only=True):  # required keys among optional ones
     """The whole configuration of one edge agent (``edge-agent.toml``)."""
 
     agent: AgentSection
     pseudonymization: PseudonymizationSection
-    # Defaults are validated too: the default buffer path joins the file's folder.
-    buffer: BufferSection = Field({})  # type: ignore[assignment]
+    buffer: BufferSection = msgspec.field(default_factory=BufferSection)
     uplink: UplinkSection
     mqtt: MqttConfig | None = None
-    validation: VeeRules = VeeRules()
-    # Validated as an empty table when absent, so a missing [[sources.modbus]] is named.
-    sources: SourcesSection = Field({})  # type: ignore[assignment]
-    metrics: MetricsSection = MetricsSection()
-
-    @model_validator(mode="before")
-    @classmethod
-    def _mqtt_client_id(cls, data: Any) -> Any:  # noqa: ANN401 - the raw TOML document
-        """The MQTT session is named after the agent unless configured."""
-        mqtt, agent = data.get("mqtt"), data.get("agent")
-        if isinstance(mqtt, dict) and isinstance(agent, dict) and not mqtt.get("client_id"):
-            return {**data, "mqtt": {**mqtt, "client_id": f"edge-agent-{agent.get('id')}"}}
-        return data
+    validation: VeeRules = msgspec.field(default_factory=VeeRules)
+    sources: SourcesSection
+    metrics: MetricsSection = msgspec.field(default_factory=MetricsSection)
 
 
 def load_config(path: Path, overrides: dict[str, Any] | None = None) -> AgentConfig:
@@ -271,8 +316,24 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> AgentCon
 
 def parse_config(data: dict[str, Any], *, base: Path) -> AgentConfig:
     """Validate an already-parsed TOML document (see ``load_config``)."""
-    config = validate(AgentConfig, data, error=ConfigError, base=base)
-    if config.mqtt is not None and config.mqtt.qos == 0:
+    # An absent [sources] is checked as an empty one, so the error names sources.modbus.
+    config = validate(AgentConfig, {"sources": {}, **data}, error=ConfigError, base=base)
+    mqtt = config.mqtt
+    if mqtt is None:
+        return config
+    if mqtt.client_id is None:  # the MQTT session is named after the agent
+        mqtt = msgspec.structs.replace(mqtt, client_id=f"edge-agent-{config.agent.id}")
+        config = msgspec.structs.replace(config, mqtt=mqtt)
+    if mqtt.qos == 0:
+        log.warning(
+            "mqtt.qos = 0: the broker will not redeliver messages lost while the agent "
+            "is away; telemetry is then best-effort, not at-least-once"
+        )
+    return config
+    if config.mqtt.client_id is None:  # the MQTT session is named after the agent
+        mqtt = msgspec.structs.replace(config.mqtt, client_id=f"edge-agent-{config.agent.id}")
+        config = msgspec.structs.replace(config, mqtt=mqtt)
+    if config.mqtt.qos == 0:
         log.warning(
             "mqtt.qos = 0: the broker will not redeliver messages lost while the agent "
             "is away; telemetry is then best-effort, not at-least-once"

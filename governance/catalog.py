@@ -36,6 +36,10 @@ def list_datasets(conn: psycopg.Connection, dictionary: Dictionary | None = None
     rows = estimated_rows(conn, stored)
     described = {"kind", "description", "owner", "steward", "personal_data", "retention"}
     return [
-        Dataset(name=name, rows_estimated=rows.get(name), **entry.model_dump(include=described))
+        Dataset(
+            name=name,
+            rows_estimated=rows.get(name),
+            **{key: getattr(entry, key) for key in described},
+        )
         for name, entry in sorted(objects.items())
     ]

@@ -16,11 +16,12 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
-from prometheus_client import CollectorRegistry, start_http_server
-from pythonjsonlogger.json import JsonFormatter
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 LogFormat = Literal["text", "json"]
 FIELDS = ("time", "level", "process", "logger", "message", "error")
@@ -44,6 +45,9 @@ def configure_logging(process: str, *, verbose: bool, log_format: LogFormat = "t
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_Process(process))
     if log_format == "json":
+        # Loaded when asked for, like prometheus-client below: a gateway keeps what it uses.
+        from pythonjsonlogger.json import JsonFormatter  # noqa: PLC0415
+
         formatter: logging.Formatter = JsonFormatter(
             "%(asctime)s %(levelname)s %(process_name)s %(name)s %(message)s",
             rename_fields={
@@ -86,6 +90,8 @@ def serve_metrics(registry: CollectorRegistry, listen: str) -> Callable[[], None
         OSError: the address cannot be bound.
 
     """
+    from prometheus_client import start_http_server  # noqa: PLC0415 - only when served
+
     host, _, port = listen.rpartition(":")
     server, _thread = start_http_server(int(port), addr=host, registry=registry)
     logging.getLogger(__name__).info("metrics on http://%s/metrics", listen)

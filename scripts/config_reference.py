@@ -12,14 +12,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from core_ingest.config import CoreConfig
 from edge_agent.config import AgentConfig
-from proto.settings import reference
+from proto.settings import Settings, reference
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-MODELS: dict[str, type[BaseModel]] = {"edge-agent.toml": AgentConfig, "core.toml": CoreConfig}
+MODELS: dict[str, type[Settings]] = {"edge-agent.toml": AgentConfig, "core.toml": CoreConfig}
 BLOCK = re.compile(
     r"(<!-- config-reference: (?P<name>[\w.-]+) -->\n)```toml\n.*?```\n"
     r"(<!-- /config-reference -->)",

@@ -1,6 +1,6 @@
 """Scenario files (TOML): the field to simulate, its clock, its network and its faults.
 
-The file is described by typed models (``ScenarioFile``, pydantic, the project's one
+The file is described by typed models (``ScenarioFile``, msgspec structs, the project's one
 configuration convention: ``proto.settings``); every error names the dotted key at fault, e.g.
 ``regions[1].meters_per_concentrator: must be 1..4089, got 5000``,
 and a misspelt key gets a did-you-mean. The validated file becomes a ``Scenario``.
@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+import msgspec
+from msgspec import Meta
 
-from proto.settings import Settings, read_toml, unique_by, validate
+from proto.settings import Settings, invalid, read_toml, unique, validate
 from substation_sim.register_map import INTERVAL_SECONDS, MAX_METERS
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
@@ -104,28 +105,34 @@ FaultKind = Literal[
 ]  # fmt: skip
 
 
-class ScenarioSection(Settings):
+class ScenarioSection(Settings, frozen=True):
     """What the scenario is called, its seed and its clock."""
 
-    name: str = Field(min_length=1)
-    seed: int = Field(1, ge=0, le=2**31)
-    start: int = Field("2026-11-02T00:00:00Z", description="ISO 8601 with a zone, on the grid")  # type: ignore[assignment]
-    speed: float = Field(900.0, ge=0.001, le=100_000)
-    history_intervals: int = Field(96, ge=96, le=2_880)
-    losses_share: float = Field(0.07, ge=0.0, le=0.3)
-    ambient_mean_c: float = Field(8.0, ge=-40, le=45)
-    ambient_daily_swing_c: float = Field(6.0, ge=0, le=30)
+    name: Annotated[str, Meta(min_length=1)]
+    seed: Annotated[int, Meta(ge=0, le=2**31)] = 1
+    start: Annotated[str, Meta(description="ISO 8601 with a zone, on the grid")] = (
+        "2026-11-02T00:00:00Z"
+    )
+    speed: Annotated[float, Meta(ge=0.001, le=100_000)] = 900.0
+    history_intervals: Annotated[int, Meta(ge=96, le=2_880)] = 96
+    losses_share: Annotated[float, Meta(ge=0.0, le=0.3)] = 0.07
+    ambient_mean_c: Annotated[float, Meta(ge=-40, le=45)] = 8.0
+    ambient_daily_swing_c: Annotated[float, Meta(ge=0, le=30)] = 6.0
 
-    @field_validator("start", mode="before")
-    @classmethod
-    def _start_time(cls, text: Any) -> Any:  # noqa: ANN401 - the TOML value, checked here
-        """Unix seconds of an ISO 8601 time with a zone, on a 15-minute boundary."""
-        if not isinstance(text, str):
-            raise ValueError("must be an ISO 8601 time, e.g. 2026-11-02T00:00:00Z")  # noqa: TRY004
+    def __post_init__(self) -> None:
+        """The start must be a time the field's clock can begin at."""
         try:
-            start = dt.datetime.fromisoformat(text)
+            self.start_seconds  # noqa: B018 - parsed to be checked
+        except ValueError as exc:
+            raise invalid("start", f"{exc}, got {self.start!r}") from None
+
+    @property
+    def start_seconds(self) -> int:
+        """Unix seconds of ``start``: an ISO 8601 time with a zone, on a 15-minute boundary."""
+        try:
+            start = dt.datetime.fromisoformat(self.start)
         except ValueError:
-            raise ValueError("not an ISO 8601 time") from None
+            raise ValueError("not an ISO 8601 time, e.g. 2026-11-02T00:00:00Z") from None
         if start.tzinfo is None:
             raise ValueError("needs a time zone, e.g. 2026-11-02T00:00:00Z")
         seconds = int(start.timestamp())
@@ -134,70 +141,76 @@ class ScenarioSection(Settings):
         return seconds
 
 
-class ModbusSection(Settings):
+class ModbusSection(Settings, frozen=True):
     """Where the concentrators listen: consecutive ports from ``base_port``."""
 
     host: str = "127.0.0.1"
-    base_port: int = Field(5020, ge=1, le=65_000)
+    base_port: Annotated[int, Meta(ge=1, le=65_000)] = 5020
 
 
-class MqttSection(Settings):
+class MqttSection(Settings, frozen=True):
     """The broker transformers publish to; no table, no telemetry."""
 
     host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65_535)
+    port: Annotated[int, Meta(ge=1, le=65_535)] = 1883
     topic_prefix: str = "grid"
-    publish_interval_seconds: int = Field(60, ge=1, le=3_600)
+    publish_interval_seconds: Annotated[int, Meta(ge=1, le=3_600)] = 60
 
 
-class Mix(Settings):
+Share = Annotated[float, Meta(ge=0.0, le=1.0)]
+
+
+class Mix(Settings, frozen=True):
     """Shares of customer classes; they add up to 1."""
 
-    residential: float = Field(0.0, ge=0.0, le=1.0)
-    commercial: float = Field(0.0, ge=0.0, le=1.0)
-    industrial: float = Field(0.0, ge=0.0, le=1.0)
+    residential: Share = 0.0
+    commercial: Share = 0.0
+    industrial: Share = 0.0
 
-    @model_validator(mode="after")
-    def _whole(self) -> Mix:
+    def __post_init__(self) -> None:
+        """A mix that does not add up would invent or lose customers."""
         total = self.residential + self.commercial + self.industrial
         if abs(total - 1.0) > 1e-6:  # noqa: PLR2004
             raise ValueError(f"shares must add up to 1, got {total}")
-        return self
 
 
-class RegionSection(Settings):
+class RegionSection(Settings, frozen=True):
     """One region's devices and customers."""
 
     name: Region
-    substations: int = Field(1, ge=1, le=500)
-    concentrators_per_substation: int = Field(1, ge=1, le=64)
-    meters_per_concentrator: int = Field(1000, ge=1, le=MAX_METERS)
-    transformers_per_substation: int = Field(1, ge=1, le=2)
-    feeders_per_substation: int = Field(4, ge=1, le=32)
-    mix: Mix = Mix(residential=1.0)
+    substations: Annotated[int, Meta(ge=1, le=500)] = 1
+    concentrators_per_substation: Annotated[int, Meta(ge=1, le=64)] = 1
+    meters_per_concentrator: Annotated[int, Meta(ge=1, le=MAX_METERS)] = 1000
+    transformers_per_substation: Annotated[int, Meta(ge=1, le=2)] = 1
+    feeders_per_substation: Annotated[int, Meta(ge=1, le=32)] = 4
+    mix: Mix = msgspec.field(default_factory=lambda: Mix(residential=1.0))
 
 
-class FaultSection(Settings):
+class FaultSection(Settings, frozen=True):
     """One fault: what, where, when (simulated hours from the start) and how much."""
 
     kind: FaultKind
     region: Region | None = None
-    substation: int | None = Field(None, ge=0, le=499)
-    start_hour: float = Field(0.0, ge=0.0, le=24 * 365)
-    hours: float = Field(1.0, ge=0.0, le=24 * 365)
-    share: float = Field(0.01, ge=0.0, le=1.0)
-    factor: float = Field(10.0, ge=-1000.0, le=1000.0)
-    seconds: float = Field(30.0, ge=-86_400, le=86_400)
+    substation: Annotated[int, Meta(ge=0, le=499)] | None = None
+    start_hour: Annotated[float, Meta(ge=0.0, le=24 * 365)] = 0.0
+    hours: Annotated[float, Meta(ge=0.0, le=24 * 365)] = 1.0
+    share: Share = 0.01
+    factor: Annotated[float, Meta(ge=-1000.0, le=1000.0)] = 10.0
+    seconds: Annotated[float, Meta(ge=-86_400, le=86_400)] = 30.0
 
 
-class ScenarioFile(Settings):
+class ScenarioFile(Settings, frozen=True, kw_only=True):  # required keys among optional ones
     """A whole scenario file."""
 
     scenario: ScenarioSection
-    modbus: ModbusSection = ModbusSection()
+    modbus: ModbusSection = msgspec.field(default_factory=ModbusSection)
     mqtt: MqttSection | None = None
-    regions: Annotated[list[RegionSection], unique_by("name")] = Field(min_length=1)
-    faults: list[FaultSection] = Field(default_factory=list)
+    regions: Annotated[list[RegionSection], Meta(min_length=1)]
+    faults: list[FaultSection] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        """A region is described once."""
+        unique(self.regions, "name", "regions")
 
 
 def load_scenario(source: str | Path) -> Scenario:
@@ -231,7 +244,7 @@ def _scenario(file: ScenarioFile) -> Scenario:
     return Scenario(
         name=head.name,
         seed=head.seed,
-        start=head.start,
+        start=head.start_seconds,
         speed=head.speed,
         history_intervals=head.history_intervals,
         losses_share=head.losses_share,
@@ -245,10 +258,12 @@ def _scenario(file: ScenarioFile) -> Scenario:
         publish_interval_seconds=mqtt.publish_interval_seconds,
         regions=tuple(
             RegionSpec(
-                mix={k: v for k, v in r.mix.model_dump().items() if v},
-                **r.model_dump(exclude={"mix"}),
+                mix={k: v for k, v in msgspec.structs.asdict(r.mix).items() if v},
+                **{k: v for k, v in msgspec.structs.asdict(r).items() if k != "mix"},
             )
             for r in file.regions
         ),
-        faults=tuple(FaultSpec(index=i, **f.model_dump()) for i, f in enumerate(file.faults)),
+        faults=tuple(
+            FaultSpec(index=i, **msgspec.structs.asdict(f)) for i, f in enumerate(file.faults)
+        ),
     )

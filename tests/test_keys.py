@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from cryptography.hazmat.primitives import serialization
 
@@ -108,5 +109,5 @@ def test_client_tls_key_readable_by_others_is_refused(agent_tls):
 def test_unusable_client_tls_names_the_key(agent_tls, change, key, problem):
     """Each problem names its [uplink.tls] key; a certificate for another agent is one too."""
     with pytest.raises(ConfigError, match=problem) as caught:
-        load_client_tls(agent_tls.model_copy(update=change(agent_tls)), agent_id="sub-1")
+        load_client_tls(msgspec.structs.replace(agent_tls, **change(agent_tls)), agent_id="sub-1")
     assert caught.value.key == key

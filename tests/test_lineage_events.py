@@ -19,8 +19,6 @@ from pgcluster import free_loopback_port
 
 from core_ingest.errors import ConfigError
 from core_ingest.lineage.config import (
-    _COMMON_KEYS,
-    _TRANSPORT_KEYS,
     DEFAULT_MAX_QUEUED_EVENTS,
     LineageConfig,
     parse_lineage_config,
@@ -77,7 +75,7 @@ def test_readme_example_is_valid_and_names_every_key():
     assert config is not None
     assert config.transport == "http"
     table = block.split("[openlineage]")[1]
-    for key in (*_COMMON_KEYS, *_TRANSPORT_KEYS["file"], *_TRANSPORT_KEYS["http"]):
+    for key in LineageConfig.__struct_fields__:
         assert f"{key} = " in table, key
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationInfo, field_validator
+import msgspec
+from msgspec import Meta
 
 from core_ingest.errors import ConfigError
 from core_ingest.lineage.events import DEFAULT_DATABASE_NAMESPACE, DEFAULT_NAMESPACE
-from proto.settings import FilePath, Settings, validate
+from proto.settings import FilePath, Settings, invalid, validate
 
 DEFAULT_ENDPOINT = "api/v1/lineage"  # the OpenLineage HTTP API's path, as Marquez serves it
 DEFAULT_TIMEOUT_SECONDS = 5.0  # per HTTP attempt; the library's default
@@ -17,100 +18,108 @@ DEFAULT_TIMEOUT_SECONDS = 5.0  # per HTTP attempt; the library's default
 DEFAULT_MAX_QUEUED_EVENTS = 10_000
 MAX_QUEUED_EVENTS_LIMIT = 1_000_000
 
-_COMMON_KEYS = ("transport", "namespace", "database_namespace", "max_queued_events")
-_TRANSPORT_KEYS = {"file": ("path",), "http": ("url", "endpoint", "timeout_seconds")}
+# Each transport's own keys, with their defaults (None: required by that transport).
+_TRANSPORT_KEYS: dict[str, dict[str, object]] = {
+    "file": {"path": None},
+    "http": {"url": None, "endpoint": DEFAULT_ENDPOINT, "timeout_seconds": DEFAULT_TIMEOUT_SECONDS},
+}
 
 
-def _transport_key(value: Any, info: ValidationInfo, default: Any = None) -> Any:  # noqa: ANN401
-    """A key of one transport: required (when no default) there, refused under the other."""
-    transport = info.data.get("transport")
-    if transport is None:  # the transport itself was refused: that error is reported
-        return value
-    name = str(info.field_name)
-    if name not in _TRANSPORT_KEYS[transport]:
-        if value is not None:
-            raise ValueError(f'is not a key of the "{transport}" transport')
-        return None
-    if value is None and default is None:
-        raise ValueError(f'is required by the "{transport}" transport')
-    return default if value is None else value
-
-
-class LineageConfig(Settings):
+class LineageConfig(Settings, frozen=True):
     """Optional: an OpenLineage event per committed batch (docs/lineage.md)."""
 
-    transport: Literal["http", "file"] = Field(
-        description="Where events go: an HTTP consumer (Marquez) or a JSON-lines file",
-        examples=["http"],
+    transport: Annotated[
+        Literal["http", "file"],
+        Meta(
+            description="Where events go: an HTTP consumer (Marquez) or a JSON-lines file",
+            examples=["http"],
+        ),
+    ]
+    url: (
+        Annotated[
+            str,
+            Meta(
+                description="http: required; the consumer's http:// or https:// URL",
+                examples=["http://marquez.example.net:5000"],
+            ),
+        ]
+        | None
+    ) = None
+    endpoint: (
+        Annotated[
+            str,
+            Meta(
+                description=f"http: joined to url (default {DEFAULT_ENDPOINT})",
+                examples=[DEFAULT_ENDPOINT],
+            ),
+        ]
+        | None
+    ) = None
+    timeout_seconds: (
+        Annotated[
+            float,
+            Meta(
+                ge=0.1,
+                le=60,
+                description=f"http: per attempt (default {DEFAULT_TIMEOUT_SECONDS:g})",
+                examples=[DEFAULT_TIMEOUT_SECONDS],
+            ),
+        ]
+        | None
+    ) = None
+    path: (
+        Annotated[
+            FilePath,
+            Meta(description="file: required; JSON lines appended; relative to the file's folder"),
+        ]
+        | None
+    ) = None
+    namespace: Annotated[str, Meta(min_length=1, description="The jobs' namespace")] = (
+        DEFAULT_NAMESPACE
     )
-    url: str | None = Field(
-        None,
-        description="http: required; the consumer's http:// or https:// URL",
-        examples=["http://marquez.example.net:5000"],
-    )
-    endpoint: str | None = Field(
-        None,
-        description=f"http: joined to url (default {DEFAULT_ENDPOINT})",
-        examples=[DEFAULT_ENDPOINT],
-    )
-    timeout_seconds: float | None = Field(
-        None,
-        ge=0.1,
-        le=60,
-        description=f"http: per attempt (default {DEFAULT_TIMEOUT_SECONDS:g})",
-        examples=[DEFAULT_TIMEOUT_SECONDS],
-    )
-    path: FilePath | None = Field(
-        None,
-        description="file: required; JSON lines appended; relative to the file's folder",
-    )
-    namespace: str = Field(DEFAULT_NAMESPACE, min_length=1, description="The jobs' namespace")
-    database_namespace: str = Field(
-        DEFAULT_DATABASE_NAMESPACE,
-        min_length=1,
-        description="The tables' namespace, e.g. postgres://db.example.net:5432",
-    )
-    max_queued_events: int = Field(
-        DEFAULT_MAX_QUEUED_EVENTS,
-        ge=1,
-        le=MAX_QUEUED_EVENTS_LIMIT,
-        description="Events waiting to be sent; past it they are dropped",
-    )
+    database_namespace: Annotated[
+        str,
+        Meta(
+            min_length=1, description="The tables' namespace, e.g. postgres://db.example.net:5432"
+        ),
+    ] = DEFAULT_DATABASE_NAMESPACE
+    max_queued_events: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=MAX_QUEUED_EVENTS_LIMIT,
+            description="Events waiting to be sent; past it they are dropped",
+        ),
+    ] = DEFAULT_MAX_QUEUED_EVENTS
 
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, url: str | None, info: ValidationInfo) -> str | None:
-        url = _transport_key(url, info)
-        if url is not None:
-            parts = urlsplit(url)
+    def __post_init__(self) -> None:
+        """Each transport's keys: required or defaulted there, refused under the other."""
+        own = _TRANSPORT_KEYS[self.transport]
+        for other in _TRANSPORT_KEYS.values():
+            for key in other.keys() - own.keys():
+                if getattr(self, key) is not None:
+                    raise invalid(key, f'is not a key of the "{self.transport}" transport')
+        for key, default in own.items():
+            if getattr(self, key) is None:
+                if default is None:
+                    raise invalid(key, f'is required by the "{self.transport}" transport')
+                msgspec.structs.force_setattr(self, key, default)
+        self._check_destination()
+
+    def _check_destination(self) -> None:
+        """An http(s) URL, or a file whose folder exists: nothing creates it."""
+        if self.url is not None:
+            parts = urlsplit(self.url)
             if parts.scheme not in {"http", "https"} or not parts.hostname:
-                raise ValueError("must be an http:// or https:// URL")
-        return url
-
-    @field_validator("endpoint")
-    @classmethod
-    def _endpoint(cls, endpoint: str | None, info: ValidationInfo) -> str | None:
-        return _transport_key(endpoint, info, DEFAULT_ENDPOINT)
-
-    @field_validator("timeout_seconds")
-    @classmethod
-    def _timeout(cls, seconds: float | None, info: ValidationInfo) -> float | None:
-        return _transport_key(seconds, info, DEFAULT_TIMEOUT_SECONDS)
-
-    @field_validator("path")
-    @classmethod
-    def _file_path(cls, path: FilePath | None, info: ValidationInfo) -> FilePath | None:
-        """The file events are appended to; its folder must exist (nothing creates it)."""
-        path = _transport_key(path, info)
-        if path is not None:
-            if path.is_dir():
-                raise ValueError(f"{path} is a folder; name a file in it")
-            if not path.parent.is_dir():
-                raise ValueError(f"folder {path.parent} does not exist")
-        return path
+                raise invalid("url", f"must be an http:// or https:// URL, got {self.url!r}")
+        if self.path is not None:
+            if self.path.is_dir():
+                raise invalid("path", f"{self.path} is a folder; name a file in it")
+            if not self.path.parent.is_dir():
+                raise invalid("path", f"folder {self.path.parent} does not exist")
 
 
-class _LineageTable(Settings):
+class _LineageTable(Settings, frozen=True):
     openlineage: LineageConfig | None = None
 
 

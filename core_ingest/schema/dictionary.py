@@ -1,11 +1,11 @@
 """The data dictionary: every table, view and column of the central database, described once.
 
 ``dictionary.toml`` beside this module is the source; this module loads it into typed models
-(pydantic: a typo in a key or a class is refused at load, naming it) and derives what others
-need from it: the ``COMMENT ON`` statements ``migrate`` writes, and the difference between
-the dictionary and a live schema (``differences``), which the tests and the governance
-catalog check. Governance features read the objects from here: no table list is written
-twice.
+(``proto.settings``, as the configuration files: a typo in a key or a class is refused at
+load, naming it) and derives what others need from it: the ``COMMENT ON`` statements
+``migrate`` writes, and the difference between the dictionary and a live schema
+(``differences``), which the tests and the governance catalog check. Governance features read
+the objects from here: no table list is written twice.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import tomllib
 from importlib import resources
 from typing import Annotated, Any, Literal
 
+import msgspec
 import psycopg
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from msgspec import Meta
 
 from core_ingest.errors import SchemaError
+from proto.settings import Settings, invalid, validate
 
 PersonalData = Literal["pseudonymized-personal", "technical", "public"]
 Kind = Literal["table", "time-partitioned", "view"]
@@ -37,68 +39,55 @@ ORDER BY c.relname, a.attnum
 """
 
 
-def _described(value: Any) -> Any:  # noqa: ANN401 - TOML value, checked by the model
-    """A column given as a plain string is its description."""
-    return {"description": value} if isinstance(value, str) else value
-
-
-class Column(BaseModel):
+class Column(Settings, frozen=True):
     """One column: what it holds, its unit, and its personal-data class where it differs."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    description: str = Field(min_length=1)
+    description: Annotated[str, Meta(min_length=1)]
     unit: str = ""
     personal_data: PersonalData | None = None  # None: the object's class
 
 
-class DataObject(BaseModel):
+class DataObject(Settings, frozen=True, kw_only=True):  # required keys among optional ones
     """One table or view, as the catalog and access rules see it (``dictionary.toml``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     kind: Kind
-    description: str = Field(min_length=1)
+    description: Annotated[str, Meta(min_length=1)]
     owner: str
     steward: str
     personal_data: PersonalData
     region: str
-    subject_meter_id: list[str] = []
-    subject_pseudonym: list[str] = []
+    subject_meter_id: list[str] = msgspec.field(default_factory=list)
+    subject_pseudonym: list[str] = msgspec.field(default_factory=list)
     retention: str
     source: str
     frequency: str
     quality_rules: list[str]
     produced_by: str
-    columns: dict[str, Annotated[Column, BeforeValidator(_described)]]
+    columns: dict[str, Column]
 
-    @model_validator(mode="after")
-    def _consistent(self) -> DataObject:
+    def __post_init__(self) -> None:
         """Retention, region and subject columns must be ones this object can have."""
         if self.retention not in {"permanent", "derived"} and not (
             ISO_DURATION.fullmatch(self.retention) and self.retention != "P"
         ):
-            raise ValueError(f"retention {self.retention!r}: an ISO 8601 duration (P10Y, P90D)")
+            raise invalid("retention", "must be an ISO 8601 duration (P10Y, P90D)")
         if (self.retention == "derived") != (self.kind == "view"):
-            raise ValueError("retention 'derived' is for views, and every view's retention")
+            raise invalid("retention", "'derived' is for views, and every view's retention")
         named = [*self.subject_meter_id, *self.subject_pseudonym]
         if self.region and not THROUGH.fullmatch(self.region):
             named.append(self.region)
         if through := THROUGH.fullmatch(self.region):
             named.append(through["column"])
         if unknown := [c for c in named if c not in self.columns]:
-            raise ValueError(f"region or subject columns {unknown} are not columns of it")
-        return self
+            raise invalid("columns", f"region or subject columns {unknown} are not among them")
 
     def column_class(self, name: str) -> PersonalData:
         """The personal-data class of one column."""
         return self.columns[name].personal_data or self.personal_data
 
 
-class Dictionary(BaseModel):
+class Dictionary(Settings, frozen=True):
     """The whole dictionary: objects by name."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     objects: dict[str, DataObject]
 
@@ -110,30 +99,44 @@ class Dictionary(BaseModel):
         return through["column"], through["table"], through["key"]
 
 
+def _schema_error(where: str, key: str, problem: str) -> SchemaError:
+    return SchemaError(f"dictionary.toml: {where}.{key}: {problem}")
+
+
 def parse_dictionary(data: dict[str, Any]) -> Dictionary:
     """The dictionary from parsed TOML, with ``[defaults]`` filled into every object.
+
+    Objects are checked one by one, so an error names the object, and a column given as a
+    plain string is its description.
 
     Raises:
         SchemaError: naming the object and key at fault.
 
     """
     defaults = data.get("defaults", {})
-    objects = {name: {**defaults, **entry} for name, entry in data.get("objects", {}).items()}
-    try:
-        dictionary = Dictionary.model_validate({"objects": objects})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)
+    objects = {}
+    for name, entry in data.get("objects", {}).items():
+        merged = {**defaults, **entry}
+        if isinstance(merged.get("columns"), dict):
+            merged["columns"] = {
+                column: {"description": spec} if isinstance(spec, str) else spec
+                for column, spec in merged["columns"].items()
+            }
+        objects[name] = validate(
+            DataObject,
+            merged,
+            error=functools.partial(_schema_error, f"objects.{name}"),
         )
-        raise SchemaError(f"dictionary.toml: {problems}") from exc
+    dictionary = Dictionary(objects=objects)
     for name in dictionary.objects:
         if path := dictionary.region_path(name):
             _column, table, key = path
             target = dictionary.objects.get(table)
             if target is None or key not in target.columns or target.region != "region":
-                raise SchemaError(
-                    f"dictionary.toml: objects.{name}.region: {table}.{key} is not a column of"
-                    " an object with a region column"
+                raise _schema_error(
+                    f"objects.{name}",
+                    "region",
+                    f"{table}.{key} is not a column of an object with a region column",
                 )
     return dictionary
 
