@@ -1,36 +1,206 @@
-"""``governance``: the data owner's and auditors' view of the central database."""
+"""``governance``: the data owner's, steward's and auditor's view of the central database."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime as dt
 import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import click
+import msgspec
 import psycopg
 
-from governance.catalog import list_datasets
+from core_ingest.schema.dictionary import load_dictionary
+from governance import catalog as catalog_module
+from governance import render
+from governance.catalog import CatalogMismatch
+from governance.glossary import Glossary, load_glossary
+from proto.lineage_names import DEFAULT_DATABASE_NAMESPACE
 
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """Data catalog (lineage, access, audit, exports and data-subject requests to follow)."""
-
-
-@main.command()
-@click.option(
+dsn_option = click.option(
     "--dsn",
     envvar="GOVERNANCE_DSN",
     required=True,
     help="PostgreSQL connection string. Env: GOVERNANCE_DSN.",
 )
-def catalog(dsn: str) -> None:
-    """List every table and view with its description, owner, class and estimated rows.
+json_option = click.option("--json", "as_json", is_flag=True, help="JSON instead of text.")
 
-    Example: governance catalog --dsn postgresql://steward@db/meters
-    """
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Data catalog and glossary (lineage, audit, access and exports to follow)."""
+
+
+@contextlib.contextmanager
+def connected(dsn: str) -> Iterator[psycopg.Connection]:
+    """A connection, or a one-line error naming what failed instead of a traceback."""
     try:
-        with psycopg.connect(dsn, connect_timeout=10) as conn:
-            datasets = list_datasets(conn)
+        with psycopg.connect(dsn, connect_timeout=10, autocommit=True) as conn:
+            yield conn
     except psycopg.OperationalError as exc:
         raise click.ClickException(f"cannot reach the database: {exc}".strip()) from None
-    click.echo(json.dumps([dataclasses.asdict(d) for d in datasets], indent=2))
+
+
+@main.group()
+def catalog() -> None:
+    """What the database holds: every table, view and column, and the glossary's figures."""
+
+
+@catalog.command()
+@click.argument("name", required=False)
+@dsn_option
+@json_option
+def show(name: str | None, dsn: str, *, as_json: bool) -> None:
+    """List every table and view, or describe NAME in full with its columns.
+
+    Row counts are the planner's estimates.
+
+    Example: governance catalog show meter_readings --dsn postgresql://steward@db/meters
+    """
+    dictionary = load_dictionary()
+    if name is not None and name not in dictionary.objects:
+        close = ", ".join(sorted(n for n in dictionary.objects if name in n)) or "none"
+        raise click.BadParameter(f"{name!r} is not in the catalog (names containing it: {close})")
+    with connected(dsn) as conn:
+        if name is None:
+            datasets = catalog_module.list_datasets(conn, dictionary)
+            _print(
+                as_json, [dataclasses.asdict(d) for d in datasets], render.dataset_lines(datasets)
+            )
+        else:
+            entry = catalog_module.describe(conn, dictionary, name)
+            _print(as_json, dataclasses.asdict(entry), render.entry_lines(entry))
+
+
+@catalog.command()
+@click.argument("text")
+@json_option
+def search(text: str, *, as_json: bool) -> None:
+    """Find TEXT in object and column names and descriptions, and in the glossary.
+
+    No database needed: the data dictionary and the glossary ship with the release.
+
+    Example: governance catalog search losses
+    """
+    glossary = load_glossary()
+    hits = catalog_module.search(load_dictionary(), glossary, text)
+    if as_json:
+        click.echo(json.dumps([_hit_document(hit, glossary) for hit in hits], indent=2))
+        return
+    if not hits:
+        click.echo(f"nothing matches {text!r}")
+    for hit in hits:
+        click.echo("\n".join(render.hit_lines(hit, glossary)))
+
+
+@catalog.command()
+@dsn_option
+def check(dsn: str) -> None:
+    """Compare the database with the data dictionary; exit 1 listing every difference.
+
+    Objects and columns in the database and not described, and described ones the database
+    lacks (tables and views; partitions and chunks belong to their table).
+
+    Example: governance catalog check --dsn postgresql://steward@db/meters
+    """
+    dictionary = load_dictionary()
+    with connected(dsn) as conn:
+        found = catalog_module.check(conn, dictionary)
+    if found:
+        for line in found:
+            click.echo(line)
+        raise click.ClickException(str(CatalogMismatch(found)))
+    columns = sum(len(o.columns) for o in dictionary.objects.values())
+    click.echo(
+        f"the dictionary describes the database exactly: {len(dictionary.objects)} objects, "
+        f"{columns} columns"
+    )
+
+
+@catalog.command()
+@dsn_option
+def sync(dsn: str) -> None:
+    """Write the dictionary's descriptions as COMMENT ON, for psql's descriptions and other tools.
+
+    Refused while `check` finds differences. Needs the tables' owner (the migration role).
+
+    Example: governance catalog sync --dsn postgresql://owner@db/meters
+    """
+    with connected(dsn) as conn:
+        try:
+            written = catalog_module.sync(conn, load_dictionary())
+        except CatalogMismatch as exc:
+            for line in exc.differences:
+                click.echo(line, err=True)
+            raise click.ClickException(f"{exc}; run `governance catalog check`") from None
+    click.echo(f"{written} comments written")
+
+
+@catalog.command()
+@dsn_option
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="JSON-lines file.")
+@click.option("--url", help="An OpenLineage HTTP consumer, e.g. http://marquez:5000.")
+@click.option(
+    "--namespace",
+    default=DEFAULT_DATABASE_NAMESPACE,
+    show_default=True,
+    help="The database's OpenLineage namespace, as the core's [openlineage] names it.",
+)
+def publish(dsn: str, out: Path | None, url: str | None, namespace: str) -> None:
+    """Publish the catalog as OpenLineage dataset events (schema, documentation, ownership).
+
+    One event per table and view, under the names the core's lineage events use, so a
+    Marquez or DataHub user sees the catalog beside the lineage. Give --out or --url.
+
+    Example: governance catalog publish --url http://marquez:5000 --dsn postgresql://db/meters
+    """
+    from openlineage.client.serde import Serde  # noqa: PLC0415 - publish only
+
+    from governance.dataset_events import dataset_event  # noqa: PLC0415
+
+    if (out is None) == (url is None):
+        raise click.UsageError("give one of --out FILE or --url URL")
+    dictionary = load_dictionary()
+    now = dt.datetime.now(dt.UTC)
+    with connected(dsn) as conn:
+        events = [
+            dataset_event(
+                catalog_module.describe(conn, dictionary, name), namespace=namespace, at=now
+            )
+            for name in sorted(dictionary.objects)
+        ]
+    if out is not None:
+        with out.open("a", encoding="utf-8") as file:
+            file.writelines(Serde.to_json(event) + "\n" for event in events)
+    else:
+        _post(events, str(url))
+    click.echo(f"{len(events)} dataset events published to {out or url}")
+
+
+def _post(events: list[Any], url: str) -> None:
+    """Send each event to an OpenLineage HTTP consumer; the first failure stops with its reason."""
+    from openlineage.client import OpenLineageClient  # noqa: PLC0415 - publish only
+    from openlineage.client.transport.http import HttpConfig, HttpTransport  # noqa: PLC0415
+
+    client = OpenLineageClient(transport=HttpTransport(HttpConfig(url=url, timeout=10)))
+    for event in events:
+        try:
+            client.emit(event)
+        except Exception as exc:  # noqa: BLE001 - the library raises what its HTTP stack raises
+            raise click.ClickException(f"{url} refused the catalog: {exc}") from None
+
+
+def _print(as_json: bool, document: object, lines: list[str]) -> None:  # noqa: FBT001
+    click.echo(json.dumps(document, indent=2, default=str) if as_json else "\n".join(lines))
+
+
+def _hit_document(hit: catalog_module.Hit, glossary: Glossary) -> dict[str, Any]:
+    """A hit as JSON; a glossary term's hit carries the whole term."""
+    document: dict[str, Any] = dataclasses.asdict(hit)
+    if hit.kind == "term":
+        document["term"] = msgspec.structs.asdict(glossary.terms[hit.name])
+    return document

@@ -27,12 +27,12 @@ from core_ingest.lineage.emitter import LineageEmitter, LineageStatistics
 from core_ingest.lineage.events import (
     BATCH_FACET_SCHEMA_PATH,
     BATCH_FACET_SCHEMA_URL,
-    DEFAULT_DATABASE_NAMESPACE,
     build_event,
     device_dataset,
     run_id,
 )
 from core_ingest.lineage.record import CommittedBatch
+from proto.lineage_names import DEFAULT_DATABASE_NAMESPACE
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)

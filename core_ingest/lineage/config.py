@@ -9,7 +9,8 @@ import msgspec
 from msgspec import Meta
 
 from core_ingest.errors import ConfigError
-from core_ingest.lineage.events import DEFAULT_DATABASE_NAMESPACE, DEFAULT_NAMESPACE
+from core_ingest.lineage.events import DEFAULT_NAMESPACE
+from proto.lineage_names import DEFAULT_DATABASE_NAMESPACE
 from proto.settings import FilePath, Settings, invalid, validate
 
 DEFAULT_ENDPOINT = "api/v1/lineage"  # the OpenLineage HTTP API's path, as Marquez serves it

@@ -22,17 +22,12 @@ from openlineage.client.facet_v2 import (
 )
 
 from core_ingest.lineage.record import CommittedBatch
-from proto.version import __version__
+from proto.lineage_names import PROJECT_URL, producer
 
 DEFAULT_NAMESPACE = "meterpipe"
-# Where the core's tables live, as OpenLineage names a PostgreSQL server (postgres://host:port).
-# One database per region (DESIGN.md) means one namespace each: set it per deployment.
-DEFAULT_DATABASE_NAMESPACE = "postgres://meterpipe"
-# meterpipe has no public home yet: ``.invalid`` (RFC 2606) marks these URIs as placeholders.
-# TODO: the published location, once there is one. The facet schema's path is its path in
-# this repository; a new version of the facet gets a new folder, never an edited file.
-PROJECT_URL = "https://meterpipe.invalid"
-PRODUCER = f"{PROJECT_URL}/tree/v{__version__}/core_ingest"
+PRODUCER = producer("core_ingest")
+# The facet schema's path is its path in this repository; a new version of the facet gets a
+# new folder, never an edited file.
 BATCH_FACET_SCHEMA_PATH = "docs/openlineage/facets/1-0-0/MeterpipeBatchRunFacet.json"
 BATCH_FACET_SCHEMA_URL = f"{PROJECT_URL}/{BATCH_FACET_SCHEMA_PATH}#/$defs/MeterpipeBatchRunFacet"
 # Fixed forever: run ids computed by any release (or by a query on the ledger) must agree.

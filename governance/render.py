@@ -1,0 +1,100 @@
+"""How governance commands print for people: aligned tables and wrapped descriptions.
+
+Every command also has ``--json``; these functions only lay out what the catalog, glossary
+and (next) lineage and audit modules computed.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+
+from governance.catalog import Dataset, DatasetEntry, Hit
+from governance.glossary import Glossary
+
+WIDTH = 100  # a steward's terminal; descriptions wrap under their own column
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Columns aligned on their widest value, two spaces apart."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return [
+        "  ".join(f"{v:<{w}}" for v, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
+
+
+def wrapped(text: str, indent: int) -> list[str]:
+    """``text`` wrapped to ``WIDTH``, every line after the first indented by ``indent``."""
+    lines = textwrap.wrap(text, max(WIDTH - indent, 30), break_on_hyphens=False) or [""]
+    return [lines[0], *(" " * indent + line for line in lines[1:])]
+
+
+def dataset_lines(datasets: Sequence[Dataset]) -> list[str]:
+    """The catalog's list: one line per object (owners and stewards in ``show NAME``)."""
+    header = ("name", "kind", "personal data", "retention", "rows (est.)", "owner")
+    rows = [
+        (
+            d.name,
+            d.kind,
+            d.personal_data,
+            d.retention,
+            "-" if d.rows_estimated is None else f"{d.rows_estimated:,}",
+            d.owner,
+        )
+        for d in datasets
+    ]
+    return table(header, rows)
+
+
+def entry_lines(entry: DatasetEntry) -> list[str]:
+    """One object in full: its facts, quality rules and columns."""
+    dataset = entry.dataset
+    kind = dataset.kind if entry.storage == dataset.kind else f"{dataset.kind} ({entry.storage})"
+    facts = [
+        ("kind", kind),
+        ("rows", "-" if dataset.rows_estimated is None else f"~{dataset.rows_estimated:,}"),
+        ("personal data", dataset.personal_data),
+        ("owner", dataset.owner),
+        ("steward", dataset.steward),
+        ("retention", dataset.retention),
+        ("region", entry.region or "not regional"),
+        ("subject lookup", ", ".join(entry.subject_columns) or "-"),
+        ("source", f"{entry.source}; {entry.frequency}"),
+        ("produced by", entry.produced_by),
+    ]
+    lines = [*wrapped(f"{dataset.name}: {dataset.description}", 2), ""]
+    lines += [f"  {key:<16}" + "\n".join(wrapped(value, 18)) for key, value in facts]
+    lines += [
+        f"  {'quality rules' if i == 0 else '':<16}- " + "\n".join(wrapped(rule, 20))
+        for i, rule in enumerate(entry.quality_rules)
+    ]
+    lines += ["", "  columns"]
+    name_width = max(len(c.name) for c in entry.columns)
+    type_width = max(len(c.type or "missing") for c in entry.columns)
+    indent = 4 + name_width + 2 + type_width + 2
+    for column in entry.columns:
+        text = f"{column.description} ({column.unit})" if column.unit else column.description
+        if column.personal_data != dataset.personal_data:
+            text += f" [{column.personal_data}]"
+        lead = f"    {column.name:<{name_width}}  {column.type or 'missing':<{type_width}}  "
+        lines.append(lead + "\n".join(wrapped(text, indent)))
+    return lines
+
+
+def hit_lines(hit: Hit, glossary: Glossary) -> list[str]:
+    """One search hit: what it is, and the words that matched (a term in full)."""
+    lines = [f"{hit.kind:<17} {hit.name}"]
+    if hit.kind == "term":
+        term = glossary.terms[hit.name]
+        lines += [
+            term.definition,
+            f"unit: {term.unit or '-'}; formula: {term.formula}",
+            f"computed by: {term.computed_by} ({', '.join(term.columns)})",
+        ]
+    else:
+        lines.append(hit.about)
+        if hit.field not in {"name", "description"}:
+            lines.append(f"{hit.field}: {hit.text}")
+    indent = " " * 18
+    return [lines[0], *(indent + w for line in lines[1:] for w in textwrap.wrap(line, WIDTH - 18))]
