@@ -38,7 +38,7 @@ from core_ingest.config import CoreConfig, load_config
 from core_ingest.errors import CertificateError, ConfigError, CoreError
 from core_ingest.quality_watch import AlertRule, QualityAlert, check_suspect_share
 from core_ingest.schema import MIGRATIONS, STORAGE_CHOICES, applied_versions, migrate
-from core_ingest.server import serve
+from core_ingest.server import APPLICATION, serve
 from core_ingest.status import database_status
 from proto.observability import LogFormat, configure_logging, log_options
 
@@ -92,7 +92,12 @@ def _server_tls(config: CoreConfig) -> ServerTls | None:
 def _database(config: CoreConfig) -> Iterator[psycopg.Connection]:
     """An autocommit connection; connection and library errors become one-line messages."""
     try:
-        with psycopg.connect(config.database.dsn, autocommit=True, connect_timeout=10) as conn:
+        with psycopg.connect(
+            config.database.dsn,
+            autocommit=True,
+            connect_timeout=10,
+            fallback_application_name=APPLICATION,
+        ) as conn:
             yield conn
     except psycopg.OperationalError as exc:
         raise click.ClickException(f"cannot reach the database: {exc}".strip()) from None
@@ -210,7 +215,9 @@ def quality_check(config_path: Path | None, dsn: str | None, window_seconds: flo
 
 async def _check_once(dsn: str, rule: AlertRule) -> QualityAlert | None:
     try:
-        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        async with await psycopg.AsyncConnection.connect(
+            dsn, autocommit=True, fallback_application_name=APPLICATION
+        ) as conn:
             return await check_suspect_share(conn, rule, raised_by="core-ingest quality-check")
     except psycopg.OperationalError as exc:
         raise click.ClickException(f"cannot reach the database: {exc}".strip()) from None

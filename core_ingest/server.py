@@ -34,6 +34,8 @@ from proto.observability import serve_metrics
 from proto.tls import is_loopback
 from proto.version import __version__
 
+APPLICATION = "core-ingest"  # its application_name in PostgreSQL, named by the audit trail
+
 log = logging.getLogger(__name__)
 
 # Agents ping every 30 s (edge_agent.sinks.uplink.CHANNEL_OPTIONS); the server's default would
@@ -64,7 +66,11 @@ def connection_pool(dsn: str, size: int) -> psycopg_pool.AsyncConnectionPool:
         min_size=1,
         max_size=size,
         open=False,
-        kwargs={"autocommit": True, "connect_timeout": 5},
+        kwargs={
+            "autocommit": True,
+            "connect_timeout": 5,
+            "fallback_application_name": APPLICATION,  # the audit trail's "application"
+        },
         configure=_durable,
     )
 

@@ -7,17 +7,15 @@ and a leaked signing or TLS key lets others speak for the substation.
 
 from __future__ import annotations
 
-import os
 import secrets
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.config import UplinkTlsConfig
 from edge_agent.errors import ConfigError, KeyFileError
+from proto import key_files
 from proto.tls import TlsMaterialError, common_name, read_authority, read_identity
 
 PSEUDONYM_KEY_BYTES = 32  # HMAC-SHA-256 key as long as its output
@@ -35,61 +33,25 @@ class ClientTls:
     server_name: str | None
 
 
-def _write_secret(path: Path, data: bytes) -> None:
-    """Create ``path`` with mode 0600 and refuse to overwrite an existing key."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise KeyFileError(str(path), "exists already; refusing to overwrite a key") from None
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-
-
-def _read_secret(path: Path) -> bytes:
-    """Read a key file after checking that only its owner can read it."""
-    try:
-        mode = path.stat().st_mode
-        data = path.read_bytes()
-    except OSError as exc:
-        raise KeyFileError(str(path), f"cannot read: {exc.strerror}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(
-            str(path), f"mode {stat.S_IMODE(mode):04o} lets others read it; run chmod 600"
-        )
-    return data
-
-
 def generate_signing_key(path: Path) -> bytes:
     """Write a new Ed25519 private key (PKCS#8 PEM) to ``path``; return the public key PEM."""
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    _write_secret(path, pem)
-    return key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    return key_files.generate_signing_key(path, KeyFileError)
 
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
     """Load the agent's private key written by ``generate_signing_key``."""
-    try:
-        key = serialization.load_pem_private_key(_read_secret(path), password=None)
-    except ValueError as exc:
-        raise KeyFileError(str(path), f"not a PEM private key: {exc}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFileError(str(path), "is not an Ed25519 key")
-    return key
+    return key_files.load_signing_key(path, KeyFileError)
 
 
 def generate_pseudonym_key(path: Path) -> None:
     """Write a new random pseudonymization key, hex-encoded, to ``path`` (mode 0600)."""
-    _write_secret(path, secrets.token_hex(PSEUDONYM_KEY_BYTES).encode() + b"\n")
+    key = secrets.token_hex(PSEUDONYM_KEY_BYTES).encode() + b"\n"
+    key_files.write_secret(path, key, KeyFileError)
 
 
 def load_pseudonym_key(path: Path) -> bytes:
     """Load the pseudonymization key written by ``generate_pseudonym_key``."""
-    text = _read_secret(path).strip()
+    text = key_files.read_secret(path, KeyFileError).strip()
     try:
         key = bytes.fromhex(text.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
@@ -110,7 +72,7 @@ def load_client_tls(tls: UplinkTlsConfig, *, agent_id: str) -> ClientTls:
     """
     authority = _read_public(tls.ca, "uplink.tls.ca")
     certificate_pem = _read_public(tls.cert, "uplink.tls.cert")
-    key_pem = _read_secret(tls.key)
+    key_pem = key_files.read_secret(tls.key, KeyFileError)
     try:
         read_authority(authority)
         certificate = read_identity(certificate_pem=certificate_pem, key_pem=key_pem)

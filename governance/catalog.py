@@ -16,6 +16,7 @@ import psycopg
 from core_ingest.schema import recorded_storage
 from core_ingest.schema.dictionary import Dictionary, comment_statements, differences
 from core_ingest.schema.sizes import estimated_rows
+from governance import audit
 from governance.glossary import Glossary
 
 LIVE_COLUMNS = """
@@ -199,9 +200,9 @@ def check(conn: psycopg.Connection, dictionary: Dictionary) -> list[str]:
 def sync(conn: psycopg.Connection, dictionary: Dictionary) -> int:
     """Write the dictionary's descriptions as COMMENT ON (what psql's d+ shows); how many.
 
-    One transaction: the descriptions are written all or none. The database must be the
-    dictionary's (``check`` finds nothing): a description is never written onto a column that
-    means something else.
+    One transaction with its audit entry: the descriptions are written all or none. The
+    database must be the dictionary's (``check`` finds nothing): a description is never
+    written onto a column that means something else.
 
     Raises:
         CatalogMismatch: listing the differences.
@@ -213,6 +214,7 @@ def sync(conn: psycopg.Connection, dictionary: Dictionary) -> int:
     with conn.transaction():
         for statement in statements:
             conn.execute(statement)
+        audit.append(conn, "catalog.sync", "dictionary", {"comments": len(statements)})
     return len(statements)
 
 

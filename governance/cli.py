@@ -13,12 +13,15 @@ from typing import Any
 import click
 import msgspec
 import psycopg
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from core_ingest.schema.dictionary import load_dictionary
+from governance import audit, render
 from governance import catalog as catalog_module
-from governance import render
 from governance.catalog import CatalogMismatch
 from governance.glossary import Glossary, load_glossary
+from proto import key_files
 from proto.lineage_names import DEFAULT_DATABASE_NAMESPACE
 
 dsn_option = click.option(
@@ -39,7 +42,9 @@ def main() -> None:
 def connected(dsn: str) -> Iterator[psycopg.Connection]:
     """A connection, or a one-line error naming what failed instead of a traceback."""
     try:
-        with psycopg.connect(dsn, connect_timeout=10, autocommit=True) as conn:
+        with psycopg.connect(
+            dsn, connect_timeout=10, autocommit=True, fallback_application_name="governance"
+        ) as conn:
             yield conn
     except psycopg.OperationalError as exc:
         raise click.ClickException(f"cannot reach the database: {exc}".strip()) from None
@@ -132,7 +137,7 @@ def sync(dsn: str) -> None:
     """
     with connected(dsn) as conn:
         try:
-            written = catalog_module.sync(conn, load_dictionary())
+            written = catalog_module.sync(conn, load_dictionary())  # audited by sync
         except CatalogMismatch as exc:
             for line in exc.differences:
                 click.echo(line, err=True)
@@ -178,6 +183,13 @@ def publish(dsn: str, out: Path | None, url: str | None, namespace: str) -> None
             file.writelines(Serde.to_json(event) + "\n" for event in events)
     else:
         _post(events, str(url))
+    with connected(dsn) as conn:
+        audit.append(
+            conn,
+            "catalog.publish",
+            namespace,
+            {"datasets": len(events), "to": str(out.resolve()) if out else url},
+        )
     click.echo(f"{len(events)} dataset events published to {out or url}")
 
 
@@ -204,3 +216,134 @@ def _hit_document(hit: catalog_module.Hit, glossary: Glossary) -> dict[str, Any]
     if hit.kind == "term":
         document["term"] = msgspec.structs.asdict(glossary.terms[hit.name])
     return document
+
+
+@main.group(name="audit")
+def audit_group() -> None:
+    """The audit trail: verify its chain, seal its head, report who did what."""
+
+
+def _key_error(path: str, problem: str) -> click.ClickException:
+    return click.ClickException(f"{path}: {problem}")
+
+
+@audit_group.command(name="verify")
+@dsn_option
+@click.option(
+    "--anchors",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Folder of heads signed by `audit seal`, kept away from the database.",
+)
+@click.option(
+    "--public-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The sealing key's public half (PEM, from `audit keygen`): only its heads count.",
+)
+@json_option
+def verify_command(
+    dsn: str, anchors: Path | None, public_key: Path | None, *, as_json: bool
+) -> None:
+    """Recompute the hash chain; exit 1 naming the first entry that does not hold.
+
+    With --anchors, each sealed head must still be in the chain with its sealed hash, which
+    catches a rewrite of the whole chain.
+
+    Example: governance audit verify --anchors /srv/audit-heads --public-key seal.pub --dsn ...
+    """
+    if (anchors is None) != (public_key is None):
+        raise click.UsageError("--anchors and --public-key go together")
+    sealed = []
+    if anchors is not None and public_key is not None:
+        try:
+            sealed = audit.read_anchors(anchors, _public_key(public_key))
+        except audit.AuditError as exc:
+            raise click.ClickException(str(exc)) from None
+    with connected(dsn) as conn:
+        found = audit.verify(conn, sealed)
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(found), indent=2))
+    elif found.intact:
+        click.echo(
+            f"audit trail intact: {found.entries:,} entries, {found.anchors} of"
+            f" {len(sealed)} sealed heads matched"
+        )
+    if not found.intact:
+        raise click.ClickException(str(found.problem))
+
+
+def _public_key(path: Path) -> Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except ValueError as exc:
+        raise click.ClickException(f"{path}: not a PEM public key: {exc}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise click.ClickException(f"{path}: not an Ed25519 public key")
+    return key
+
+
+@audit_group.command()
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the private key (mode 0600); the public key goes to OUT.pub.",
+)
+def keygen(out: Path) -> None:
+    """Create the Ed25519 key that seals the audit trail's head.
+
+    Keep the private key off the database server: whoever holds it can sign a head.
+
+    Example: governance audit keygen --out /etc/meterpipe/audit-seal.key
+    """
+    public_pem = key_files.generate_signing_key(out, _key_error)
+    public = out.with_name(out.name + ".pub")
+    public.write_bytes(public_pem)
+    click.echo(f"sealing key written to {out}, its public key to {public}")
+
+
+@audit_group.command(name="seal")
+@dsn_option
+@click.option(
+    "--key",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The sealing key from `audit keygen`.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder the signed head is written to; copy it off the database server.",
+)
+def seal_command(dsn: str, key: Path, out: Path) -> None:
+    """Append an audit.seal entry, sign the head it makes, and export the signed head.
+
+    Run it periodically (deploy/governance-audit-seal.timer: hourly): a rewrite of the chain
+    before a sealed head is then found by `audit verify --anchors`.
+
+    Example: governance audit seal --key audit-seal.key --out /srv/audit-heads --dsn ...
+    """
+    signing_key = key_files.load_signing_key(key, _key_error)
+    with connected(dsn) as conn:
+        anchor = audit.seal(conn, signing_key)
+    path = audit.write_anchor(anchor, out)
+    click.echo(f"entry {anchor.entry_id} sealed: {path}")
+
+
+@audit_group.command(name="report")
+@dsn_option
+@click.option("--from", "start", type=click.DateTime(), help="Start, UTC (default 7 days ago).")
+@click.option("--to", "end", type=click.DateTime(), help="End, UTC, excluded (default now).")
+@json_option
+def report_command(
+    dsn: str, start: dt.datetime | None, end: dt.datetime | None, *, as_json: bool
+) -> None:
+    """Who did what: entries by actor and action, batches ingested, every other action.
+
+    Example: governance audit report --from 2026-11-01 --to 2026-12-01 --dsn ...
+    """
+    end_at = (end or dt.datetime.now(dt.UTC).replace(tzinfo=None)).replace(tzinfo=dt.UTC)
+    start_at = start.replace(tzinfo=dt.UTC) if start else end_at - dt.timedelta(days=7)
+    with connected(dsn) as conn:
+        found = audit.report(conn, start_at, end_at)
+    _print(as_json, dataclasses.asdict(found), render.report_lines(found))

@@ -6,9 +6,11 @@ and (next) lineage and audit modules computed.
 
 from __future__ import annotations
 
+import json
 import textwrap
 from collections.abc import Sequence
 
+from governance.audit import AuditReport
 from governance.catalog import Dataset, DatasetEntry, Hit
 from governance.glossary import Glossary
 
@@ -98,3 +100,34 @@ def hit_lines(hit: Hit, glossary: Glossary) -> list[str]:
             lines.append(f"{hit.field}: {hit.text}")
     indent = " " * 18
     return [lines[0], *(indent + w for line in lines[1:] for w in textwrap.wrap(line, WIDTH - 18))]
+
+
+def report_lines(found: AuditReport) -> list[str]:
+    """The audit report: counts by action and actor, ingest totals, every other action."""
+    period = f"{found.start:%Y-%m-%d %H:%M} to {found.end:%Y-%m-%d %H:%M} UTC"
+    lines = [f"audit trail, {period}", ""]
+    lines += table(
+        ("action", "actor", "application", "entries", "first", "last"),
+        [
+            (c.action, c.actor, c.application or "-", f"{c.entries:,}",
+             f"{c.first:%Y-%m-%d %H:%M:%S}", f"{c.last:%Y-%m-%d %H:%M:%S}")
+            for c in found.counts
+        ],
+    )  # fmt: skip
+    ingest = (
+        f"ingest: {found.batches:,} batches, {found.readings_stored:,} readings stored,"
+        f" {found.estimates_replaced:,} estimates replaced by read values"
+    )
+    lines += [
+        "",
+        ingest,
+        "",
+        f"other actions ({len(found.actions)}):",
+    ]
+    for action in found.actions:
+        lines.append(
+            f"  {action['entry_id']:>8}  {action['at']:%Y-%m-%d %H:%M:%S}  {action['action']:<17}"
+            f" {action['object']}  by {action['actor']}"
+        )
+        lines += ["            " + w for w in wrapped(json.dumps(action["detail"]), 12)]
+    return lines

@@ -85,7 +85,8 @@ def test_a_dictionary_without_an_entry_for_a_new_migration_fails_the_check(empty
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         migrate(conn, storage=storage, stop_before=MIGRATIONS[-1].version)
         found = differences(conn, load_dictionary())
-    assert "meter_readings.clock_offset_s: in the dictionary, not in the database" in found
+    assert found  # whatever the last migration adds, the dictionary already describes
+    assert all(line.endswith(": in the dictionary, not in the database") for line in found), found
 
 
 def test_a_misspelt_key_is_refused_naming_the_object():

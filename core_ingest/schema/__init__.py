@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from core_ingest.errors import SchemaError
 from core_ingest.schema.dictionary import comment_statements, load_dictionary
@@ -43,6 +44,13 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
+class _Variables(string.Template):
+    """Only ``${name}`` is a variable: ``$$`` (a function body's quotes) and ``$1`` stay SQL."""
+
+    # A string, which Template compiles once (typeshed types the compiled attribute).
+    pattern = r"\$(?:(?P<escaped>(?!))|(?P<named>(?!))|{(?P<braced>\w+)}|(?P<invalid>(?!)))"  # type: ignore[assignment]
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     """One numbered schema step: a SQL file of ``migrations/``."""
@@ -53,7 +61,7 @@ class Migration:
 
     def script(self, storage: str) -> bytes:
         """The statements to run on a schema using ``storage``."""
-        return string.Template(self.sql).substitute(_variables(storage)).encode()
+        return _Variables(self.sql).substitute(_variables(storage)).encode()
 
 
 def _variables(storage: str) -> dict[str, str]:
@@ -172,4 +180,16 @@ def migrate(
         if stop_before is None:  # the dictionary describes the release's schema, not an older one
             for statement in comment_statements(load_dictionary()):
                 conn.execute(statement)
+        _audit(conn, applied, chosen)
     return applied
+
+
+def _audit(conn: psycopg.Connection, applied: list[Migration], storage: str) -> None:
+    """One audit entry per migration applied, once the audit trail exists (migration 11)."""
+    if not applied or conn.execute("SELECT to_regclass('audit_log')").fetchone() == (None,):
+        return
+    for migration in applied:
+        conn.execute(
+            "SELECT audit_append('schema.migrate', 'schema', %s)",
+            (Jsonb({"version": migration.version, "name": migration.name, "storage": storage}),),
+        )

@@ -132,3 +132,38 @@ async def keep_refused(
         ),
     )
     log.warning("batch %s: %d values refused, first: %s", label, len(refused), refused[0].reason)
+
+
+async def record_in_audit_trail(
+    conn: psycopg.AsyncConnection,
+    batch: VerifiedBatch,
+    row: LedgerRow,
+    *,
+    readings_stored: int,
+    estimates_replaced: int,
+) -> None:
+    """The batch's entry in the audit trail, the transaction's last statement.
+
+    Last, because ``audit_append`` serializes appends on a lock held until the commit: taken
+    at the end, concurrent batches wait only for one another's commit, not their whole work.
+    The header digest chains the ledger row into the audit trail.
+    """
+    header = batch.opened.header
+    await conn.execute(
+        "SELECT audit_append('batch.ingest', %s, %s)",
+        (
+            f"{header.agent_id}/{header.sequence}",
+            Jsonb(
+                {
+                    "batch_id": row.batch_id,
+                    "header_sha256": batch.opened.header_sha256.hex(),
+                    "readings": len(batch.opened.payload.meter_readings.interval_end),
+                    "readings_stored": readings_stored,
+                    "estimates_replaced": estimates_replaced,
+                    "refused": len(batch.refused),
+                    "telemetry_points": len(batch.points),
+                    "pseudonym_key_id": header.pseudonym_key_id,
+                }
+            ),
+        ),
+    )

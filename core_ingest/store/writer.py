@@ -158,8 +158,15 @@ class BatchStore:
                 substation=batch.agent.substation,
                 region=batch.agent.region,
             )
+            readings_stored = len(stored) + len(corrected.interval_end)
+            await ledger.record_in_audit_trail(
+                self.conn,
+                batch,
+                row,
+                readings_stored=readings_stored,
+                estimates_replaced=len(corrected.interval_end),
+            )
         self._meters.remember(meters)
-        readings_stored = len(stored) + len(corrected.interval_end)
         return WriteOutcome(
             Stored.ACCEPTED,
             _committed(batch, row, readings_stored, figures),
