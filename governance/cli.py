@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from core_ingest.schema.dictionary import load_dictionary
-from governance import audit, render
+from governance import audit, reads, render
 from governance import catalog as catalog_module
 from governance.catalog import CatalogMismatch
 from governance.glossary import Glossary, load_glossary
@@ -207,7 +207,12 @@ def _post(events: list[Any], url: str) -> None:
 
 
 def _print(as_json: bool, document: object, lines: list[str]) -> None:  # noqa: FBT001
-    click.echo(json.dumps(document, indent=2, default=str) if as_json else "\n".join(lines))
+    click.echo(json.dumps(document, indent=2, default=_json_value) if as_json else "\n".join(lines))
+
+
+def _json_value(value: object) -> str:
+    """Times as ISO 8601 (what JSON readers parse), anything else as its text."""
+    return value.isoformat() if isinstance(value, dt.datetime | dt.date) else str(value)
 
 
 def _hit_document(hit: catalog_module.Hit, glossary: Glossary) -> dict[str, Any]:
@@ -334,11 +339,25 @@ def seal_command(dsn: str, key: Path, out: Path) -> None:
 @dsn_option
 @click.option("--from", "start", type=click.DateTime(), help="Start, UTC (default 7 days ago).")
 @click.option("--to", "end", type=click.DateTime(), help="End, UTC, excluded (default now).")
+@click.option(
+    "--pgaudit-log",
+    "logs",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="PostgreSQL CSV logs holding pgaudit's lines (default: the server's, read over SQL).",
+)
 @json_option
 def report_command(
-    dsn: str, start: dt.datetime | None, end: dt.datetime | None, *, as_json: bool
+    dsn: str,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    logs: tuple[Path, ...],
+    *,
+    as_json: bool,
 ) -> None:
-    """Who did what: entries by actor and action, batches ingested, every other action.
+    """Who did what: entries by actor and action, batches ingested, reads of personal data.
+
+    Reads come from pgaudit (`audit enable-reads`): by login, application and table.
 
     Example: governance audit report --from 2026-11-01 --to 2026-12-01 --dsn ...
     """
@@ -346,4 +365,35 @@ def report_command(
     start_at = start.replace(tzinfo=dt.UTC) if start else end_at - dt.timedelta(days=7)
     with connected(dsn) as conn:
         found = audit.report(conn, start_at, end_at)
-    _print(as_json, dataclasses.asdict(found), render.report_lines(found))
+        try:
+            logged = (
+                [r for log in logs for r in reads.parse_csvlog(log.read_text(encoding="utf-8"))]
+                if logs
+                else reads.server_reads(conn)
+            )
+            counted, note = reads.summarise(logged, start_at, end_at), None
+        except reads.ReadsError as exc:
+            counted, note = [], str(exc)
+    document = dataclasses.asdict(found) | {
+        "reads": [dataclasses.asdict(r) for r in counted],
+        "reads_unavailable": note,
+    }
+    _print(as_json, document, render.report_lines(found, counted, note))
+
+
+@audit_group.command(name="enable-reads")
+@dsn_option
+def enable_reads(dsn: str) -> None:
+    """Have pgaudit log every read of personal data, for `audit report`.
+
+    Grants SELECT on the dictionary's pseudonymized-personal objects to a role of its own and
+    makes it the database's pgaudit.role. Needs a superuser and pgaudit loaded by the server.
+
+    Example: governance audit enable-reads --dsn postgresql://postgres@db/meters
+    """
+    with connected(dsn) as conn:
+        try:
+            objects = reads.enable(conn, load_dictionary())
+        except reads.ReadsError as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(f"reads of {len(objects)} personal-data objects are logged: {', '.join(objects)}")

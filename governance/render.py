@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from governance.audit import AuditReport
 from governance.catalog import Dataset, DatasetEntry, Hit
 from governance.glossary import Glossary
+from governance.reads import ReadCount
 
 WIDTH = 100  # a steward's terminal; descriptions wrap under their own column
 
@@ -102,8 +103,8 @@ def hit_lines(hit: Hit, glossary: Glossary) -> list[str]:
     return [lines[0], *(indent + w for line in lines[1:] for w in textwrap.wrap(line, WIDTH - 18))]
 
 
-def report_lines(found: AuditReport) -> list[str]:
-    """The audit report: counts by action and actor, ingest totals, every other action."""
+def report_lines(found: AuditReport, counted: list[ReadCount], note: str | None) -> list[str]:
+    """The audit report: counts by action and actor, ingest totals, reads, every other action."""
     period = f"{found.start:%Y-%m-%d %H:%M} to {found.end:%Y-%m-%d %H:%M} UTC"
     lines = [f"audit trail, {period}", ""]
     lines += table(
@@ -118,16 +119,33 @@ def report_lines(found: AuditReport) -> list[str]:
         f"ingest: {found.batches:,} batches, {found.readings_stored:,} readings stored,"
         f" {found.estimates_replaced:,} estimates replaced by read values"
     )
+    lines += ["", ingest, "", "reads of personal data (pgaudit):"]
+    if note is not None:
+        lines.append(f"  not available: {note}")
+    elif not counted:
+        lines.append("  none logged in the period (enabled by `governance audit enable-reads`)")
+    else:
+        lines += [
+            "  " + line
+            for line in table(
+                ("login", "application", "relation", "statements", "first", "last"),
+                [
+                    (r.user, r.application or "-", r.relation, f"{r.statements:,}",
+                     f"{r.first:%Y-%m-%d %H:%M:%S}", f"{r.last:%Y-%m-%d %H:%M:%S}")
+                    for r in counted
+                ],
+            )
+        ]  # fmt: skip
     lines += [
-        "",
-        ingest,
         "",
         f"other actions ({len(found.actions)}):",
     ]
     for action in found.actions:
         lines.append(
-            f"  {action['entry_id']:>8}  {action['at']:%Y-%m-%d %H:%M:%S}  {action['action']:<17}"
+            f"  {action['entry_id']:>8}  {action['at']:%Y-%m-%d %H:%M:%S}  {action['action']:<19}"
             f" {action['object']}  by {action['actor']}"
         )
-        lines += ["            " + w for w in wrapped(json.dumps(action["detail"]), 12)]
+        lines += [
+            "            " + w for w in textwrap.wrap(json.dumps(action["detail"]), WIDTH - 12)
+        ]
     return lines

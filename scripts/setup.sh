@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the project needs on a fresh Debian bookworm machine, idempotently:
-# system packages (Mosquitto, PostgreSQL 15 server), TimescaleDB built for it, and the Python
-# virtual environment in .venv with the project and its development tools.
+# system packages (Mosquitto, PostgreSQL 15 server, pgaudit), TimescaleDB built for it, and
+# the Python virtual environment in .venv with the project and its development tools.
 #
 # Usage: bash scripts/setup.sh   (as root, or with sudo rights for apt-get)
 set -euo pipefail
@@ -14,6 +14,8 @@ sudo_cmd=""
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
+# pgaudit: reads of personal data by role, for `governance audit report` (docs/governance.md).
+[ -f /usr/lib/postgresql/15/lib/pgaudit.so ] || need+=(postgresql-15-pgaudit)
 if [ ${#need[@]} -gt 0 ] || [ ! -f /usr/lib/postgresql/15/lib/timescaledb.so ]; then
   echo "setup: apt-get update" >&2
   $sudo_cmd apt-get update -q >/dev/null

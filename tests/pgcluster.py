@@ -29,12 +29,22 @@ def server_bindir() -> Path:
     return candidates[-1].parent
 
 
+def _pg_config(bindir: Path, what: str) -> Path:
+    return Path(
+        subprocess.run(
+            [str(bindir / "pg_config"), what], check=True, capture_output=True, text=True
+        ).stdout.strip()
+    )
+
+
 def timescaledb_installed(bindir: Path) -> bool:
     """Whether the TimescaleDB extension is installed for this server."""
-    sharedir = subprocess.run(
-        [str(bindir / "pg_config"), "--sharedir"], check=True, capture_output=True, text=True
-    ).stdout.strip()
-    return (Path(sharedir) / "extension" / "timescaledb.control").exists()
+    return (_pg_config(bindir, "--sharedir") / "extension" / "timescaledb.control").exists()
+
+
+def pgaudit_installed(bindir: Path) -> bool:
+    """Whether pgaudit (Debian's postgresql-15-pgaudit) is installed for this server."""
+    return (_pg_config(bindir, "--pkglibdir") / "pgaudit.so").exists()
 
 
 class PostgresCluster:
@@ -89,9 +99,20 @@ class PostgresCluster:
         if not self.durable:
             # A throwaway cluster: durability traded for speed. Never use these in production.
             settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+        preload = ["timescaledb"] if self.timescaledb else []
         if self.timescaledb:
-            settings["shared_preload_libraries"] = "'timescaledb'"
             settings["timescaledb.telemetry_level"] = "off"
+        if pgaudit_installed(self.bindir):
+            # Loaded, logging nothing until `governance audit reads enable` names the tables;
+            # its lines go to the CSV log the audit report reads (log/postgresql.csv).
+            preload.append("pgaudit")
+        settings |= {
+            "shared_preload_libraries": f"'{','.join(preload)}'",
+            "logging_collector": "on",
+            "log_destination": "'stderr,csvlog'",
+            "log_directory": "'log'",
+            "log_filename": "'postgresql.log'",
+        }
         with (data / "postgresql.conf").open("a") as conf:
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
         self.restart()

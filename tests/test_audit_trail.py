@@ -206,3 +206,69 @@ def test_report_counts_actions_by_actor_and_lists_governance_actions(storage_dsn
     assert "ingest: 0 batches" in text.stdout
     assert "catalog.sync" in text.stdout
     assert len(list(tmp_path.glob("audit-head-*.json"))) == 1
+
+
+def test_reads_of_personal_data_by_role_come_from_pgaudit(storage_dsn, tmp_path):
+    """A login's reads of readings and the lineage view are reported, not a technical table."""
+    enabled = governance("audit", "enable-reads", dsn=storage_dsn)
+    assert enabled.returncode == 0, enabled.stderr
+    assert "meter_readings" in enabled.stdout
+    assert "agents" not in enabled.stdout.split(":", 1)[1]
+    with psycopg.connect(storage_dsn, autocommit=True) as conn:
+        conn.execute("CREATE ROLE analyst_anna LOGIN")
+        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO analyst_anna")
+    reader = storage_dsn.replace("postgres@", "analyst_anna@")
+    with psycopg.connect(reader, autocommit=True, application_name="notebook") as conn:
+        conn.execute("SELECT count(*) FROM meter_readings WHERE meter_id = 3").fetchone()
+        conn.execute("SELECT count(*) FROM meter_readings").fetchone()
+        conn.execute("SELECT * FROM reading_lineage LIMIT 1").fetchall()
+        conn.execute("SELECT count(*) FROM agents").fetchone()
+    done = governance("audit", "report", "--json", dsn=storage_dsn)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["reads_unavailable"] is None
+    by_relation = {
+        r["relation"]: r["statements"] for r in found["reads"] if r["user"] == "analyst_anna"
+    }
+    assert by_relation["public.meter_readings"] == 3  # two queries, and the view's base table
+    assert by_relation["public.reading_lineage"] == 1
+    assert "public.agents" not in by_relation
+    assert {r["application"] for r in found["reads"] if r["user"] == "analyst_anna"} == {"notebook"}
+    assert found["actions"][-1]["action"] == "audit.reads.enable"
+    text = governance("audit", "report", dsn=storage_dsn).stdout
+    assert "analyst_anna  notebook" in text
+
+
+def test_reads_from_a_copied_log_file_and_an_unreadable_server_log(storage_dsn, tmp_path):
+    """A CSV log copied off the server is read as the server's.
+
+    Without the rights to read the server's logs, the report says so instead of claiming
+    nobody read anything.
+    """
+    log = tmp_path / "postgresql.csv"
+    log.write_text(
+        '2026-12-01 10:00:00.123 UTC,"dora","meters",1,"127.0.0.1:1",a.1,1,"SELECT",'
+        '2026-12-01 10:00:00 UTC,4/1,0,LOG,00000,"AUDIT: OBJECT,1,1,READ,SELECT,TABLE,'
+        'public.meters,SELECT * FROM meters,<not logged>",,,,,,,,,"psql","client backend",,0\n'
+    )
+    copied = governance(
+        "audit", "report", "--json", "--from", "2026-12-01", "--to", "2026-12-02",
+        "--pgaudit-log", str(log), dsn=storage_dsn,
+    )  # fmt: skip
+    assert copied.returncode == 0, copied.stderr
+    assert json.loads(copied.stdout)["reads"] == [
+        {
+            "user": "dora",
+            "application": "psql",
+            "relation": "public.meters",
+            "statements": 1,
+            "first": "2026-12-01T10:00:00.123000+00:00",
+            "last": "2026-12-01T10:00:00.123000+00:00",
+        }
+    ]
+    with psycopg.connect(storage_dsn, autocommit=True) as conn:
+        conn.execute("CREATE ROLE clerk LOGIN")
+        conn.execute("GRANT SELECT ON audit_log TO clerk")
+    denied = governance("audit", "report", dsn=storage_dsn.replace("postgres@", "clerk@"))
+    assert denied.returncode == 0, denied.stderr
+    assert "not available: cannot read the server's logs" in denied.stdout

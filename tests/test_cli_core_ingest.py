@@ -25,6 +25,7 @@ MIGRATION_NAMES = [
     "reading-corrections",
     "meter-roles-losses",
     "interval-grid",
+    "audit-log",
 ]
 
 
