@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from core_ingest.schema.dictionary import load_dictionary
 from governance import audit, reads, render
 from governance import catalog as catalog_module
+from governance import retention as retention_module
 from governance.catalog import CatalogMismatch
 from governance.glossary import Glossary, load_glossary
 from proto import key_files
@@ -397,3 +398,34 @@ def enable_reads(dsn: str) -> None:
         except reads.ReadsError as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(f"reads of {len(objects)} personal-data objects are logged: {', '.join(objects)}")
+
+
+@main.group()
+def retention() -> None:
+    """Keep each dataset as long as the data dictionary says, and nothing longer."""
+
+
+@retention.command(name="apply")
+@dsn_option
+@click.option("--dry-run", is_flag=True, help="Show what would go; remove nothing.")
+@json_option
+def apply_retention(dsn: str, *, dry_run: bool, as_json: bool) -> None:
+    """Remove what is older than each dataset's retention, with an audit entry per dataset.
+
+    Readings and telemetry lose whole chunks or daily partitions, other tables rows.
+
+    Rollups have their own, longer retention: they outlive the readings.
+
+    Example: governance retention apply --dry-run --dsn postgresql://owner@db/meters
+    """
+    dictionary = load_dictionary()
+    with connected(dsn) as conn:
+        removals, kept = retention_module.plan(conn, dictionary, dt.datetime.now(dt.UTC))
+        if not dry_run:
+            removals = retention_module.apply(conn, removals, dictionary)
+    document = {
+        "dry_run": dry_run,
+        "removed" if not dry_run else "would_remove": [dataclasses.asdict(r) for r in removals],
+        "kept": [dataclasses.asdict(k) for k in kept],
+    }
+    _print(as_json, document, render.retention_lines(removals, kept, dry_run=dry_run))

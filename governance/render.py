@@ -14,6 +14,7 @@ from governance.audit import AuditReport
 from governance.catalog import Dataset, DatasetEntry, Hit
 from governance.glossary import Glossary
 from governance.reads import ReadCount
+from governance.retention import Kept, Removal
 
 WIDTH = 100  # a steward's terminal; descriptions wrap under their own column
 
@@ -148,4 +149,23 @@ def report_lines(found: AuditReport, counted: list[ReadCount], note: str | None)
         lines += [
             "            " + w for w in textwrap.wrap(json.dumps(action["detail"]), WIDTH - 12)
         ]
+    return lines
+
+
+def retention_lines(removals: list[Removal], kept: list[Kept], *, dry_run: bool) -> list[str]:
+    """What retention removed (or would), per dataset, and what it keeps and why."""
+    rows = []
+    for r in removals:
+        what = (
+            f"{len(r.parts)} {r.method.split()[-1]}"
+            if r.method != "delete rows"
+            else f"{r.rows:,} rows"
+        )
+        rows.append((r.object, r.retention, f"{r.cutoff:%Y-%m-%d %H:%M}", r.method, what))
+    header = ("dataset", "retention", "before (UTC)", "how", "would go" if dry_run else "removed")
+    lines = table(header, rows)
+    lines += [f"  {r.object}: {', '.join(r.parts)}" for r in removals if r.parts]
+    lines += ["", "kept:"] + [f"  {k.object} ({k.retention}): {k.reason}" for k in kept]
+    if dry_run:
+        lines += ["", "dry run: nothing removed"]
     return lines

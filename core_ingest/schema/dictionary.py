@@ -59,6 +59,7 @@ class DataObject(Settings, frozen=True, kw_only=True):  # required keys among op
     subject_meter_id: list[str] = msgspec.field(default_factory=list)
     subject_pseudonym: list[str] = msgspec.field(default_factory=list)
     retention: str
+    retention_by: str = ""
     source: str
     frequency: str
     quality_rules: list[str]
@@ -73,6 +74,11 @@ class DataObject(Settings, frozen=True, kw_only=True):  # required keys among op
             raise invalid("retention", "must be an ISO 8601 duration (P10Y, P90D)")
         if (self.retention == "derived") != (self.kind == "view"):
             raise invalid("retention", "'derived' is for views, and every view's retention")
+        own = THROUGH.fullmatch(self.retention_by)
+        if self.retention_by and (own["column"] if own else self.retention_by) not in self.columns:
+            raise invalid("retention_by", f"{self.retention_by!r} is not a column of it")
+        if self.kind == "time-partitioned" and not self.retention_by:
+            raise invalid("retention_by", "a time-partitioned table ages by its time column")
         named = [*self.subject_meter_id, *self.subject_pseudonym]
         if self.region and not THROUGH.fullmatch(self.region):
             named.append(self.region)
@@ -97,6 +103,10 @@ class Dictionary(Settings, frozen=True):
         if through is None:
             return None
         return through["column"], through["table"], through["key"]
+
+
+def _has_column(dictionary: Dictionary, table: str, column: str) -> bool:
+    return table in dictionary.objects and column in dictionary.objects[table].columns
 
 
 def _schema_error(where: str, key: str, problem: str) -> SchemaError:
@@ -128,6 +138,16 @@ def parse_dictionary(data: dict[str, Any]) -> Dictionary:
             error=functools.partial(_schema_error, f"objects.{name}"),
         )
     dictionary = Dictionary(objects=objects)
+    for name, entry in dictionary.objects.items():
+        by = THROUGH.fullmatch(entry.retention_by)
+        if by and not all(
+            _has_column(dictionary, by["table"], c) for c in (by["column"], by["key"])
+        ):
+            raise _schema_error(
+                f"objects.{name}",
+                "retention_by",
+                f"{by['table']} has no column {by['column']} or {by['key']}",
+            )
     for name in dictionary.objects:
         if path := dictionary.region_path(name):
             _column, table, key = path
