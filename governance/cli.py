@@ -6,7 +6,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from core_ingest.schema.dictionary import load_dictionary
 from governance import audit, reads, render
 from governance import catalog as catalog_module
 from governance import retention as retention_module
+from governance import versions as versions_module
 from governance.catalog import CatalogMismatch
 from governance.glossary import Glossary, load_glossary
 from proto import key_files
@@ -32,6 +33,32 @@ dsn_option = click.option(
     help="PostgreSQL connection string. Env: GOVERNANCE_DSN.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="JSON instead of text.")
+
+
+def period_options(days: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--from`` and ``--to`` (UTC, the end excluded); see ``period``."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        command = click.option(
+            "--to", "end", type=click.DateTime(), help="End, UTC, excluded (default now)."
+        )(command)
+        return click.option(
+            "--from",
+            "start",
+            type=click.DateTime(),
+            help=f"Start, UTC (default {days} days before the end).",
+        )(command)
+
+    return decorate
+
+
+def period(
+    start: dt.datetime | None, end: dt.datetime | None, days: int
+) -> tuple[dt.datetime, dt.datetime]:
+    """The period ``--from``/``--to`` name, as aware UTC times."""
+    end_at = end.replace(tzinfo=dt.UTC) if end else dt.datetime.now(dt.UTC)
+    start_at = start.replace(tzinfo=dt.UTC) if start else end_at - dt.timedelta(days=days)
+    return start_at, end_at
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -338,8 +365,7 @@ def seal_command(dsn: str, key: Path, out: Path) -> None:
 
 @audit_group.command(name="report")
 @dsn_option
-@click.option("--from", "start", type=click.DateTime(), help="Start, UTC (default 7 days ago).")
-@click.option("--to", "end", type=click.DateTime(), help="End, UTC, excluded (default now).")
+@period_options(days=7)
 @click.option(
     "--pgaudit-log",
     "logs",
@@ -362,8 +388,7 @@ def report_command(
 
     Example: governance audit report --from 2026-11-01 --to 2026-12-01 --dsn ...
     """
-    end_at = (end or dt.datetime.now(dt.UTC).replace(tzinfo=None)).replace(tzinfo=dt.UTC)
-    start_at = start.replace(tzinfo=dt.UTC) if start else end_at - dt.timedelta(days=7)
+    start_at, end_at = period(start, end, days=7)
     with connected(dsn) as conn:
         found = audit.report(conn, start_at, end_at)
         try:
@@ -429,3 +454,53 @@ def apply_retention(dsn: str, *, dry_run: bool, as_json: bool) -> None:
         "kept": [dataclasses.asdict(k) for k in kept],
     }
     _print(as_json, document, render.retention_lines(removals, kept, dry_run=dry_run))
+
+
+@main.command()
+@dsn_option
+@period_options(days=90)
+@json_option
+def versions(
+    dsn: str, start: dt.datetime | None, end: dt.datetime | None, *, as_json: bool
+) -> None:
+    """The schema's migrations, the data dictionary's versions, and what produced the data.
+
+    Producers: each combination of edge software, register map, VEE ruleset, pseudonym key and
+    core software that committed batches in the period, with when and from how many agents.
+
+    Example: governance versions --from 2026-01-01 --dsn postgresql://steward@db/meters
+    """
+    start_at, end_at = period(start, end, days=90)
+    with connected(dsn) as conn:
+        found = versions_module.history(conn, start_at, end_at)
+    current = versions_module.current_digest(load_dictionary())
+    document = dataclasses.asdict(found) | {"release_dictionary": current}
+    _print(as_json, document, render.versions_lines(found, current))
+
+
+@catalog.command(name="diff")
+@click.argument("old")
+@click.argument("new", default=versions_module.CURRENT)
+@click.option(
+    "--dsn",
+    envvar="GOVERNANCE_DSN",
+    help="PostgreSQL connection string (for recorded versions). Env: GOVERNANCE_DSN.",
+)
+def diff_command(old: str, new: str, dsn: str | None) -> None:
+    """What changed in the data dictionary from version OLD to NEW (default: this release's).
+
+    Versions are digests from `governance versions` (a unique prefix is enough) or `current`.
+
+    Example: governance catalog diff 3fa2c1d09b7e current --dsn postgresql://steward@db/meters
+    """
+    release = load_dictionary()
+    try:
+        if dsn is None:
+            dictionaries = [versions_module.load_version(None, v, release) for v in (old, new)]
+        else:
+            with connected(dsn) as conn:
+                dictionaries = [versions_module.load_version(conn, v, release) for v in (old, new)]
+    except versions_module.VersionError as exc:
+        raise click.ClickException(str(exc)) from None
+    changes = versions_module.diff(*dictionaries)
+    click.echo("\n".join(changes) if changes else "no differences")

@@ -15,6 +15,7 @@ from governance.catalog import Dataset, DatasetEntry, Hit
 from governance.glossary import Glossary
 from governance.reads import ReadCount
 from governance.retention import Kept, Removal
+from governance.versions import History, short
 
 WIDTH = 100  # a steward's terminal; descriptions wrap under their own column
 
@@ -168,4 +169,35 @@ def retention_lines(removals: list[Removal], kept: list[Kept], *, dry_run: bool)
     lines += ["", "kept:"] + [f"  {k.object} ({k.retention}): {k.reason}" for k in kept]
     if dry_run:
         lines += ["", "dry run: nothing removed"]
+    return lines
+
+
+def versions_lines(found: History, current: str) -> list[str]:
+    """Schema steps, dictionary versions (the release's marked) and the data's producers."""
+    lines = ["schema:"]
+    lines += [
+        f"  {s.version:>3}  {s.name:<26} applied {s.applied_at:%Y-%m-%d %H:%M}"
+        for s in found.schema
+    ]
+    lines += ["", "data dictionary:"]
+    lines += [
+        f"  {short(d.digest)}  release {d.release:<8} recorded {d.recorded_at:%Y-%m-%d %H:%M}"
+        + ("  (this release's)" if d.digest == current else "")
+        for d in found.dictionaries
+    ]
+    if current not in {d.digest for d in found.dictionaries}:
+        lines.append(
+            f"  {short(current)}  this release's, not recorded yet (run core-ingest migrate)"
+        )
+    lines += ["", "what produced the batches:"]
+    rows = [
+        (p.software_version, str(p.register_map_version), p.validation_ruleset or "-",
+         p.pseudonym_key_id, p.core_version, f"{p.batches:,}", str(p.agents),
+         f"{p.first:%Y-%m-%d %H:%M}", f"{p.last:%Y-%m-%d %H:%M}")
+        for p in found.producers
+    ]  # fmt: skip
+    header = ("edge", "map", "ruleset", "key id", "core", "batches", "agents", "first", "last")
+    lines += (
+        ["  " + line for line in table(header, rows)] if rows else ["  no batches in the period"]
+    )
     return lines

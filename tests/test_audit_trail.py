@@ -19,6 +19,8 @@ from core_ingest.schema import MIGRATIONS
 from proto import public_key_bytes
 
 pytestmark = pytest.mark.integration
+# What a fresh migrate appends: one entry per migration, and the dictionary's version.
+MIGRATED = len(MIGRATIONS) + 1
 
 REWRITE_FROM_3 = """
 DO $$
@@ -65,7 +67,9 @@ def test_migrations_batches_and_deletions_are_recorded_and_the_chain_holds(
 ):
     """Every migration, a committed batch (its ledger digest), and a deletion of readings."""
     migrated = actions(storage_dsn)
-    assert [(a, o) for _, a, o in migrated] == [("schema.migrate", "schema")] * len(MIGRATIONS)
+    assert [(a, o) for _, a, o in migrated] == [("schema.migrate", "schema")] * len(MIGRATIONS) + [
+        ("dictionary.version", "dictionary")
+    ]
     with psycopg.connect(storage_dsn, autocommit=True) as conn:
         agents.enroll(conn, AGENT, public_key_bytes(KEY.public_key()))
     send(core_server, seal(payload(readings=5), sequence=1))
@@ -77,7 +81,7 @@ def test_migrations_batches_and_deletions_are_recorded_and_the_chain_holds(
         detail = conn.execute(
             "SELECT detail FROM audit_log WHERE action = 'batch.ingest'"
         ).fetchone()[0]
-    assert [(a, o) for _, a, o in actions(storage_dsn)[len(MIGRATIONS) :]] == [
+    assert [(a, o) for _, a, o in actions(storage_dsn)[MIGRATED:]] == [
         ("batch.ingest", f"{AGENT}/1"),
         ("readings.delete", "meter_readings"),
     ]
@@ -89,7 +93,7 @@ def test_migrations_batches_and_deletions_are_recorded_and_the_chain_holds(
     )
     verified = governance("audit", "verify", dsn=storage_dsn)
     assert verified.returncode == 0, verified.stderr
-    assert f"audit trail intact: {len(MIGRATIONS) + 2} entries" in verified.stdout
+    assert f"audit trail intact: {MIGRATED + 2} entries" in verified.stdout
 
 
 @pytest.mark.parametrize(
@@ -100,7 +104,7 @@ def test_no_role_changes_or_removes_an_entry_while_the_triggers_stand(storage_ds
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
             conn.execute(statement)
         count = conn.execute("SELECT count(*) FROM audit_log").fetchone()[0]
-    assert count == len(MIGRATIONS)
+    assert count == MIGRATED
 
 
 @pytest.mark.parametrize(
@@ -149,7 +153,7 @@ def test_a_rewritten_chain_is_found_by_the_sealed_heads(storage_dsn, tmp_path):
     heads = tmp_path / "heads"
     sealed = governance("audit", "seal", "--key", str(key), "--out", str(heads), dsn=storage_dsn)
     assert sealed.returncode == 0, sealed.stderr
-    sealed_entry = len(MIGRATIONS) + 1
+    sealed_entry = MIGRATED + 1
     assert f"entry {sealed_entry} sealed" in sealed.stdout
     trusted = ["--anchors", str(heads), "--public-key", f"{key}.pub"]
     intact = governance("audit", "verify", *trusted, dsn=storage_dsn)

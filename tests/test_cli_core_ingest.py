@@ -26,6 +26,7 @@ MIGRATION_NAMES = [
     "meter-roles-losses",
     "interval-grid",
     "audit-log",
+    "dictionary-versions",
 ]
 
 

@@ -25,8 +25,9 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from core_ingest.errors import SchemaError
-from core_ingest.schema.dictionary import comment_statements, load_dictionary
+from core_ingest.schema.dictionary import comment_statements, load_dictionary, record_version
 from proto.quality import SUSPECT, QualityFlag
+from proto.version import __version__
 
 TIMESCALEDB = "timescaledb"
 NATIVE = "native-partitioning"
@@ -181,7 +182,20 @@ def migrate(
             for statement in comment_statements(load_dictionary()):
                 conn.execute(statement)
         _audit(conn, applied, chosen)
+        if stop_before is None:
+            _record_dictionary(conn)
     return applied
+
+
+def _record_dictionary(conn: psycopg.Connection) -> None:
+    """A new dictionary version is recorded, and its coming into force audited."""
+    if conn.execute("SELECT to_regclass('dictionary_versions')").fetchone() == (None,):
+        return
+    if version := record_version(conn, load_dictionary(), __version__):
+        conn.execute(
+            "SELECT audit_append('dictionary.version', 'dictionary', %s)",
+            (Jsonb({"digest": version, "release": __version__}),),
+        )
 
 
 def _audit(conn: psycopg.Connection, applied: list[Migration], storage: str) -> None:

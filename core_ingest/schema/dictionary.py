@@ -11,6 +11,7 @@ the objects from here: no table list is written twice.
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 import tomllib
 from importlib import resources
@@ -19,6 +20,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import psycopg
 from msgspec import Meta
+from psycopg.types.json import Jsonb
 
 from core_ingest.errors import SchemaError
 from proto.settings import Settings, invalid, validate
@@ -225,3 +227,19 @@ def differences(conn: psycopg.Connection, dictionary: Dictionary) -> list[str]:
             if c not in columns
         ]
     return found
+
+
+def digest(dictionary: Dictionary) -> str:
+    """The dictionary's version: SHA-256 of its canonical JSON (keys sorted)."""
+    return hashlib.sha256(msgspec.json.encode(dictionary, order="sorted")).hexdigest()
+
+
+def record_version(conn: psycopg.Connection, dictionary: Dictionary, release: str) -> str | None:
+    """Record ``dictionary`` as a version the database is described by; its digest if new."""
+    version = digest(dictionary)
+    inserted = conn.execute(
+        "INSERT INTO dictionary_versions (digest, release, content) VALUES (%s, %s, %s)"
+        " ON CONFLICT (digest) DO NOTHING RETURNING digest",
+        (version, release, Jsonb(msgspec.to_builtins(dictionary))),
+    ).fetchone()
+    return version if inserted else None
