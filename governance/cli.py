@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from core_ingest.schema.dictionary import load_dictionary
 from governance import audit, reads, render
 from governance import catalog as catalog_module
+from governance import lineage as lineage_module
 from governance import retention as retention_module
 from governance import versions as versions_module
 from governance.catalog import CatalogMismatch
@@ -504,3 +505,134 @@ def diff_command(old: str, new: str, dsn: str | None) -> None:
         raise click.ClickException(str(exc)) from None
     changes = versions_module.diff(*dictionaries)
     click.echo("\n".join(changes) if changes else "no differences")
+
+
+@main.group()
+def lineage() -> None:
+    """Where a stored value came from, and what includes it."""
+
+
+pseudonym_option = click.option(
+    "--pseudonym", required=True, help="The meter's pseudonym (hex), any it has had."
+)
+
+
+def _traced(dsn: str, trace: Callable[[psycopg.Connection], Any]) -> Any:  # noqa: ANN401
+    """``trace(conn)``, its LineageError a one-line error naming what was looked for."""
+    with connected(dsn) as conn:
+        try:
+            return trace(conn)
+        except lineage_module.LineageError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@lineage.command(name="reading")
+@pseudonym_option
+@click.option(
+    "--interval-end", required=True, type=click.DateTime(), help="The interval's end, UTC."
+)
+@dsn_option
+@json_option
+def lineage_reading(pseudonym: str, interval_end: dt.datetime, dsn: str, *, as_json: bool) -> None:
+    """One reading's chain, from the device read to the rollups it is counted in.
+
+    Every edge step with its versions, the signed batch, ingest and its audit entry, and the
+    estimate it replaced, if any.
+
+    Example: governance lineage reading --pseudonym 9f2c --interval-end 2026-11-02T10:15 --dsn DSN
+    """
+    at = interval_end.replace(tzinfo=dt.UTC)
+    found = _traced(dsn, lambda conn: lineage_module.reading(conn, pseudonym, at))
+    _print(as_json, dataclasses.asdict(found), render.reading_lines(found))
+
+
+@lineage.command(name="batch")
+@click.argument("agent")
+@click.argument("sequence", type=int)
+@dsn_option
+@json_option
+def lineage_batch(agent: str, sequence: int, dsn: str, *, as_json: bool) -> None:
+    """A batch: its ledger row, digests, signing key, audit entry, versions, and what it stored.
+
+    Example: governance lineage batch sub-north-0042 1532 --dsn postgresql://auditor@db/meters
+    """
+    found = _traced(
+        dsn, lambda conn: lineage_module.batch_trace(conn, agent_id=agent, sequence=sequence)
+    )
+    _print(as_json, dataclasses.asdict(found), render.batch_lines(found))
+
+
+@lineage.command(name="meter-day")
+@pseudonym_option
+@click.option("--day", required=True, type=click.DateTime(["%Y-%m-%d"]), help="The UTC day.")
+@dsn_option
+@json_option
+def lineage_meter_day(pseudonym: str, day: dt.datetime, dsn: str, *, as_json: bool) -> None:
+    """A meter's day: each interval read, estimated or missing, and the batch that stored it.
+
+    Example: governance lineage meter-day --pseudonym 9f2c... --day 2026-11-02 --dsn ...
+    """
+    found = _traced(dsn, lambda conn: lineage_module.meter_day(conn, pseudonym, day.date()))
+    _print(as_json, dataclasses.asdict(found), render.meter_day_lines(found))
+
+
+@lineage.command(name="rollup")
+@click.option("--substation", required=True, help="The substation.")
+@click.option("--hour", type=click.DateTime(), help="An hour of substation_hourly, UTC.")
+@click.option("--day", type=click.DateTime(["%Y-%m-%d"]), help="A day of substation_daily.")
+@dsn_option
+@json_option
+def lineage_rollup(
+    substation: str, hour: dt.datetime | None, day: dt.datetime | None, dsn: str, *, as_json: bool
+) -> None:
+    """A rollup row, the batches whose readings it sums, and whether it still equals them.
+
+    Example: governance lineage rollup --substation N-S01 --day 2026-11-02 --dsn ...
+    """
+    if (hour is None) == (day is None):
+        raise click.UsageError("give one of --hour or --day")
+    period, unit = (hour, "hour") if hour is not None else (day, "day")
+    assert period is not None  # noqa: S101 - one of them, checked above
+    found = _traced(dsn, lambda conn: lineage_module.rollup(conn, substation, period, unit))
+    document = dataclasses.asdict(found) | {"consistent": found.consistent}
+    _print(as_json, document, render.rollup_lines(found))
+
+
+@lineage.command(name="export")
+@period_options(days=1)
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="JSON-lines file."
+)
+@click.option("--namespace", default="meterpipe", show_default=True, help="The jobs' namespace.")
+@click.option(
+    "--database-namespace",
+    default=DEFAULT_DATABASE_NAMESPACE,
+    show_default=True,
+    help="The tables' namespace, as the core's [openlineage] names it.",
+)
+@dsn_option
+def lineage_export(  # noqa: PLR0913, PLR0917 - click passes one parameter per option
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    out: Path,
+    namespace: str,
+    database_namespace: str,
+    dsn: str,
+) -> None:
+    """Write the OpenLineage run event of every batch committed in a period, from the ledger.
+
+    The same events (and run ids) the core emits with [openlineage], for a catalog that
+    missed them or was added later.
+
+    Example: governance lineage export --from 2026-11-01 --to 2026-11-02 --out nov1.jsonl --dsn ...
+    """
+    from openlineage.client.serde import Serde  # noqa: PLC0415 - export only
+
+    start_at, end_at = period(start, end, days=1)
+    with connected(dsn) as conn:
+        events = lineage_module.run_events(
+            conn, start_at, end_at, namespace=namespace, database_namespace=database_namespace
+        )
+    with out.open("w", encoding="utf-8") as file:
+        file.writelines(Serde.to_json(event) + "\n" for event in events)
+    click.echo(f"{len(events)} run events written to {out}")

@@ -6,6 +6,7 @@ and (next) lineage and audit modules computed.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import textwrap
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from governance.audit import AuditReport
 from governance.catalog import Dataset, DatasetEntry, Hit
 from governance.glossary import Glossary
+from governance.lineage import BatchTrace, MeterDay, ReadingTrace, RollupTrace
 from governance.reads import ReadCount
 from governance.retention import Kept, Removal
 from governance.versions import History, short
@@ -33,6 +35,11 @@ def wrapped(text: str, indent: int) -> list[str]:
     """``text`` wrapped to ``WIDTH``, every line after the first indented by ``indent``."""
     lines = textwrap.wrap(text, max(WIDTH - indent, 30), break_on_hyphens=False) or [""]
     return [lines[0], *(" " * indent + line for line in lines[1:])]
+
+
+def indented(text: str, indent: int) -> list[str]:
+    """``text`` wrapped to ``WIDTH``, every line indented by ``indent``."""
+    return [" " * indent + line for line in textwrap.wrap(text, WIDTH - indent)]
 
 
 def dataset_lines(datasets: Sequence[Dataset]) -> list[str]:
@@ -101,8 +108,7 @@ def hit_lines(hit: Hit, glossary: Glossary) -> list[str]:
         lines.append(hit.about)
         if hit.field not in {"name", "description"}:
             lines.append(f"{hit.field}: {hit.text}")
-    indent = " " * 18
-    return [lines[0], *(indent + w for line in lines[1:] for w in textwrap.wrap(line, WIDTH - 18))]
+    return [lines[0], *(w for line in lines[1:] for w in indented(line, 18))]
 
 
 def report_lines(found: AuditReport, counted: list[ReadCount], note: str | None) -> list[str]:
@@ -147,9 +153,7 @@ def report_lines(found: AuditReport, counted: list[ReadCount], note: str | None)
             f"  {action['entry_id']:>8}  {action['at']:%Y-%m-%d %H:%M:%S}  {action['action']:<19}"
             f" {action['object']}  by {action['actor']}"
         )
-        lines += [
-            "            " + w for w in textwrap.wrap(json.dumps(action["detail"]), WIDTH - 12)
-        ]
+        lines += indented(json.dumps(action["detail"]), 12)
     return lines
 
 
@@ -199,5 +203,138 @@ def versions_lines(found: History, current: str) -> list[str]:
     header = ("edge", "map", "ruleset", "key id", "core", "batches", "agents", "first", "last")
     lines += (
         ["  " + line for line in table(header, rows)] if rows else ["  no batches in the period"]
+    )
+    return lines
+
+
+def _when(moment: dt.datetime | None) -> str:
+    return "-" if moment is None else f"{moment.astimezone(dt.UTC):%Y-%m-%d %H:%M:%S}"
+
+
+def _details(detail: dict[str, object]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in detail.items())
+
+
+def reading_lines(found: ReadingTrace) -> list[str]:
+    """One reading's chain, step by step, then the batch, a correction, the rollups."""
+    meter = found.meter
+    lines = [
+        f"reading of meter {meter.pseudonyms[-1]}",
+        f"  interval ending {_when(found.interval_end)} UTC: {found.energy_wh:,} Wh"
+        f" (register {found.register_wh:,} Wh), {found.provenance}"
+        + (f", flags {' '.join(found.quality_flags)}" if found.quality_flags else ""),
+        f"  meter: {meter.role} at substation {meter.substation}, region {meter.region}"
+        + (
+            f"; earlier pseudonyms {', '.join(meter.pseudonyms[:-1])}"
+            if len(meter.pseudonyms) > 1
+            else ""
+        ),
+        "",
+        "chain:",
+    ]
+    for step in found.steps:
+        lines.append(
+            f"  {step['step_no']}. {step['step']:<12} {_when(step['at'])}  {step['actor']}"
+        )
+        lines += indented(_details(step["detail"]), 7)
+    lines += ["", *batch_lines(found.batch)]
+    if found.correction:
+        c = found.correction
+        lines += [
+            "",
+            (
+                f"replaced an estimate: {c['estimated_energy_wh']:,} Wh"
+                f" ({' '.join(c['estimated_flags'])}) of batch {c['estimated_batch_id']},"
+                f" at {_when(c['corrected_at'])}"
+            ),
+        ]
+    lines += ["", "counted in:"]
+    lines += [
+        f"  {r['table']} {_when(r['period'])}: {r['energy_wh']:,} Wh from {r['received']:,} read"
+        f" and {r['estimated']:,} estimated readings"
+        for r in found.rollups
+    ] or ["  no rollup (rollups count customer meters only)"]
+    return lines
+
+
+def batch_lines(found: BatchTrace) -> list[str]:
+    """A batch's ledger facts, signature, audit entry and versions."""
+    b = found.batch
+    return [
+        (
+            f"batch {b.agent_id}/{b.sequence} (ledger batch_id {b.batch_id}),"
+            f" substation {b.substation}, region {b.region}"
+        ),
+        f"  signed by {b.agent_id} at {_when(b.created_at)}; key sha256 {found.agent_key_sha256}",
+        f"  header sha256 {found.header_sha256} (what the signature covers)",
+        f"  payload sha256 {found.payload_sha256}",
+        f"  received {_when(b.received_at)}, committed {_when(b.committed_at)}",
+        (
+            f"  edge {b.software_version}, register map {b.register_map_version},"
+            f" ruleset {b.validation_ruleset or '-'}, pseudonym key {b.pseudonym_key_id},"
+            f" core {b.core_version}"
+        ),
+        (
+            f"  schema version {found.schema_version}, dictionary"
+            f" {(found.dictionary_version or '-')[:12]} at its commit"
+        ),
+        f"  devices: {', '.join(b.devices)}",
+        (
+            f"  {b.meter_readings:,} readings sent, {b.readings_stored:,} stored,"
+            f" {found.estimates_replaced:,} estimates replaced, {found.quarantined:,} quarantined,"
+            f" {found.refused_values:,} values refused; {b.telemetry_points:,} telemetry points"
+        ),
+        f"  audit entry {found.audit_entry} ({(found.audit_hash or '-')[:16]}...)"
+        if found.audit_entry
+        else "  audit entry: none (committed before the audit trail existed)",
+    ]
+
+
+def meter_day_lines(found: MeterDay) -> list[str]:
+    """A meter's day: its counts, then each interval with its provenance and batch."""
+    lines = [
+        (
+            f"meter {found.meter.pseudonyms[-1]}, {found.day}: {found.read} read,"
+            f" {found.estimated} estimated, {found.missing} missing of 96"
+        ),
+        f"batches: {', '.join(found.batches) or '-'}",
+        "",
+    ]
+    lines += table(
+        ("interval end", "Wh", "provenance", "flags", "batch"),
+        [
+            (f"{i['interval_end'].astimezone(dt.UTC):%H:%M}", f"{i['energy_wh']:,}",
+             i["provenance"], " ".join(i["flags"]) or "-", i["batch"])
+            for i in found.intervals
+        ],
+    )  # fmt: skip
+    return lines
+
+
+def rollup_lines(found: RollupTrace) -> list[str]:
+    """A rollup row against the sums of the stored readings, and the batches behind it."""
+
+    def figures(row: dict[str, int] | None) -> str:
+        if row is None:
+            return "no row"
+        return (
+            f"{row['energy_wh']:,} Wh, {row['received']:,} read, {row['estimated']:,} estimated,"
+            f" {row['suspect']:,} suspect"
+        )
+
+    lines = [
+        f"{found.table} {found.substation} {_when(found.period)} UTC",
+        f"  stored:          {figures(found.stored)}",
+        f"  readings now:    {figures(found.summed)}",
+        "  " + ("consistent" if found.consistent else "differs: readings were changed or removed"
+                " since (retention, corrections), or the rollup was"),
+        "",
+    ]  # fmt: skip
+    lines += table(
+        ("batch", "readings", "Wh", "estimated"),
+        [
+            (b["batch"], f"{b['readings']:,}", f"{b['energy_wh']:,}", f"{b['estimated']:,}")
+            for b in found.batches
+        ],
     )
     return lines
