@@ -17,10 +17,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from core_ingest.schema.dictionary import load_dictionary
-from governance import audit, reads, render
+from governance import audit, reads, render, subject_report
 from governance import catalog as catalog_module
 from governance import lineage as lineage_module
 from governance import retention as retention_module
+from governance import subject as subject_module
 from governance import versions as versions_module
 from governance.catalog import CatalogMismatch
 from governance.glossary import Glossary, load_glossary
@@ -34,6 +35,13 @@ dsn_option = click.option(
     help="PostgreSQL connection string. Env: GOVERNANCE_DSN.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="JSON instead of text.")
+pgaudit_log_option = click.option(
+    "--pgaudit-log",
+    "logs",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="PostgreSQL CSV logs holding pgaudit's lines (default: the server's, read over SQL).",
+)
 
 
 def period_options(days: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -367,13 +375,7 @@ def seal_command(dsn: str, key: Path, out: Path) -> None:
 @audit_group.command(name="report")
 @dsn_option
 @period_options(days=7)
-@click.option(
-    "--pgaudit-log",
-    "logs",
-    multiple=True,
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="PostgreSQL CSV logs holding pgaudit's lines (default: the server's, read over SQL).",
-)
+@pgaudit_log_option
 @json_option
 def report_command(
     dsn: str,
@@ -393,12 +395,7 @@ def report_command(
     with connected(dsn) as conn:
         found = audit.report(conn, start_at, end_at)
         try:
-            logged = (
-                [r for log in logs for r in reads.parse_csvlog(log.read_text(encoding="utf-8"))]
-                if logs
-                else reads.server_reads(conn)
-            )
-            counted, note = reads.summarise(logged, start_at, end_at), None
+            counted, note = reads.summarise(_logged_reads(conn, logs), start_at, end_at), None
         except reads.ReadsError as exc:
             counted, note = [], str(exc)
     document = dataclasses.asdict(found) | {
@@ -408,19 +405,34 @@ def report_command(
     _print(as_json, document, render.report_lines(found, counted, note))
 
 
+def _logged_reads(conn: psycopg.Connection, logs: tuple[Path, ...]) -> list[reads.Read]:
+    """The reads pgaudit logged: in the files given, or else in the server's logs over SQL."""
+    if not logs:
+        return reads.server_reads(conn)
+    return [r for log in logs for r in reads.parse_csvlog(log.read_text(encoding="utf-8"))]
+
+
 @audit_group.command(name="enable-reads")
+@click.option(
+    "--loader",
+    "loaders",
+    multiple=True,
+    help="A login that writes the data (the core's), left out; required on TimescaleDB.",
+)
 @dsn_option
-def enable_reads(dsn: str) -> None:
+def enable_reads(loaders: tuple[str, ...], dsn: str) -> None:
     """Have pgaudit log every read of personal data, for `audit report`.
 
     Grants SELECT on the dictionary's pseudonymized-personal objects to a role of its own and
     makes it the database's pgaudit.role. Needs a superuser and pgaudit loaded by the server.
+    The core's login is left out (--loader): on TimescaleDB pgaudit's object auditing crashes
+    the COPY it writes batches with (timescale/timescaledb#7667).
 
-    Example: governance audit enable-reads --dsn postgresql://postgres@db/meters
+    Example: governance audit enable-reads --loader ingest --dsn postgresql://postgres@db/meters
     """
     with connected(dsn) as conn:
         try:
-            objects = reads.enable(conn, load_dictionary())
+            objects = reads.enable(conn, load_dictionary(), list(loaders))
         except reads.ReadsError as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(f"reads of {len(objects)} personal-data objects are logged: {', '.join(objects)}")
@@ -636,3 +648,65 @@ def lineage_export(  # noqa: PLR0913, PLR0917 - click passes one parameter per o
     with out.open("w", encoding="utf-8") as file:
         file.writelines(Serde.to_json(event) + "\n" for event in events)
     click.echo(f"{len(events)} run events written to {out}")
+
+
+@main.group()
+def trace() -> None:
+    """The audit question: what happened to one data subject's data."""
+
+
+@trace.command(name="subject")
+@pseudonym_option
+@period_options(days=365)
+@click.option(
+    "--format",
+    "form",
+    type=click.Choice(["markdown", "html", "json"]),
+    default="markdown",
+    show_default=True,
+    help="The report's format.",
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="File (default: stdout)."
+)
+@pgaudit_log_option
+@dsn_option
+def trace_subject(  # noqa: PLR0913, PLR0917 - click passes one parameter per option
+    pseudonym: str,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    form: str,
+    out: Path | None,
+    logs: tuple[Path, ...],
+    dsn: str,
+) -> None:
+    """Everything that touched one meter's data in a period, as one report.
+
+    Transformations, estimates, corrections, key rotations, rollups, changes to stored
+    readings and retention, and reads of personal data (pgaudit).
+
+    Example: governance trace subject --pseudonym 9f2c --from 2025-12-01 --to 2026-12-01 --dsn DSN
+    """
+    start_at, end_at = period(start, end, days=365)
+    with connected(dsn) as conn:
+        try:
+            logged: list[reads.Read] | None = _logged_reads(conn, logs)
+        except reads.ReadsError:
+            logged = None
+        try:
+            found = subject_module.trace(conn, pseudonym, start_at, end_at, logged)
+        except lineage_module.LineageError as exc:
+            raise click.ClickException(str(exc)) from None
+    if form == "json":
+        text = json.dumps(dataclasses.asdict(found), indent=2, default=_json_value) + "\n"
+    else:
+        text = (
+            subject_report.markdown(found)
+            if form == "markdown"
+            else subject_report.html_page(found)
+        )
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"report written to {out}", err=True)

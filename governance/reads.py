@@ -3,10 +3,10 @@
 The audit trail records what changes; who merely read personal data is pgaudit's to record,
 in the server's log (object audit logging): ``enable`` grants SELECT on every
 ``pseudonymized-personal`` object of the data dictionary to a role of its own and names it
-``pgaudit.role`` for the database, so every statement that reads one of them, by any login,
-leaves an ``AUDIT: OBJECT`` line in the CSV log. ``server_reads`` reads those lines through
-SQL (``pg_ls_logdir``, ``pg_read_file``: superuser, or pg_monitor with pg_read_server_files),
-``parse_csvlog`` reads a copied file.
+``pgaudit.role`` for the database, so every statement that reads one of them, by any login
+but the loaders (the core), leaves an ``AUDIT: OBJECT`` line in the CSV log.
+``server_reads`` reads those lines through SQL (``pg_ls_logdir``, ``pg_read_file``:
+superuser, or pg_monitor with pg_read_server_files), ``parse_csvlog`` reads a copied file.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from core_ingest.schema import recorded_storage
 from core_ingest.schema.dictionary import Dictionary
 from governance import audit
 
@@ -66,11 +67,16 @@ def personal_objects(dictionary: Dictionary) -> list[str]:
     )
 
 
-def enable(conn: psycopg.Connection, dictionary: Dictionary) -> list[str]:
+def enable(conn: psycopg.Connection, dictionary: Dictionary, loaders: list[str]) -> list[str]:
     """Log every read of the dictionary's personal-data objects; the objects, audited.
 
+    ``loaders`` are the logins that write the data (the core): their sessions are left out.
+    They must be on TimescaleDB: a COPY into a hypertable crashes the server process while
+    pgaudit's object auditing is on in that session (timescale/timescaledb#7667, unfixed in
+    2.19), and the core writes every batch with COPY.
+
     Raises:
-        ReadsError: pgaudit is not loaded by the server.
+        ReadsError: pgaudit is not loaded, or TimescaleDB storage without ``loaders``.
 
     """
     loaded = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()
@@ -78,6 +84,11 @@ def enable(conn: psycopg.Connection, dictionary: Dictionary) -> list[str]:
         raise ReadsError(
             "pgaudit is not loaded: install postgresql-15-pgaudit, add pgaudit to"
             " shared_preload_libraries and restart the server"
+        )
+    if not loaders and recorded_storage(conn) == "timescaledb":
+        raise ReadsError(
+            "name the core's login with --loader: on TimescaleDB, pgaudit's object auditing"
+            " crashes the COPY the core writes batches with (timescale/timescaledb#7667)"
         )
     objects = personal_objects(dictionary)
     role = sql.Identifier(READ_AUDIT_ROLE)
@@ -98,7 +109,15 @@ def enable(conn: psycopg.Connection, dictionary: Dictionary) -> list[str]:
                 sql.Identifier(database[0]), sql.Literal(READ_AUDIT_ROLE)
             )
         )
-        audit.append(conn, "audit.reads.enable", "pgaudit", {"objects": objects})
+        for loader in loaders:
+            conn.execute(
+                sql.SQL("ALTER ROLE {} IN DATABASE {} SET pgaudit.role = ''").format(
+                    sql.Identifier(loader), sql.Identifier(database[0])
+                )
+            )
+        audit.append(
+            conn, "audit.reads.enable", "pgaudit", {"objects": objects, "loaders": loaders}
+        )
     return objects
 
 

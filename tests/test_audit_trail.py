@@ -15,7 +15,7 @@ from fix_services import BIN
 from signed_batches import AGENT, KEY, payload, seal, send
 
 from core_ingest import agents
-from core_ingest.schema import MIGRATIONS
+from core_ingest.schema import MIGRATIONS, TIMESCALEDB
 from proto import public_key_bytes
 
 pytestmark = pytest.mark.integration
@@ -214,7 +214,7 @@ def test_report_counts_actions_by_actor_and_lists_governance_actions(storage_dsn
 
 def test_reads_of_personal_data_by_role_come_from_pgaudit(storage_dsn, tmp_path):
     """A login's reads of readings and the lineage view are reported, not a technical table."""
-    enabled = governance("audit", "enable-reads", dsn=storage_dsn)
+    enabled = governance("audit", "enable-reads", "--loader", "postgres", dsn=storage_dsn)
     assert enabled.returncode == 0, enabled.stderr
     assert "meter_readings" in enabled.stdout
     assert "agents" not in enabled.stdout.split(":", 1)[1]
@@ -276,3 +276,17 @@ def test_reads_from_a_copied_log_file_and_an_unreadable_server_log(storage_dsn, 
     denied = governance("audit", "report", dsn=storage_dsn.replace("postgres@", "clerk@"))
     assert denied.returncode == 0, denied.stderr
     assert "not available: cannot read the server's logs" in denied.stdout
+
+
+def test_read_auditing_needs_the_loader_named_on_timescaledb(storage_dsn, storage):
+    """On TimescaleDB the core's login must be left out of read auditing, and the refusal says why.
+
+    pgaudit's object auditing crashes TimescaleDB's COPY (timescaledb#7667); native
+    partitioning does not need it.
+    """
+    done = governance("audit", "enable-reads", dsn=storage_dsn)
+    if storage == TIMESCALEDB:
+        assert done.returncode == 1
+        assert "timescale/timescaledb#7667" in done.stderr
+    else:
+        assert done.returncode == 0, done.stderr

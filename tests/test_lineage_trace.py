@@ -37,12 +37,13 @@ def traced(storage_dsn, core_server):
     """
     with psycopg.connect(storage_dsn, autocommit=True) as conn:
         agents.enroll(conn, AGENT, public_key_bytes(KEY.public_key()), substation="N-S01")
+    # One send each: the core commits a stream's batches concurrently, these in order.
     send(
         core_server,
         seal(payload(energy=[100, 110, 90, 130], flags=[0, 0, ESTIMATED, 0]), sequence=1),
-        seal(payload(meters=[2], energy=120), sequence=2),
-        seal(payload(interval=1), sequence=3),
     )
+    send(core_server, seal(payload(meters=[2], energy=120), sequence=2))
+    send(core_server, seal(payload(interval=1), sequence=3))
     return storage_dsn
 
 
