@@ -235,7 +235,10 @@ def _post(events: list[Any], url: str) -> None:
     from openlineage.client import OpenLineageClient  # noqa: PLC0415 - publish only
     from openlineage.client.transport.http import HttpConfig, HttpTransport  # noqa: PLC0415
 
-    client = OpenLineageClient(transport=HttpTransport(HttpConfig(url=url, timeout=10)))
+    # Two tries at most per event: a consumer that is down is reported in seconds, not minutes.
+    retry = {"total": 2, "connect": 2, "read": 2, "backoff_factor": 0.3}
+    config = HttpConfig.from_dict({"url": url, "timeout": 10, "retry": retry})
+    client = OpenLineageClient(transport=HttpTransport(config))
     for event in events:
         try:
             client.emit(event)

@@ -15,7 +15,7 @@ from fix_services import BIN
 from signed_batches import AGENT, KEY, payload, seal, send
 
 from core_ingest import agents
-from core_ingest.schema import MIGRATIONS, TIMESCALEDB
+from core_ingest.schema import MIGRATIONS, NATIVE, TIMESCALEDB
 from proto import public_key_bytes
 
 pytestmark = pytest.mark.integration
@@ -136,6 +136,7 @@ def test_no_role_changes_or_removes_an_entry_while_the_triggers_stand(storage_ds
     ],
     ids=["actor", "detail", "deleted", "reordered", "forged"],
 )
+@pytest.mark.parametrize("storage", [TIMESCALEDB])  # the trail is a plain table on either
 def test_verify_names_the_entry_each_tampering_touched(storage_dsn, tampering, says):
     """Whoever can switch the triggers off is still found out, at the entry touched."""
     as_owner(storage_dsn, *tampering)
@@ -174,6 +175,7 @@ def test_a_rewritten_chain_is_found_by_the_sealed_heads(storage_dsn, tmp_path):
     assert f"is gone: the trail ends at entry {sealed_entry - 1}" in cut.stderr
 
 
+@pytest.mark.parametrize("storage", [TIMESCALEDB])  # the heads are files; storage is moot
 def test_a_head_signed_by_another_key_is_refused(storage_dsn, tmp_path):
     """Heads count only when the trusted sealing key signed them."""
     for name in ("ours", "theirs"):
@@ -243,6 +245,7 @@ def test_reads_of_personal_data_by_role_come_from_pgaudit(storage_dsn, tmp_path)
     assert "analyst_anna  notebook" in text
 
 
+@pytest.mark.parametrize("storage", [NATIVE])  # log files; the other storage reads the server's
 def test_reads_from_a_copied_log_file_and_an_unreadable_server_log(storage_dsn, tmp_path):
     """A CSV log copied off the server is read as the server's.
 

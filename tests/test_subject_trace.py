@@ -12,6 +12,7 @@ from fix_services import BIN
 from signed_batches import AGENT, FIRST_END, KEY, meter, payload, seal, send
 
 from core_ingest import agents
+from core_ingest.schema import TIMESCALEDB
 from proto import public_key_bytes
 from proto.quality import QualityFlag
 
@@ -98,6 +99,7 @@ def test_the_report_answers_the_audit_question_for_one_meter(history):
     assert any(c["action"] == "readings.update" for c in found["changes"])  # the correction
 
 
+@pytest.mark.parametrize("storage", [TIMESCALEDB])  # the formats, not the storage
 def test_markdown_and_html_say_the_same(history, tmp_path):
     markdown = governance(
         "trace", "subject", "--pseudonym", meter(2).hex(), *PERIOD, "--dsn", history
@@ -125,6 +127,7 @@ def test_markdown_and_html_say_the_same(history, tmp_path):
     assert "no stored meter has the pseudonym" in missing.stderr
 
 
+@pytest.mark.parametrize("storage", [TIMESCALEDB])  # the formats, not the storage
 def test_a_period_without_data_says_so(history):
     quiet = governance(
         "trace", "subject", "--pseudonym", meter(2).hex(), "--from", "2020-01-01",
