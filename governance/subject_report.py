@@ -56,7 +56,7 @@ def _subject(found: SubjectTrace) -> Section:
     return Section(
         "The data subject",
         [
-            f"Meter under {len(meter.pseudonyms)} pseudonym(s): {named}",
+            f"Meter under {_n(len(meter.pseudonyms), 'pseudonym')}: {named}",
             f"A {meter.role} meter at substation {meter.substation}, region {meter.region}.",
         ],
     )
@@ -135,7 +135,7 @@ def _set_aside(found: SubjectTrace) -> Section:
         (_t(r["received_at"]), "refused value", r["reason"], str(r["batch_id"]))
         for r in found.refused
     ]
-    header = ("interval end or received", "what", "reason", "batch")
+    header = ("interval end or received", "what", "reason", "batch_id")
     return Section("Values set aside", [sentence], header, rows)
 
 

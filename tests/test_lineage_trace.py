@@ -13,7 +13,6 @@ from signed_batches import AGENT, FIRST_END, KEY, meter, payload, seal, send
 
 from core_ingest import agents
 from core_ingest.lineage.events import job_name, run_id
-from core_ingest.schema import NATIVE
 from proto import public_key_bytes
 from proto.quality import QualityFlag
 
@@ -124,7 +123,6 @@ def test_batch_meter_day_and_rollup_traces(traced):
     assert changed["consistent"] is False
 
 
-@pytest.mark.parametrize("storage", [NATIVE])  # the ledger and the map are plain tables
 def test_export_rebuilds_the_cores_run_events_and_a_rotated_meter_is_found(traced, tmp_path):
     out = tmp_path / "runs.jsonl"
     done = governance(
