@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from core_ingest.schema.dictionary import load_dictionary
+from governance import access as access_module
 from governance import audit, reads, render, subject_report
 from governance import catalog as catalog_module
 from governance import lineage as lineage_module
@@ -713,3 +714,82 @@ def trace_subject(  # noqa: PLR0913, PLR0917 - click passes one parameter per op
     else:
         out.write_text(text, encoding="utf-8")
         click.echo(f"report written to {out}", err=True)
+
+
+@main.group()
+def access() -> None:
+    """Who may read and write what: group roles derived from the data dictionary."""
+
+
+@access.command(name="init")
+@dsn_option
+@json_option
+def access_init(dsn: str, *, as_json: bool) -> None:
+    """Create the group roles and grant this database's objects to them, as the dictionary says.
+
+    Readers follow each object's personal-data class, writers its `writers`. Run it as the
+    objects' owner after each migrate; it sets the grants anew.
+
+    Example: governance access init --dsn postgresql://owner@db/meters
+    """
+    with connected(dsn) as conn:
+        planned = access_module.init(conn, load_dictionary())
+    document = {name: {r: sorted(p) for r, p in roles.items()} for name, roles in planned.items()}
+    _print(as_json, document, render.grant_lines(document))
+
+
+role_option = click.option(
+    "--role", required=True, type=click.Choice(access_module.ROLES), help="The group role."
+)
+login_option = click.option("--login", required=True, help="An existing login role.")
+
+
+@access.command(name="grant")
+@login_option
+@role_option
+@dsn_option
+def access_grant(login: str, role: str, dsn: str) -> None:
+    """Give a login one of the group roles (audited).
+
+    Example: governance access grant --login anna --role analyst --dsn postgresql://owner@db/meters
+    """
+    _change_membership(access_module.grant, login, role, dsn)
+    click.echo(f"{login} is now {role}")
+
+
+@access.command(name="revoke")
+@login_option
+@role_option
+@dsn_option
+def access_revoke(login: str, role: str, dsn: str) -> None:
+    """Take a group role from a login (audited).
+
+    Example: governance access revoke --login anna --role analyst --dsn postgresql://owner@db/meters
+    """
+    _change_membership(access_module.revoke, login, role, dsn)
+    click.echo(f"{login} is no longer {role}")
+
+
+def _change_membership(
+    change: Callable[[psycopg.Connection, str, str], None], login: str, role: str, dsn: str
+) -> None:
+    with connected(dsn) as conn:
+        try:
+            change(conn, login, role)
+        except access_module.AccessError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@access.command(name="show")
+@click.option("--login", help="One login (default: every login holding a group role).")
+@dsn_option
+@json_option
+def access_show(login: str | None, dsn: str, *, as_json: bool) -> None:
+    """Which logins hold which group roles.
+
+    Example: governance access show --dsn postgresql://auditor@db/meters
+    """
+    with connected(dsn) as conn:
+        found = access_module.show(conn, login)
+    rows = [(m.login, ", ".join(m.roles)) for m in found]
+    _print(as_json, [dataclasses.asdict(m) for m in found], render.table(("login", "roles"), rows))

@@ -338,3 +338,13 @@ def rollup_lines(found: RollupTrace) -> list[str]:
         ],
     )
     return lines
+
+
+def grant_lines(document: dict[str, dict[str, list[str]]]) -> list[str]:
+    """The grants ``access init`` applied: object, then each role's privileges."""
+    rows = [
+        (name, role, ", ".join(privileges))
+        for name, roles in sorted(document.items())
+        for role, privileges in sorted(roles.items())
+    ]
+    return table(("object", "role", "privileges"), rows)

@@ -64,3 +64,26 @@ def storage_dsn(empty_dsn: str, storage: str) -> str:
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         migrate(conn, storage=storage)
     return empty_dsn
+
+
+def store_one_reading(dsn: str, storage: str) -> str:
+    """One reading on 2026-01-01 (its daily partition created under native partitioning).
+
+    Returns the chunk or partition holding it, as the catalog names it.
+    """
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if storage == NATIVE:
+            conn.execute(
+                "CREATE TABLE meter_readings_p20260101 PARTITION OF meter_readings"
+                " FOR VALUES FROM ('2026-01-01 00:00+00') TO ('2026-01-02 00:00+00')"
+            )
+        conn.execute(
+            "INSERT INTO meter_readings (meter_id, interval_end, energy_wh, register_wh,"
+            " quality_flags, poll_time, batch_id, device_no)"
+            " VALUES (1, '2026-01-01 00:15+00', 1, 1, 0, '2026-01-01 00:16+00', 1, 1)"
+        )
+        conn.execute("ANALYZE")
+        return conn.execute(
+            "SELECT c.oid::regclass::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'meter_readings'::regclass LIMIT 1"
+        ).fetchone()[0]

@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import psycopg
 import pytest
+from fix_db import store_one_reading
 from fix_services import BIN
 
 from core_ingest import schema
@@ -27,21 +28,6 @@ def governance(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(BIN / "governance"), *args], capture_output=True, text=True, check=False, timeout=60
     )
-
-
-def store_one_reading(dsn: str, storage: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        if storage == NATIVE:
-            conn.execute(
-                "CREATE TABLE meter_readings_p20260101 PARTITION OF meter_readings"
-                " FOR VALUES FROM ('2026-01-01 00:00+00') TO ('2026-01-02 00:00+00')"
-            )
-        conn.execute(
-            "INSERT INTO meter_readings (meter_id, interval_end, energy_wh, register_wh,"
-            " quality_flags, poll_time, batch_id, device_no)"
-            " VALUES (1, '2026-01-01 00:15+00', 1, 1, 0, '2026-01-01 00:16+00', 1, 1)"
-        )
-        conn.execute("ANALYZE")
 
 
 def test_show_lists_every_dictionary_object_with_estimated_rows(storage_dsn, storage):

@@ -26,6 +26,8 @@ from core_ingest.errors import SchemaError
 from proto.settings import Settings, invalid, validate
 
 PersonalData = Literal["pseudonymized-personal", "technical", "public"]
+# The group roles of the access model (governance access init; docs/governance.md#roles).
+Role = Literal["ingest", "analyst", "data_scientist", "operations", "steward", "auditor"]
 Kind = Literal["table", "time-partitioned", "view"]
 ISO_DURATION = re.compile(r"P(\d+Y)?(\d+M)?(\d+D)?")
 THROUGH = re.compile(r"(?P<column>\w+) -> (?P<table>\w+)\.(?P<key>\w+)")
@@ -66,6 +68,7 @@ class DataObject(Settings, frozen=True, kw_only=True):  # required keys among op
     frequency: str
     quality_rules: list[str]
     produced_by: str
+    writers: list[Role] = msgspec.field(default_factory=list)
     columns: dict[str, Column]
 
     def __post_init__(self) -> None:
