@@ -62,20 +62,23 @@ def logins(storage_dsn, storage):
                 conn.execute(f"CREATE ROLE {role}_login LOGIN")  # roles are the cluster's
     done = governance("access", "init", "--dsn", storage_dsn)
     assert done.returncode == 0, done.stderr
-    for role in ROLES:
-        granted = governance(
-            "access", "grant", "--login", f"{role}_login", "--role", role, "--dsn", storage_dsn
-        )
-        assert granted.returncode == 0, granted.stderr
+    with psycopg.connect(storage_dsn, autocommit=True) as conn:  # the CLI's grant: tested below
+        for role in ROLES:
+            conn.execute(f"GRANT {role} TO {role}_login")
     return {role: storage_dsn.replace("postgres@", f"{role}_login@") for role in ROLES}, part
 
 
-@pytest.mark.parametrize("obj", sorted(READ))
-def test_each_role_reads_what_its_class_allows(logins, obj):
+def test_each_role_reads_what_its_class_allows(logins):
     dsns, _part = logins
-    query = f"SELECT * FROM {obj} LIMIT 1"  # noqa: S608 - names from the table above
-    readers = {role for role, dsn in dsns.items() if can(dsn, query)}
-    assert readers == READ[obj]
+    readers = {
+        obj: {
+            role
+            for role, dsn in dsns.items()
+            if can(dsn, f"SELECT * FROM {obj} LIMIT 1")  # noqa: S608 - names from READ
+        }
+        for obj in READ
+    }
+    assert readers == READ
 
 
 def test_writes_chunks_copy_functions_and_ddl(logins):
