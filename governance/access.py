@@ -17,8 +17,10 @@ auditor            -                -                           read
 ingest             read             (its writers' objects)      read
 =================  ===============  ==========================  ================
 
-Plus, per object, INSERT and UPDATE for its ``writers`` (with SELECT, which upserts need), and
-EXECUTE on ``audit_append`` for the roles whose actions are audited.
+Plus, per object, INSERT and UPDATE for its ``writers`` (with SELECT, which upserts need),
+EXECUTE on ``audit_append`` for the roles whose actions are audited, and on
+``ensure_daily_partition`` for ``ingest`` (native partitioning's days, made with the owner's
+rights: the core needs no DDL).
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ def init(conn: psycopg.Connection, dictionary: Dictionary) -> dict[str, dict[str
                 sql.Identifier("ingest")
             )
         )
+        conn.execute("GRANT EXECUTE ON FUNCTION ensure_daily_partition(text, date) TO ingest")
         conn.execute(
             sql.SQL("GRANT EXECUTE ON FUNCTION audit_append(text, text, jsonb) TO {}").format(
                 sql.SQL(", ").join(map(sql.Identifier, AUDITED))

@@ -14,6 +14,8 @@ import pytest
 from fix_db import store_one_reading
 from fix_services import BIN
 
+from core_ingest.schema import NATIVE
+
 pytestmark = pytest.mark.integration
 
 ROLES = ("ingest", "analyst", "data_scientist", "operations", "steward", "auditor")
@@ -136,3 +138,22 @@ def test_grant_revoke_show_and_clear_errors(logins, storage_dsn):
     governance(
         "access", "grant", "--login", "analyst_login", "--role", "analyst", "--dsn", storage_dsn
     )
+
+
+@pytest.mark.parametrize("storage", [NATIVE])  # TimescaleDB makes its chunks itself
+def test_ingest_makes_daily_partitions_without_ddl_rights_and_nothing_else(logins, storage_dsn):
+    """The core's partitions come from a function with the owner's rights, for ingest only."""
+    dsns, _part = logins
+    day = "SELECT ensure_daily_partition('meter_readings', '2026-01-03')"
+    assert {r for r, d in dsns.items() if can(d, day)} == {"ingest"}
+    with psycopg.connect(dsns["ingest"]) as conn:
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="agents"):
+            conn.execute("SELECT ensure_daily_partition('agents', '2026-01-03')")
+        conn.rollback()
+        conn.execute(day)
+        conn.commit()
+    with psycopg.connect(storage_dsn) as conn:
+        owner = conn.execute(
+            "SELECT tableowner FROM pg_tables WHERE tablename = 'meter_readings_p20260103'"
+        ).fetchone()
+    assert owner == ("postgres",)  # the schema's owner, not ingest

@@ -27,6 +27,7 @@ MIGRATION_NAMES = [
     "interval-grid",
     "audit-log",
     "dictionary-versions",
+    "partition-function",
 ]
 
 

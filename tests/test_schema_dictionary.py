@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from importlib import resources
 
@@ -81,11 +82,16 @@ def test_row_estimates_sum_partitions_and_chunks_without_counting(storage_dsn, s
 
 @pytest.mark.integration
 def test_a_dictionary_without_an_entry_for_a_new_migration_fails_the_check(empty_dsn, storage):
-    """Stopping before the last migration leaves its objects missing: the check names them."""
+    """Stopping before the last migration that adds a table, view or column leaves them out.
+
+    The check names what the dictionary describes and the database lacks.
+    """
+    adding = re.compile(r"^(CREATE (TABLE|VIEW)|ALTER TABLE .* ADD COLUMN)", re.MULTILINE)
+    last = max(m.version for m in MIGRATIONS if adding.search(m.sql))
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
-        migrate(conn, storage=storage, stop_before=MIGRATIONS[-1].version)
+        migrate(conn, storage=storage, stop_before=last)
         found = differences(conn, load_dictionary())
-    assert found  # whatever the last migration adds, the dictionary already describes
+    assert found
     assert all(line.endswith(": in the dictionary, not in the database") for line in found), found
 
 

@@ -81,6 +81,7 @@ def _variables(storage: str) -> dict[str, str]:
             if storage == TIMESCALEDB
             else ""
         ),
+        "partitioned_tables": ", ".join(f"'{table}'" for table in PARTITIONED_TABLES),
         "estimated": str(int(QualityFlag.ESTIMATED)),
         "suspect": str(int(SUSPECT)),
     }

@@ -27,8 +27,9 @@ class Partitions:
     """Creates the daily partitions native partitioning needs, once per day and table.
 
     Partitions are created in their own short transaction, before the batch's, because
-    attaching a partition locks the parent table; an advisory lock keeps two core processes
-    from creating the same partition at once.
+    attaching a partition locks the parent table. ``ensure_daily_partition`` (migration 13)
+    creates them with the schema owner's rights, so the core needs no DDL right, and takes an
+    advisory lock so two core processes never create the same partition at once.
     """
 
     def __init__(self) -> None:
@@ -39,18 +40,6 @@ class Partitions:
         """Create the partitions of ``days`` that do not exist yet."""
         missing = [(t, d) for t, ds in days.items() for d in ds if (t, d) not in self._known]
         for table, day in missing:
-            name = f"{table}_p{day:%Y%m%d}"
-            start, end = day.isoformat(), (day + dt.timedelta(days=1)).isoformat()
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (name,))
-                await conn.execute(
-                    psycopg.sql.SQL(
-                        "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({})"
-                    ).format(
-                        psycopg.sql.Identifier(name),
-                        psycopg.sql.Identifier(table),
-                        psycopg.sql.Literal(f"{start} 00:00:00+00"),
-                        psycopg.sql.Literal(f"{end} 00:00:00+00"),
-                    )
-                )
+            async with conn.transaction():  # the function runs as the schema's owner
+                await conn.execute("SELECT ensure_daily_partition(%s, %s)", (table, day))
             self._known.add((table, day))
