@@ -89,8 +89,7 @@ class Anchor:
 class Verification:
     """What ``verify`` found: the entries checked and the first that does not hold, if any."""
 
-    entries: int  # entries that hold, from the first
-    head: int  # the last entry that holds (0: none)
+    entries: int  # entries that hold, from entry 1: the last one that holds is this one
     anchors: int  # sealed heads the chain matched
     bad_entry: int | None
     problem: str | None
@@ -137,14 +136,14 @@ def verify(conn: psycopg.Connection, anchors: Iterable[Anchor] = ()) -> Verifica
             problem = _unsealed(entry, sealed.pop(entry.entry_id))
             matched += problem is None
         if problem is not None:
-            return Verification(expected - 1, expected - 1, matched, expected, problem)
+            return Verification(expected - 1, matched, expected, problem)
         previous, expected = entry.hash, expected + 1
     head = expected - 1
     if sealed:
         first = min(sealed.values(), key=lambda a: a.entry_id)
         problem = f"entry {first.entry_id} was sealed at {first.at} and is gone: the trail ends"
-        return Verification(head, head, matched, first.entry_id, f"{problem} at entry {head}")
-    return Verification(head, head, matched, None, None)
+        return Verification(head, matched, first.entry_id, f"{problem} at entry {head}")
+    return Verification(head, matched, None, None)
 
 
 def _broken(entry: Entry, expected: int, previous: bytes) -> str | None:

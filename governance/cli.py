@@ -16,7 +16,7 @@ import psycopg
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from core_ingest.schema.dictionary import load_dictionary
+from core_ingest.schema.dictionary import digest, load_dictionary
 from governance import access as access_module
 from governance import audit, reads, render, subject_report
 from governance import catalog as catalog_module
@@ -490,7 +490,7 @@ def versions(
     start_at, end_at = period(start, end, days=90)
     with connected(dsn) as conn:
         found = versions_module.history(conn, start_at, end_at)
-    current = versions_module.current_digest(load_dictionary())
+    current = digest(load_dictionary())
     document = dataclasses.asdict(found) | {"release_dictionary": current}
     _print(as_json, document, render.versions_lines(found, current))
 

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import psycopg
 
-from core_ingest.schema.dictionary import Dictionary, digest
+from core_ingest.schema.dictionary import Dictionary
 
 CURRENT = "current"  # the dictionary this release ships, in a diff
 ENTRY_FIELDS = (
@@ -150,8 +150,3 @@ def _changes(where: str, was: dict[str, Any], now: dict[str, Any]) -> list[str]:
 def short(version: str) -> str:
     """How a dictionary version is shown: the digest's first 12 hex digits."""
     return version[:12]
-
-
-def current_digest(dictionary: Dictionary) -> str:
-    """The release's dictionary version."""
-    return digest(dictionary)
