@@ -121,7 +121,7 @@ def serve_command(config_path: Path | None, dsn: str | None, listen: str | None)
     With [server.tls] in the configuration it speaks mutual TLS only; its files are checked
     first (exit 78 naming the key). Without it, plaintext: for loopback or inside a VPN.
 
-    Example: core-ingest serve --dsn postgresql://ingest@db/meters --listen 0.0.0.0:50051
+    Example: core-ingest serve --dsn postgresql://meterpipe_core@db/meters --listen 0.0.0.0:50051
     """
     config = _config(config_path, dsn=dsn, listen=listen)
     tls = _server_tls(config)
@@ -161,7 +161,7 @@ def migrate_command(
 ) -> None:
     """Create or upgrade the database schema; safe to run again.
 
-    Example: core-ingest migrate --dsn postgresql://ingest@db/meters --list
+    Example: core-ingest migrate --dsn postgresql://meterpipe_owner@db/meters --list
     """
     config = _config(config_path, dsn=dsn, storage=storage)
     with _database(config) as conn:
@@ -183,7 +183,7 @@ def migrate_command(
 def status_command(config_path: Path | None, dsn: str | None) -> None:
     """Show server and TimescaleDB versions, storage in use, schema version and row counts.
 
-    Example: core-ingest status --dsn postgresql://ingest@db/meters
+    Example: core-ingest status --dsn postgresql://meterpipe_core@db/meters
     """
     with _database(_config(config_path, dsn=dsn)) as conn:
         _print(database_status(conn))
@@ -203,7 +203,7 @@ def quality_check(config_path: Path | None, dsn: str | None, window_seconds: flo
     on demand (after a storm, from a monitoring job). One alert per breached window: while an
     alert is younger than the window, none is raised again.
 
-    Example: core-ingest quality-check --dsn postgresql://ingest@db/meters
+    Example: core-ingest quality-check --dsn postgresql://meterpipe_core@db/meters
     """
     config = _config(config_path, dsn=dsn)
     rule = config.quality.rule
@@ -275,7 +275,7 @@ def agents_add(  # noqa: PLR0913, PLR0917 - click passes one parameter per optio
 def agents_list(config_path: Path | None, dsn: str | None) -> None:
     """List enrolled agents: their public keys (hex), places and revocation times.
 
-    Example: core-ingest agents list --dsn postgresql://ingest@db/meters
+    Example: core-ingest agents list --dsn postgresql://operator@db/meters
     """
     with _database(_config(config_path, dsn=dsn)) as conn:
         _print(

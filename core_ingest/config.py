@@ -32,7 +32,7 @@ class DatabaseSection(Settings, frozen=True):
         Meta(
             min_length=1,
             description="Or --dsn, or CORE_INGEST_DSN",
-            examples=["postgresql://ingest@db.example.net/meters"],
+            examples=["postgresql://meterpipe_core@db.example.net/meters"],
         ),
     ]
     storage: Annotated[

@@ -84,6 +84,11 @@ def add_ingest_service(service: IngestService, server: grpc.aio.Server) -> None:
 CONNECTION_WAIT_SECONDS = 5.0
 
 
+_STORAGE_UNAVAILABLE = EnvelopeError(
+    pb.REJECT_REASON_STORAGE_UNAVAILABLE, "database unavailable; see the core's log"
+)  # no database words to clients
+
+
 def _rejection(header: pb.BatchHeader | None, error: EnvelopeError) -> pb.Ack:
     return pb.Ack(
         agent_id=header.agent_id if header else "",
@@ -315,8 +320,14 @@ class IngestService(pb_grpc.IngestServicer):
             return _rejection(header, exc)
         except (StorageUnavailable, psycopg.OperationalError) as exc:
             log.warning("storage unavailable while storing a batch: %s", exc)
-            detail = "database unavailable; see the core's log"  # no database words to clients
-            return _rejection(header, EnvelopeError(pb.REJECT_REASON_STORAGE_UNAVAILABLE, detail))
+            return _rejection(header, _STORAGE_UNAVAILABLE)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            # Grants missing (a migration not followed by `governance access init`): the batch
+            # stays at the agent and goes in once an administrator has granted them.
+            log.error(  # noqa: TRY400 - the privilege named is the whole story
+                "the core's login may not store this batch (%s): run `governance access init`", exc
+            )
+            return _rejection(header, _STORAGE_UNAVAILABLE)
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
             log.warning("database refused a batch: %s", exc)
             return _rejection(header, EnvelopeError(pb.REJECT_REASON_MALFORMED, str(exc)))

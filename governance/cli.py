@@ -171,7 +171,7 @@ def sync(dsn: str) -> None:
 
     Refused while `check` finds differences. Needs the tables' owner (the migration role).
 
-    Example: governance catalog sync --dsn postgresql://owner@db/meters
+    Example: governance catalog sync --dsn postgresql://meterpipe_owner@db/meters
     """
     with connected(dsn) as conn:
         try:
@@ -458,7 +458,7 @@ def apply_retention(dsn: str, *, dry_run: bool, as_json: bool) -> None:
 
     Rollups have their own, longer retention: they outlive the readings.
 
-    Example: governance retention apply --dry-run --dsn postgresql://owner@db/meters
+    Example: governance retention apply --dry-run --dsn postgresql://meterpipe_owner@db/meters
     """
     dictionary = load_dictionary()
     with connected(dsn) as conn:
@@ -730,7 +730,7 @@ def access_init(dsn: str, *, as_json: bool) -> None:
     Readers follow each object's personal-data class, writers its `writers`. Run it as the
     objects' owner after each migrate; it sets the grants anew.
 
-    Example: governance access init --dsn postgresql://owner@db/meters
+    Example: governance access init --dsn postgresql://postgres@db/meters
     """
     with connected(dsn) as conn:
         planned = access_module.init(conn, load_dictionary())
@@ -751,7 +751,7 @@ login_option = click.option("--login", required=True, help="An existing login ro
 def access_grant(login: str, role: str, dsn: str) -> None:
     """Give a login one of the group roles (audited).
 
-    Example: governance access grant --login anna --role analyst --dsn postgresql://owner@db/meters
+    Example: governance access grant --login anna --role analyst --dsn postgresql://postgres@db/meters
     """
     _change_membership(access_module.grant, login, role, dsn)
     click.echo(f"{login} is now {role}")
@@ -764,7 +764,7 @@ def access_grant(login: str, role: str, dsn: str) -> None:
 def access_revoke(login: str, role: str, dsn: str) -> None:
     """Take a group role from a login (audited).
 
-    Example: governance access revoke --login anna --role analyst --dsn postgresql://owner@db/meters
+    Example: governance access revoke --login anna --role analyst --dsn postgresql://postgres@db/meters
     """
     _change_membership(access_module.revoke, login, role, dsn)
     click.echo(f"{login} is no longer {role}")

@@ -1,10 +1,11 @@
 """End-to-end demo on an embedded default: simulator → edge agent → core → PostgreSQL.
 
 Starts its own throwaway PostgreSQL (TimescaleDB when installed) and Mosquitto broker, creates
-keys, enrolls the agent, runs the simulator's ``small`` scenario (1,000 meters in two
-concentrators, one transformer publishing over MQTT), the agent and the core with their real
-commands, waits until every served meter reading is stored, prints what was stored next to what
-was served, and cleans up.
+keys, sets the database up with least privilege (the schema's owner migrates, `governance
+access init` makes the roles, an operator enrolls the agent, the core connects as `ingest`),
+runs the simulator's ``small`` scenario (1,000 meters in two concentrators, one transformer
+publishing over MQTT), the agent and the core with their real commands, waits until every
+served meter reading is stored, prints what was stored next to what was served, and cleans up.
 
 Usage: python scripts/demo.py [--intervals 4]
 """
@@ -27,7 +28,15 @@ import psycopg
 
 # The throwaway PostgreSQL clusters of the tests (test infrastructure, not a product module).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from pgcluster import PostgresCluster, free_loopback_port, free_loopback_ports
+from pgcluster import (
+    CORE_LOGIN,
+    OPERATOR_LOGIN,
+    OWNER_LOGIN,
+    PostgresCluster,
+    as_login,
+    free_loopback_port,
+    free_loopback_ports,
+)
 
 BIN = Path(sys.executable).parent
 WAIT_SECONDS = 120
@@ -36,10 +45,37 @@ SMALL_METERS = 1_000  # the small scenario: two concentrators of 500 meters
 
 def command(*args: str, env: dict[str, str] | None = None) -> dict:
     """Run one of the project's commands and return its JSON output."""
+    return json.loads(run(*args, env=env))
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> str:
+    """Run one of the project's commands and return what it printed."""
     done = subprocess.run(
         [str(BIN / args[0]), *args[1:]], check=True, capture_output=True, text=True, env=env
     )
-    return json.loads(done.stdout)
+    return done.stdout
+
+
+def set_up_database(dsn: str) -> dict[str, str]:
+    """Migrate as the owner, grant the roles as the administrator; the core's environment.
+
+    As a deployment does it: the schema's owner (no superuser) runs the migrations, the
+    administrator makes the group roles and the logins' memberships, an operator enrolls the
+    agent and the core connects as a member of ``ingest`` only.
+    """
+    migrated = command(
+        "core-ingest", "migrate", env={**os.environ, "CORE_INGEST_DSN": as_login(dsn, OWNER_LOGIN)}
+    )
+    print(f"schema version {migrated['schema_version']}, storage {migrated['storage']}")
+    admin = {**os.environ, "GOVERNANCE_DSN": dsn}
+    run("governance", "access", "init", "--json", env=admin)
+    for login, role in ((CORE_LOGIN, "ingest"), (OPERATOR_LOGIN, "operations")):
+        print(
+            run(
+                "governance", "access", "grant", "--login", login, "--role", role, env=admin
+            ).strip()
+        )
+    return {**os.environ, "CORE_INGEST_DSN": as_login(dsn, CORE_LOGIN)}
 
 
 def spawn(*args: str, log: IO[str], env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -126,12 +162,10 @@ def main() -> int:
         try:
             cluster.start()
             dsn = cluster.create_database("meters")
-            env = {**os.environ, "CORE_INGEST_DSN": dsn}
             print(f"PostgreSQL on {dsn} (TimescaleDB preloaded: {cluster.timescaledb})")
             command("edge-agent", "keygen", "--out", str(work / "agent.key"))
             command("edge-agent", "pseudonym-keygen", "--out", str(work / "pseudonym.key"))
-            migrated = command("core-ingest", "migrate", env=env)
-            print(f"schema version {migrated['schema_version']}, storage {migrated['storage']}")
+            env = set_up_database(dsn)
             command(
                 "core-ingest",
                 "agents",
@@ -140,7 +174,7 @@ def main() -> int:
                 "demo-substation-1",
                 "--public-key-file",
                 str(work / "agent.key.pub"),
-                env=env,
+                env={**os.environ, "CORE_INGEST_DSN": as_login(dsn, OPERATOR_LOGIN)},
             )
             broker, mqtt_port = start_broker(work)
             processes.append(broker)

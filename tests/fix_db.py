@@ -11,9 +11,18 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from pgcluster import PostgresCluster, free_loopback_port
+from pgcluster import (
+    CORE_LOGIN,
+    OPERATOR_LOGIN,
+    OWNER_LOGIN,
+    PostgresCluster,
+    as_login,
+    free_loopback_port,
+)
 
 from core_ingest.schema import NATIVE, TIMESCALEDB, migrate
+from core_ingest.schema.dictionary import load_dictionary
+from governance import access
 
 _database_names = itertools.count(1)
 
@@ -60,10 +69,36 @@ def empty_dsn(storage: str, request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def storage_dsn(empty_dsn: str, storage: str) -> str:
-    """A new database migrated to the current schema with the requested storage."""
-    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+    """A new database set up as a deployment sets it up (``set_up``); the superuser's DSN."""
+    return set_up(empty_dsn, storage)
+
+
+def set_up(dsn: str, storage: str) -> str:
+    """Set up an empty database as a deployment does; return ``dsn`` (the superuser's).
+
+    Its owner migrates it to the current schema with ``storage``, then ``governance access
+    init`` grants the objects: the core connects as ``core_dsn(...)``, a member of ``ingest``,
+    and an operator as ``operator_dsn(...)``, a member of ``operations``. Tests look at
+    anything through ``dsn``.
+    """
+    with psycopg.connect(as_login(dsn, OWNER_LOGIN), autocommit=True) as conn:
         migrate(conn, storage=storage)
-    return empty_dsn
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        access.init(conn, load_dictionary())
+        if not access.show(conn, CORE_LOGIN):  # memberships are the cluster's: once
+            conn.execute(f"GRANT ingest TO {CORE_LOGIN}")
+            conn.execute(f"GRANT operations TO {OPERATOR_LOGIN}")
+    return dsn
+
+
+def core_dsn(dsn: str) -> str:
+    """The core's DSN for a database of ``storage_dsn``: the ``ingest`` member's login."""
+    return as_login(dsn, CORE_LOGIN)
+
+
+def operator_dsn(dsn: str) -> str:
+    """An operator's DSN for a database of ``storage_dsn``: an ``operations`` member's login."""
+    return as_login(dsn, OPERATOR_LOGIN)
 
 
 def store_one_reading(dsn: str, storage: str) -> str:

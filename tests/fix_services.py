@@ -21,6 +21,7 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
+from fix_db import core_dsn
 from pgcluster import free_loopback_port, free_loopback_ports
 
 from core_ingest import agents
@@ -269,10 +270,13 @@ def core_healthy(target: str, *, tls: ClientTls | None = None) -> bool:
 def serving_core(
     dsn: str, log_path: Path, *options: str, tls: ClientTls | None = None
 ) -> Iterator[str]:
-    """``core-ingest serve`` as a process on ``dsn`` until closed; yields its ``host:port``."""
+    """``core-ingest serve`` as a process on ``dsn`` until closed; yields its ``host:port``.
+
+    It connects as the core's login (``core_dsn``), a member of ``ingest`` only.
+    """
     target = f"127.0.0.1:{free_loopback_port()}"
     process = subprocess.Popen(
-        [str(BIN / "core-ingest"), "serve", "--dsn", dsn, "--listen", target, *options],
+        [str(BIN / "core-ingest"), "serve", "--dsn", core_dsn(dsn), "--listen", target, *options],
         stderr=log_path.open("w"),
     )
     try:

@@ -16,6 +16,12 @@ from pathlib import Path
 
 PG_ROOT = Path("/usr/lib/postgresql")
 SERVER_USER = "postgres"
+# Logins every cluster gets, as a deployment has them: the owner of the databases, who runs the
+# migrations (no superuser), the core's login and an operator's (members of `ingest` and
+# `operations` once `governance access init` has made those group roles).
+OWNER_LOGIN = "meterpipe_owner"
+CORE_LOGIN = "meterpipe_core"
+OPERATOR_LOGIN = "meterpipe_operator"
 PORT_LIMIT = 65_536  # TCP ports are 16-bit
 
 
@@ -116,6 +122,11 @@ class PostgresCluster:
         with (data / "postgresql.conf").open("a") as conf:
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
         self.restart()
+        for login in (OWNER_LOGIN, CORE_LOGIN, OPERATOR_LOGIN):
+            self._run("createuser", *self._client_options(), login)
+
+    def _client_options(self) -> tuple[str, ...]:
+        return ("-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres")
 
     def restart(self) -> None:
         """Start the server on its existing data (after ``crash``); waits until ready."""
@@ -132,13 +143,13 @@ class PostgresCluster:
             "start",
         )
 
-    def dsn(self, dbname: str = "postgres") -> str:
-        """Connection string for a database of this cluster."""
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+    def dsn(self, dbname: str = "postgres", user: str = "postgres") -> str:
+        """Connection string for a database of this cluster (as the superuser by default)."""
+        return f"postgresql://{user}@127.0.0.1:{self.port}/{dbname}"
 
     def create_database(self, name: str) -> str:
-        """Create an empty database and return its DSN."""
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
+        """Create an empty database owned by ``OWNER_LOGIN``; return its superuser DSN."""
+        self._run("createdb", *self._client_options(), "-O", OWNER_LOGIN, name)
         return self.dsn(name)
 
     def crash(self) -> None:
@@ -154,6 +165,11 @@ class PostgresCluster:
         if (data / "postmaster.pid").exists():
             self._run("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def as_login(dsn: str, login: str) -> str:
+    """The same database's DSN for another login (test clusters trust loopback logins)."""
+    return dsn.replace("postgresql://postgres@", f"postgresql://{login}@", 1)
 
 
 def free_loopback_port() -> int:

@@ -13,8 +13,12 @@ import psycopg
 import pytest
 from fix_db import store_one_reading
 from fix_services import BIN
+from pgcluster import OWNER_LOGIN
+from signed_batches import AGENT, KEY, answer, payload, seal, send
 
-from core_ingest.schema import NATIVE
+from core_ingest import agents
+from core_ingest.schema import NATIVE, TIMESCALEDB
+from proto import public_key_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -156,4 +160,21 @@ def test_ingest_makes_daily_partitions_without_ddl_rights_and_nothing_else(login
         owner = conn.execute(
             "SELECT tableowner FROM pg_tables WHERE tablename = 'meter_readings_p20260103'"
         ).fetchone()
-    assert owner == ("postgres",)  # the schema's owner, not ingest
+    assert owner == (OWNER_LOGIN,)  # the schema's owner, not ingest
+
+
+@pytest.mark.parametrize("storage", [TIMESCALEDB])  # grants work alike on both storages
+def test_a_batch_refused_for_missing_grants_waits_for_access_init(
+    storage_dsn, core_server, tmp_path
+):
+    """A migration not followed by `access init`: the batch is retried, not lost, and goes in."""
+    with psycopg.connect(storage_dsn, autocommit=True) as conn:
+        agents.enroll(conn, AGENT, public_key_bytes(KEY.public_key()))
+        conn.execute("REVOKE INSERT ON meter_readings FROM ingest")  # as a new table would be
+    batch = seal(payload(readings=3), sequence=1)
+    assert [answer(a) for a in send(core_server, batch)] == ["REJECT_REASON_STORAGE_UNAVAILABLE"]
+    log = (tmp_path / "core.log").read_text()
+    assert "permission denied for table meter_readings" in log
+    assert "run `governance access init`" in log
+    assert governance("access", "init", "--dsn", storage_dsn).returncode == 0
+    assert [answer(a) for a in send(core_server, batch)] == ["ACK_STATUS_ACCEPTED"]

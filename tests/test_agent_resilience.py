@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import pytest
+from fix_db import core_dsn
 from fix_services import (
     BIN,
     assert_stored_as_served,
@@ -66,7 +67,7 @@ def test_readings_wait_in_the_buffer_until_the_core_comes_up(
             )
         assert stored_and_sent(storage_dsn) == (0, 0)
         core = subprocess.Popen(
-            [str(BIN / "core-ingest"), "serve", "--dsn", storage_dsn, "--listen", target],
+            [str(BIN / "core-ingest"), "serve", "--dsn", core_dsn(storage_dsn), "--listen", target],
             stderr=(tmp_path / "core.log").open("w"),
         )
         wait_until(lambda: core_healthy(target), timeout=30, what="core to start")

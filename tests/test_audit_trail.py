@@ -12,6 +12,7 @@ import subprocess
 import psycopg
 import pytest
 from fix_services import BIN
+from pgcluster import CORE_LOGIN, OWNER_LOGIN
 from signed_batches import AGENT, KEY, payload, seal, send
 
 from core_ingest import agents
@@ -20,7 +21,7 @@ from proto import public_key_bytes
 
 pytestmark = pytest.mark.integration
 # What a fresh migrate appends: one entry per migration, and the dictionary's version.
-MIGRATED = len(MIGRATIONS) + 1
+SET_UP = len(MIGRATIONS) + 2  # the migrations, the dictionary's version, `access init`
 
 REWRITE_FROM_3 = """
 DO $$
@@ -68,7 +69,8 @@ def test_migrations_batches_and_deletions_are_recorded_and_the_chain_holds(
     """Every migration, a committed batch (its ledger digest), and a deletion of readings."""
     migrated = actions(storage_dsn)
     assert [(a, o) for _, a, o in migrated] == [("schema.migrate", "schema")] * len(MIGRATIONS) + [
-        ("dictionary.version", "dictionary")
+        ("dictionary.version", "dictionary"),
+        ("access.init", "roles"),
     ]
     with psycopg.connect(storage_dsn, autocommit=True) as conn:
         agents.enroll(conn, AGENT, public_key_bytes(KEY.public_key()))
@@ -81,7 +83,7 @@ def test_migrations_batches_and_deletions_are_recorded_and_the_chain_holds(
         detail = conn.execute(
             "SELECT detail FROM audit_log WHERE action = 'batch.ingest'"
         ).fetchone()[0]
-    assert [(a, o) for _, a, o in actions(storage_dsn)[MIGRATED:]] == [
+    assert [(a, o) for _, a, o in actions(storage_dsn)[SET_UP:]] == [
         ("batch.ingest", f"{AGENT}/1"),
         ("readings.delete", "meter_readings"),
     ]
@@ -93,7 +95,7 @@ def test_migrations_batches_and_deletions_are_recorded_and_the_chain_holds(
     )
     verified = governance("audit", "verify", dsn=storage_dsn)
     assert verified.returncode == 0, verified.stderr
-    assert f"audit trail intact: {MIGRATED + 2} entries" in verified.stdout
+    assert f"audit trail intact: {SET_UP + 2} entries" in verified.stdout
 
 
 @pytest.mark.parametrize(
@@ -104,7 +106,7 @@ def test_no_role_changes_or_removes_an_entry_while_the_triggers_stand(storage_ds
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
             conn.execute(statement)
         count = conn.execute("SELECT count(*) FROM audit_log").fetchone()[0]
-    assert count == MIGRATED
+    assert count == SET_UP
 
 
 @pytest.mark.parametrize(
@@ -154,7 +156,7 @@ def test_a_rewritten_chain_is_found_by_the_sealed_heads(storage_dsn, tmp_path):
     heads = tmp_path / "heads"
     sealed = governance("audit", "seal", "--key", str(key), "--out", str(heads), dsn=storage_dsn)
     assert sealed.returncode == 0, sealed.stderr
-    sealed_entry = MIGRATED + 1
+    sealed_entry = SET_UP + 1
     assert f"entry {sealed_entry} sealed" in sealed.stdout
     trusted = ["--anchors", str(heads), "--public-key", f"{key}.pub"]
     intact = governance("audit", "verify", *trusted, dsn=storage_dsn)
@@ -203,7 +205,8 @@ def test_report_counts_actions_by_actor_and_lists_governance_actions(storage_dsn
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout)
     counts = {(c["action"], c["actor"]): c["entries"] for c in found["counts"]}
-    assert counts[("schema.migrate", "postgres")] == len(MIGRATIONS)
+    assert counts[("schema.migrate", OWNER_LOGIN)] == len(MIGRATIONS)  # the schema's owner
+    assert counts[("access.init", "postgres")] == 1  # the administrator
     assert counts[("catalog.sync", "postgres")] == 1
     listed = [a["action"] for a in found["actions"]]
     assert listed[-2:] == ["catalog.sync", "audit.seal"]
@@ -216,7 +219,7 @@ def test_report_counts_actions_by_actor_and_lists_governance_actions(storage_dsn
 
 def test_reads_of_personal_data_by_role_come_from_pgaudit(storage_dsn, tmp_path):
     """A login's reads of readings and the lineage view are reported, not a technical table."""
-    enabled = governance("audit", "enable-reads", "--loader", "postgres", dsn=storage_dsn)
+    enabled = governance("audit", "enable-reads", "--loader", CORE_LOGIN, dsn=storage_dsn)
     assert enabled.returncode == 0, enabled.stderr
     assert "meter_readings" in enabled.stdout
     assert "agents" not in enabled.stdout.split(":", 1)[1]

@@ -8,6 +8,7 @@ import threading
 
 import psycopg
 import pytest
+from fix_db import core_dsn
 from fix_services import BIN, core_healthy, stop_process, stored_and_sent, wait_until
 from pgcluster import free_loopback_port
 
@@ -52,7 +53,7 @@ def test_a_full_buffer_sheds_telemetry_pauses_polling_and_loses_no_interval(
         assert status["fill"] > 0.2
         clock.join(timeout=120)
         core = subprocess.Popen(
-            [str(BIN / "core-ingest"), "serve", "--dsn", storage_dsn, "--listen", target],
+            [str(BIN / "core-ingest"), "serve", "--dsn", core_dsn(storage_dsn), "--listen", target],
             stderr=(tmp_path / "core.log").open("w"),
         )
         wait_until(lambda: core_healthy(target), timeout=30, what="core to start")

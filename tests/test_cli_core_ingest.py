@@ -8,6 +8,7 @@ import subprocess
 
 import psycopg
 import pytest
+from fix_db import operator_dsn
 from fix_services import BIN
 
 from core_ingest.schema import NATIVE, TIMESCALEDB
@@ -94,6 +95,7 @@ def test_agents_add_list_revoke(storage_dsn, tmp_path):
         check=True,
     )
     assert json.loads(keygen.stdout)["public_key"] == str(tmp_path / "a.key.pub")
+    operator = operator_dsn(storage_dsn)  # enrolling is an operator's: `operations`
     added = core_ingest(
         "agents",
         "add",
@@ -101,22 +103,22 @@ def test_agents_add_list_revoke(storage_dsn, tmp_path):
         "sub-9",
         "--public-key-file",
         str(tmp_path / "a.key.pub"),
-        dsn=storage_dsn,
+        dsn=operator,
     )
     assert added.returncode == 0, added.stderr
-    listed = json.loads(core_ingest("agents", "list", dsn=storage_dsn).stdout)
+    listed = json.loads(core_ingest("agents", "list", dsn=operator).stdout)
     assert [(a["agent_id"], a["public_key"], a["revoked_at"]) for a in listed] == [
         ("sub-9", json.loads(added.stdout)["public_key"], None)
     ]
-    assert core_ingest("agents", "revoke", "--agent-id", "sub-9", dsn=storage_dsn).returncode == 0
-    assert json.loads(core_ingest("agents", "list", dsn=storage_dsn).stdout)[0]["revoked_at"]
-    missing = core_ingest("agents", "revoke", "--agent-id", "nobody", dsn=storage_dsn)
+    assert core_ingest("agents", "revoke", "--agent-id", "sub-9", dsn=operator).returncode == 0
+    assert json.loads(core_ingest("agents", "list", dsn=operator).stdout)[0]["revoked_at"]
+    missing = core_ingest("agents", "revoke", "--agent-id", "nobody", dsn=operator)
     assert missing.returncode == 1
     assert "nobody" in missing.stderr
     not_a_key = tmp_path / "junk.pub"
     not_a_key.write_text("hello")
     bad = core_ingest(
-        "agents", "add", "--agent-id", "x", "--public-key-file", str(not_a_key), dsn=storage_dsn
+        "agents", "add", "--agent-id", "x", "--public-key-file", str(not_a_key), dsn=operator
     )
     assert bad.returncode == 1
     assert "not a PEM public key" in bad.stderr

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from fix_db import running_cluster
+from fix_db import core_dsn, running_cluster, set_up
 from fix_services import BIN, wait_until
 from pgcluster import PostgresCluster, free_loopback_port
 from signed_batches import AGENT, KEY, answer, payload, seal, send
 
 from core_ingest import agents
-from core_ingest.schema import NATIVE, migrate
+from core_ingest.schema import NATIVE
 from proto import public_key_bytes
 
 pytestmark = pytest.mark.integration
@@ -41,11 +41,11 @@ def test_an_accepted_batch_survives_an_immediate_database_crash(cluster, tmp_pat
     dsn = cluster.create_database("durability")
     with psycopg.connect(dsn, autocommit=True) as conn:
         assert conn.execute("SHOW synchronous_commit").fetchone()[0] == "off"
-        migrate(conn, storage=NATIVE)
+        set_up(dsn, NATIVE)
         agents.enroll(conn, AGENT, public_key_bytes(KEY.public_key()))
     target = f"127.0.0.1:{free_loopback_port()}"
     core = subprocess.Popen(
-        [str(BIN / "core-ingest"), "serve", "--dsn", dsn, "--listen", target],
+        [str(BIN / "core-ingest"), "serve", "--dsn", core_dsn(dsn), "--listen", target],
         stderr=(tmp_path / "core.log").open("w"),
     )
     try:

@@ -9,6 +9,7 @@ import subprocess
 import psycopg
 import pytest
 from fix_services import BIN
+from pgcluster import CORE_LOGIN
 from signed_batches import AGENT, FIRST_END, KEY, meter, payload, seal, send
 
 from core_ingest import agents
@@ -35,7 +36,7 @@ def history(storage_dsn, core_server):
     with psycopg.connect(storage_dsn, autocommit=True) as conn:
         agents.enroll(conn, AGENT, public_key_bytes(KEY.public_key()), substation="N-S01")
     # The core writes as postgres here: left out of read auditing (and must be, on TimescaleDB).
-    enabled = governance("audit", "enable-reads", "--loader", "postgres", "--dsn", storage_dsn)
+    enabled = governance("audit", "enable-reads", "--loader", CORE_LOGIN, "--dsn", storage_dsn)
     assert enabled.returncode == 0, enabled.stderr
     # One send each: the core commits a stream's batches concurrently, these in order.
     send(

@@ -106,10 +106,15 @@ SCHEMA_VERSION = MIGRATIONS[-1].version
 
 
 def timescaledb_usable(conn: psycopg.Connection) -> bool:
-    """Whether the server has TimescaleDB installed and preloaded."""
+    """Whether the server has TimescaleDB installed and preloaded.
+
+    Preloaded is read from the setting TimescaleDB's loader defines when it is in
+    ``shared_preload_libraries``: that list itself is hidden from the schema's owner, who
+    migrates without superuser rights.
+    """
     row = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'),"
-        " current_setting('shared_preload_libraries') LIKE '%%timescaledb%%'"
+        " current_setting('timescaledb.disable_load', true) IS NOT NULL"
     ).fetchone()
     return bool(row and row[0] and row[1])
 
