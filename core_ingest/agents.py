@@ -55,13 +55,15 @@ def enroll(
     """Enroll an agent, or give a known agent a new key (which also lifts a revocation).
 
     ``substation`` (default: the agent id, one agent per substation) and ``region`` place the
-    agent's meters in the rollups and in per-region access.
+    agent's meters in the rollups and in per-region access; everything the core stores from
+    the agent's batches belongs to that region. A region not known yet is added to ``regions``.
     """
     if not 1 <= len(agent_id) <= 64:  # noqa: PLR2004 - the agents.agent_id CHECK
         raise EnrollmentError(f"agent id must be 1..64 characters, got {agent_id!r}")
     for name, value in (("substation", substation), ("region", region)):
         if value is not None and not value.strip():
             raise EnrollmentError(f"{name} must not be empty")
+    conn.execute("INSERT INTO regions (name) VALUES (%s) ON CONFLICT DO NOTHING", (region,))
     conn.execute(
         "INSERT INTO agents (agent_id, public_key, substation, region) VALUES (%s, %s, %s, %s)"
         " ON CONFLICT (agent_id) DO UPDATE SET public_key = excluded.public_key,"

@@ -242,7 +242,7 @@ def agents_group() -> None:
     "--region",
     default=agent_registry.UNASSIGNED_REGION,
     show_default=True,
-    help="The substation's region: the unit of rollups and per-region access.",
+    help="The substation's region: the unit of rollups and per-region access (added if new).",
 )
 def agents_add(  # noqa: PLR0913, PLR0917 - click passes one parameter per option
     config_path: Path | None,

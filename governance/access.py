@@ -17,20 +17,27 @@ auditor            -                -                           read
 ingest             read             (its writers' objects)      read
 =================  ===============  ==========================  ================
 
-Plus, per object, INSERT and UPDATE for its ``writers`` (with SELECT, which upserts need),
-EXECUTE on ``audit_append`` for the roles whose actions are audited, and on
-``ensure_daily_partition`` for ``ingest`` (native partitioning's days, made with the owner's
-rights: the core needs no DDL).
+Plus, per object, INSERT and UPDATE for its ``writers`` (with SELECT, which upserts need, and
+its identity sequences), EXECUTE on ``audit_append`` for the roles whose actions are audited,
+and on ``ensure_daily_partition`` for ``ingest`` (native partitioning's days, made with the
+owner's rights: the core needs no DDL).
+
+Regions (migration 14): a login given regions (``grant(..., regions=[...])``) sees only their
+rows in every regional table and view, by row-level security; a login without a scope sees
+every region. Members of ``ingest`` bypass the policies (the core writes every region, by
+COPY, which row-level security would refuse), so making one takes a superuser.
 """
 
 from __future__ import annotations
 
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
+from core_ingest.schema import PARTITIONED_TABLES
 from core_ingest.schema.dictionary import Dictionary, Role
 from governance import audit
 
@@ -49,10 +56,11 @@ class AccessError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Membership:
-    """A login and the group roles it holds."""
+    """A login, the group roles it holds, and the regions it may see (None: every region)."""
 
     login: str
     roles: list[str]
+    regions: list[str] | None
 
 
 def grants(dictionary: Dictionary) -> dict[str, dict[str, set[str]]]:
@@ -96,11 +104,8 @@ def init(conn: psycopg.Connection, dictionary: Dictionary) -> dict[str, dict[str
                         sql.Identifier(role),
                     )
                 )
-        conn.execute(
-            sql.SQL("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {}").format(
-                sql.Identifier("ingest")
-            )
-        )
+        _grant_sequences(conn, dictionary)
+        _restrict_chunks(conn)
         conn.execute("GRANT EXECUTE ON FUNCTION ensure_daily_partition(text, date) TO ingest")
         conn.execute(
             sql.SQL("GRANT EXECUTE ON FUNCTION audit_append(text, text, jsonb) TO {}").format(
@@ -116,44 +121,156 @@ def init(conn: psycopg.Connection, dictionary: Dictionary) -> dict[str, dict[str
     return planned
 
 
-def grant(conn: psycopg.Connection, login: str, role: str) -> None:
-    """Make ``login`` a member of ``role`` (audited).
+def grant(
+    conn: psycopg.Connection,
+    login: str,
+    role: str,
+    *,
+    regions: Sequence[str] = (),
+    all_regions: bool = False,
+) -> None:
+    """Make ``login`` a member of ``role``, adding ``regions`` to its scope (audited).
+
+    With ``all_regions`` the login's scope is lifted: it sees every region again.
 
     Raises:
-        AccessError: an unknown role or login.
+        AccessError: an unknown role, login or region.
 
     """
     _check(conn, login, role)
     with conn.transaction():
         conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(login)))
-        audit.append(conn, "access.grant", login, {"role": role})
+        if role == "ingest":
+            _bypass_policies(conn, login, bypass=True)
+        if all_regions:
+            conn.execute("DELETE FROM region_scopes WHERE login = %s", (login,))
+        elif regions:
+            conn.execute(
+                "INSERT INTO region_scopes (login, region_ids) VALUES (%s, %s)"
+                " ON CONFLICT (login) DO UPDATE SET changed_at = now(), region_ids ="
+                " ARRAY(SELECT DISTINCT unnest(region_scopes.region_ids || excluded.region_ids)"
+                " ORDER BY 1)",
+                (login, _region_ids(conn, regions)),
+            )
+        audit.append(
+            conn,
+            "access.grant",
+            login,
+            {"role": role, "regions": _scope(conn, login)},
+        )
 
 
-def revoke(conn: psycopg.Connection, login: str, role: str) -> None:
-    """Take ``role`` from ``login`` (audited).
+def revoke(conn: psycopg.Connection, login: str, role: str, *, regions: Sequence[str] = ()) -> None:
+    """Take ``role`` from ``login`` (audited); with ``regions``, take only those from its scope.
+
+    A login whose last region is taken keeps an empty scope: it sees no regional row (never
+    every region, as a login without a scope does).
 
     Raises:
-        AccessError: an unknown role or login.
+        AccessError: an unknown role, login or region.
 
     """
     _check(conn, login, role)
     with conn.transaction():
-        conn.execute(
-            sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(role), sql.Identifier(login))
+        if regions:
+            conn.execute(
+                "INSERT INTO region_scopes (login, region_ids)"
+                " SELECT %s, array_agg(region_id ORDER BY region_id) FROM regions"
+                " WHERE region_id <> ALL(%s)"
+                " ON CONFLICT (login) DO UPDATE SET changed_at = now(), region_ids ="
+                " ARRAY(SELECT unnest(region_scopes.region_ids)"
+                " EXCEPT SELECT unnest(%s::smallint[]) ORDER BY 1)",
+                (login, ids := _region_ids(conn, regions), ids),
+            )
+        else:
+            conn.execute(
+                sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(role), sql.Identifier(login))
+            )
+            if role == "ingest":
+                _bypass_policies(conn, login, bypass=False)
+        audit.append(
+            conn,
+            "access.revoke",
+            login,
+            {"role": role, "regions_taken": list(regions), "regions": _scope(conn, login)},
         )
-        audit.append(conn, "access.revoke", login, {"role": role})
 
 
 def show(conn: psycopg.Connection, login: str | None = None) -> list[Membership]:
-    """Every login holding one of the group roles (or ``login`` alone), with its roles."""
+    """Every login holding one of the group roles (or ``login`` alone), with roles and regions."""
     rows = conn.execute(
-        "SELECT m.rolname, array_agg(g.rolname ORDER BY g.rolname) FROM pg_auth_members a"
+        "SELECT m.rolname, array_agg(g.rolname ORDER BY g.rolname),"
+        " (SELECT ARRAY(SELECT r.name FROM regions r WHERE r.region_id = ANY(s.region_ids)"
+        "  ORDER BY r.name) FROM region_scopes s WHERE s.login = m.rolname)"
+        " FROM pg_auth_members a"
         " JOIN pg_roles g ON g.oid = a.roleid JOIN pg_roles m ON m.oid = a.member"
         " WHERE g.rolname = ANY(%s) AND (%s::text IS NULL OR m.rolname = %s)"
         " GROUP BY 1 ORDER BY 1",
         (list(ROLES), login, login),
     ).fetchall()
-    return [Membership(name, list(roles)) for name, roles in rows]
+    return [
+        Membership(name, list(roles), None if scope is None else list(scope))
+        for name, roles, scope in rows
+    ]
+
+
+def _region_ids(conn: psycopg.Connection, names: Sequence[str]) -> list[int]:
+    """The regions' ids; an unknown name is an error listing the known ones."""
+    known: dict[str, int] = dict(
+        conn.execute("SELECT name, region_id FROM regions ORDER BY name").fetchall()
+    )
+    if unknown := [n for n in names if n not in known]:
+        raise AccessError(
+            f"no region {', '.join(map(repr, unknown))}: one of {', '.join(known)}"
+            " (regions are added by enrolling an agent in them)"
+        )
+    return [known[n] for n in names]
+
+
+def _scope(conn: psycopg.Connection, login: str) -> list[str] | None:
+    """The regions ``login`` may see now, by name (None: every region)."""
+    row = conn.execute(
+        "SELECT ARRAY(SELECT r.name FROM regions r WHERE r.region_id = ANY(s.region_ids)"
+        " ORDER BY r.name) FROM region_scopes s WHERE s.login = %s",
+        (login,),
+    ).fetchone()
+    return None if row is None else list(row[0])
+
+
+def _bypass_policies(conn: psycopg.Connection, login: str, *, bypass: bool) -> None:
+    """The core's login writes every region by COPY: row-level security must not apply to it."""
+    attribute = sql.SQL("BYPASSRLS" if bypass else "NOBYPASSRLS")
+    try:
+        conn.execute(sql.SQL("ALTER ROLE {} {}").format(sql.Identifier(login), attribute))
+    except psycopg.errors.InsufficientPrivilege:
+        raise AccessError(
+            f"making {login!r} a member of ingest sets BYPASSRLS on it, which takes a superuser"
+        ) from None
+
+
+def _grant_sequences(conn: psycopg.Connection, dictionary: Dictionary) -> None:
+    """USAGE on each written table's identity sequences, for its writers."""
+    for name, entry in dictionary.objects.items():
+        if entry.kind == "view" or not entry.writers:
+            continue
+        for (sequence,) in conn.execute(
+            "SELECT s.oid::regclass::text FROM pg_class s JOIN pg_depend d ON d.objid = s.oid"
+            " WHERE s.relkind = 'S' AND d.deptype IN ('a', 'i') AND d.refobjid = %s::regclass",
+            (name,),
+        ).fetchall():
+            conn.execute(
+                sql.SQL("GRANT USAGE ON SEQUENCE {} TO {}").format(
+                    sql.Identifier(sequence), sql.SQL(", ").join(map(sql.Identifier, entry.writers))
+                )
+            )
+
+
+def _restrict_chunks(conn: psycopg.Connection) -> None:
+    """Take the grants TimescaleDB just copied onto every chunk off again (see migration 14)."""
+    if conn.execute("SELECT storage FROM storage_settings").fetchone() != ("timescaledb",):
+        return
+    for table in PARTITIONED_TABLES:
+        conn.execute("SELECT restrict_chunks(%s, '-infinity')", (table,))
 
 
 def _check(conn: psycopg.Connection, login: str, role: str) -> None:

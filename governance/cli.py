@@ -744,40 +744,81 @@ role_option = click.option(
 login_option = click.option("--login", required=True, help="An existing login role.")
 
 
+region_option = click.option(
+    "--region",
+    "regions",
+    multiple=True,
+    help="A region (repeatable): the login sees these regions' rows only, in every table and view.",
+)
+
+
 @access.command(name="grant")
 @login_option
 @role_option
+@region_option
+@click.option(
+    "--all-regions", is_flag=True, help="Lift the login's region scope: it sees every region."
+)
 @dsn_option
-def access_grant(login: str, role: str, dsn: str) -> None:
-    """Give a login one of the group roles (audited).
+def access_grant(
+    login: str, role: str, regions: tuple[str, ...], dsn: str, *, all_regions: bool
+) -> None:
+    """Give a login one of the group roles, and regions to its scope (audited).
 
-    Example: governance access grant --login anna --role analyst --dsn postgresql://postgres@db/meters
+    A login given no region sees every region; one given regions sees only theirs, whatever
+    it queries. A member of ingest bypasses the regions (the core writes all of them): a
+    superuser must grant it.
+
+    Example: governance access grant --login anna --role analyst --region North --dsn postgresql://postgres@db/meters
     """
-    _change_membership(access_module.grant, login, role, dsn)
-    click.echo(f"{login} is now {role}")
+    if regions and all_regions:
+        raise click.UsageError("--region and --all-regions exclude each other")
+    with _access_errors(), connected(dsn) as conn:
+        access_module.grant(conn, login, role, regions=regions, all_regions=all_regions)
+        scope = access_module.show(conn, login)
+    click.echo(f"{login} is now {role}{_scope_text(scope)}")
 
 
 @access.command(name="revoke")
 @login_option
 @role_option
+@click.option(
+    "--region",
+    "regions",
+    multiple=True,
+    help="Take only this region from the login's scope (repeatable); the role stays.",
+)
 @dsn_option
-def access_revoke(login: str, role: str, dsn: str) -> None:
-    """Take a group role from a login (audited).
+def access_revoke(login: str, role: str, regions: tuple[str, ...], dsn: str) -> None:
+    """Take a group role from a login, or regions from its scope (audited).
 
     Example: governance access revoke --login anna --role analyst --dsn postgresql://postgres@db/meters
     """
-    _change_membership(access_module.revoke, login, role, dsn)
-    click.echo(f"{login} is no longer {role}")
+    with _access_errors(), connected(dsn) as conn:
+        access_module.revoke(conn, login, role, regions=regions)
+        scope = access_module.show(conn, login)
+    if regions:
+        click.echo(f"{login} no longer sees {', '.join(regions)}{_scope_text(scope)}")
+    else:
+        click.echo(f"{login} is no longer {role}")
 
 
-def _change_membership(
-    change: Callable[[psycopg.Connection, str, str], None], login: str, role: str, dsn: str
-) -> None:
-    with connected(dsn) as conn:
-        try:
-            change(conn, login, role)
-        except access_module.AccessError as exc:
-            raise click.ClickException(str(exc)) from None
+@contextlib.contextmanager
+def _access_errors() -> Iterator[None]:
+    try:
+        yield
+    except access_module.AccessError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _scope_text(found: list[access_module.Membership]) -> str:
+    """', sees North, South', ', sees every region' or ', sees no region' for the login."""
+    if not found:
+        return ""
+    regions = found[0].regions
+    if regions is None:
+        return ", sees every region"
+    return f", sees {', '.join(regions)}" if regions else ", sees no region"
 
 
 @access.command(name="show")
@@ -785,11 +826,22 @@ def _change_membership(
 @dsn_option
 @json_option
 def access_show(login: str | None, dsn: str, *, as_json: bool) -> None:
-    """Which logins hold which group roles.
+    """Which logins hold which group roles, and which regions each sees.
 
     Example: governance access show --dsn postgresql://auditor@db/meters
     """
     with connected(dsn) as conn:
         found = access_module.show(conn, login)
-    rows = [(m.login, ", ".join(m.roles)) for m in found]
-    _print(as_json, [dataclasses.asdict(m) for m in found], render.table(("login", "roles"), rows))
+    rows = [
+        (
+            m.login,
+            ", ".join(m.roles),
+            "all" if m.regions is None else ", ".join(m.regions) or "none",
+        )
+        for m in found
+    ]
+    _print(
+        as_json,
+        [dataclasses.asdict(m) for m in found],
+        render.table(("login", "roles", "regions"), rows),
+    )

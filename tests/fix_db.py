@@ -86,8 +86,8 @@ def set_up(dsn: str, storage: str) -> str:
     with psycopg.connect(dsn, autocommit=True) as conn:
         access.init(conn, load_dictionary())
         if not access.show(conn, CORE_LOGIN):  # memberships are the cluster's: once
-            conn.execute(f"GRANT ingest TO {CORE_LOGIN}")
-            conn.execute(f"GRANT operations TO {OPERATOR_LOGIN}")
+            access.grant(conn, CORE_LOGIN, "ingest")
+            access.grant(conn, OPERATOR_LOGIN, "operations")
     return dsn
 
 
@@ -114,8 +114,8 @@ def store_one_reading(dsn: str, storage: str) -> str:
             )
         conn.execute(
             "INSERT INTO meter_readings (meter_id, interval_end, energy_wh, register_wh,"
-            " quality_flags, poll_time, batch_id, device_no)"
-            " VALUES (1, '2026-01-01 00:15+00', 1, 1, 0, '2026-01-01 00:16+00', 1, 1)"
+            " quality_flags, poll_time, batch_id, device_no, region_id)"
+            " VALUES (1, '2026-01-01 00:15+00', 1, 1, 0, '2026-01-01 00:16+00', 1, 1, 1)"
         )
         conn.execute("ANALYZE")
         return conn.execute(

@@ -71,6 +71,7 @@ def logins(storage_dsn, storage):
     with psycopg.connect(storage_dsn, autocommit=True) as conn:  # the CLI's grant: tested below
         for role in ROLES:
             conn.execute(f"GRANT {role} TO {role}_login")
+        conn.execute("ALTER ROLE ingest_login BYPASSRLS")  # as `access grant --role ingest` does
     return {role: storage_dsn.replace("postgres@", f"{role}_login@") for role in ROLES}, part
 
 
@@ -95,8 +96,8 @@ def test_writes_chunks_copy_functions_and_ddl(logins):
     dsns, part = logins
     insert = (
         "INSERT INTO meter_readings (meter_id, interval_end, energy_wh, register_wh,"
-        " quality_flags, poll_time, batch_id, device_no)"
-        " VALUES (2, '2026-01-01 00:15+00', 1, 1, 0, '2026-01-01 00:16+00', 1, 1)"
+        " quality_flags, poll_time, batch_id, device_no, region_id)"
+        " VALUES (2, '2026-01-01 00:15+00', 1, 1, 0, '2026-01-01 00:16+00', 1, 1, 1)"
     )
     assert {r for r, d in dsns.items() if can(d, insert)} == {"ingest"}
     assert not any(can(d, "DELETE FROM meter_readings") for d in dsns.values())

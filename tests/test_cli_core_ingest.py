@@ -29,6 +29,7 @@ MIGRATION_NAMES = [
     "audit-log",
     "dictionary-versions",
     "partition-function",
+    "regions",
 ]
 
 

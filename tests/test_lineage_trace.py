@@ -141,7 +141,7 @@ def test_export_rebuilds_the_cores_run_events_and_a_rotated_meter_is_found(trace
     rotated = bytes(range(32))
     with psycopg.connect(traced, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO pseudonym_map VALUES (%s, %s, 'k1', 'k2', %s, 4)",
+            "INSERT INTO pseudonym_map VALUES (%s, %s, 'k1', 'k2', %s, 4, 1)",
             (meter(1), rotated, AGENT),
         )
     found = as_json(

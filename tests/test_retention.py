@@ -57,20 +57,20 @@ def fill(dsn: str, storage: str) -> None:
             ).fetchone()[0]
             conn.execute(
                 "INSERT INTO meter_readings (meter_id, interval_end, energy_wh, register_wh,"
-                " quality_flags, poll_time, batch_id, device_no)"
-                " SELECT 1, %s + i * interval '15 minutes', 10, i, 0, %s, %s, 1"
+                " quality_flags, poll_time, batch_id, device_no, region_id)"
+                " SELECT 1, %s + i * interval '15 minutes', 10, i, 0, %s, %s, 1, 1"
                 " FROM generate_series(1, 95) i",
                 (start, start, batch),
             )
             conn.execute(
                 "INSERT INTO transformer_telemetry (transformer_id, time, metric, value,"
-                " quality_flags, agent_id, batch_sequence) VALUES ('T1', %s, 'top_oil_c', 40, 0,"
-                " 'a', %s)",
+                " quality_flags, agent_id, batch_sequence, region_id) VALUES ('T1', %s,"
+                " 'top_oil_c', 40, 0, 'a', %s, 1)",
                 (start + dt.timedelta(hours=1), sequence),
             )
             conn.execute(
-                "INSERT INTO refused_values (batch_id, kind, position, reason, raw)"
-                " VALUES (%s, 'meter_reading', 0, 'energy out of range', '{}')",
+                "INSERT INTO refused_values (batch_id, region_id, kind, position, reason, raw)"
+                " VALUES (%s, 1, 'meter_reading', 0, 'energy out of range', '{}')",
                 (batch,),
             )
             conn.execute(

@@ -68,8 +68,8 @@ def test_row_estimates_sum_partitions_and_chunks_without_counting(storage_dsn, s
                 )
         conn.execute(
             "INSERT INTO meter_readings (meter_id, interval_end, energy_wh, register_wh,"
-            " quality_flags, poll_time, batch_id, device_no)"
-            " SELECT m, t, 1, 1, 0, t, 1, 1 FROM generate_series(1, 100) m,"
+            " quality_flags, poll_time, batch_id, device_no, region_id)"
+            " SELECT m, t, 1, 1, 0, t, 1, 1, 1 FROM generate_series(1, 100) m,"
             " generate_series(timestamptz '2026-01-01 00:15+00', '2026-01-03 23:45+00',"
             " interval '6 hours') t"
         )

@@ -49,7 +49,7 @@ def history(storage_dsn, core_server):
     send(core_server, seal(payload(meters=[2], energy=999), sequence=4))
     with psycopg.connect(storage_dsn, autocommit=True) as conn:
         conn.execute(
-            "INSERT INTO pseudonym_map VALUES (%s, %s, 'k1', 'k2', %s, 5)",
+            "INSERT INTO pseudonym_map VALUES (%s, %s, 'k1', 'k2', %s, 5, 1)",
             (meter(2), ROTATED, AGENT),
         )
         if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'analyst_ben'").fetchone():

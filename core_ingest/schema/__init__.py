@@ -82,6 +82,14 @@ def _variables(storage: str) -> dict[str, str]:
             else ""
         ),
         "partitioned_tables": ", ".join(f"'{table}'" for table in PARTITIONED_TABLES),
+        "restrict_chunks": "".join(
+            f"CREATE TRIGGER {table}_restrict_chunks AFTER INSERT ON {table}"
+            " FOR EACH STATEMENT EXECUTE FUNCTION restrict_new_chunks();\n"
+            f"SELECT restrict_chunks('{table}', '-infinity');\n"
+            for table in PARTITIONED_TABLES
+        )
+        if storage == TIMESCALEDB
+        else "",
         "estimated": str(int(QualityFlag.ESTIMATED)),
         "suspect": str(int(SUSPECT)),
     }

@@ -22,6 +22,7 @@ class AgentKey:
     revoked: bool
     substation: str
     region: str
+    region_id: int  # the region's row in ``regions``: what the batch's rows belong to
 
 
 @dataclass(frozen=True, slots=True)

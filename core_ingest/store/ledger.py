@@ -115,16 +115,22 @@ async def earlier_copy(conn: psycopg.AsyncConnection, batch: VerifiedBatch) -> E
 
 
 async def keep_refused(
-    conn: psycopg.AsyncConnection, refused: list[RefusedValue], batch_id: int, label: str
+    conn: psycopg.AsyncConnection,
+    refused: list[RefusedValue],
+    *,
+    batch_id: int,
+    region_id: int,
+    label: str,
 ) -> None:
     """The values set apart by the bounds, raw, with their reasons, in the batch's transaction."""
     if not refused:
         return
     await conn.execute(
-        "INSERT INTO refused_values (batch_id, kind, position, reason, raw)"
-        " SELECT %s, * FROM unnest(%s::text[], %s::int4[], %s::text[], %s::jsonb[])",
+        "INSERT INTO refused_values (batch_id, region_id, kind, position, reason, raw)"
+        " SELECT %s, %s, * FROM unnest(%s::text[], %s::int4[], %s::text[], %s::jsonb[])",
         (
             batch_id,
+            region_id,
             [r.kind for r in refused],
             [r.position for r in refused],
             [r.reason for r in refused],

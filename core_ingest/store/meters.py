@@ -125,7 +125,9 @@ async def _add_meters(
     return list(zip(pseudonyms, ids, strict=True))
 
 
-async def apply_rotations(conn: psycopg.AsyncConnection, opened: OpenedBatch) -> None:
+async def apply_rotations(
+    conn: psycopg.AsyncConnection, opened: OpenedBatch, region_id: int
+) -> None:
     """Record old -> new pseudonyms; earlier mappings to an old one now point to the new.
 
     Stored readings keep the pseudonym they arrived with (lineage); the
@@ -139,7 +141,7 @@ async def apply_rotations(conn: psycopg.AsyncConnection, opened: OpenedBatch) ->
             (old, new),
         )
         await conn.execute(
-            "INSERT INTO pseudonym_map SELECT m.old, m.new, %s, %s, %s, %s"
+            "INSERT INTO pseudonym_map SELECT m.old, m.new, %s, %s, %s, %s, %s"
             " FROM unnest(%s::bytea[], %s::bytea[]) AS m(old, new)"
             " ON CONFLICT (old_meter) DO UPDATE SET new_meter = excluded.new_meter",
             (
@@ -147,6 +149,7 @@ async def apply_rotations(conn: psycopg.AsyncConnection, opened: OpenedBatch) ->
                 rotation.new_key_id,
                 opened.header.agent_id,
                 opened.header.sequence,
+                region_id,
                 old,
                 new,
             ),

@@ -21,7 +21,7 @@ from proto.quality import SUSPECT, QualityFlag
 # Column order of every COPY into meter_readings (and its staging table).
 COPY_COLUMNS = (
     "meter_id, interval_end, energy_wh, register_wh, quality_flags, poll_time, batch_id, device_no,"
-    " clock_offset_s"
+    " clock_offset_s, region_id"
 )
 INTERVAL_SECONDS = 900  # the register map's interval length; an interval starts 900 s before
 PG_EPOCH_S = 946_684_800  # PostgreSQL timestamps count microseconds from 2000-01-01 UTC
@@ -37,6 +37,7 @@ FIELDS = (  # (name, big-endian type) per column, in COPY_COLUMNS order
     ("batch_id", ">i8"),
     ("device_no", ">i2"),
     ("clock_offset_s", ">i2"),
+    ("region_id", ">i2"),
 )
 # Each binary COPY tuple: a field count, then per field its byte length and its value.
 ROW = np.dtype(
@@ -115,13 +116,16 @@ def _utc_ms(ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
 
 
-def copy_buffer(columns: ReadingColumns, meter_ids: npt.NDArray[np.int32], batch_id: int) -> bytes:
+def copy_buffer(
+    columns: ReadingColumns, meter_ids: npt.NDArray[np.int32], *, batch_id: int, region_id: int
+) -> bytes:
     """The whole binary COPY stream (signature, rows, trailer) of the readings.
 
     Args:
         columns: the batch's readings.
         meter_ids: the meters dimension's id of each of the batch's meters, by meter index.
         batch_id: the ledger row the readings belong to.
+        region_id: the region of the agent that sent them (as enrolled).
 
     """
     rows = np.empty(len(columns), dtype=ROW)
@@ -137,6 +141,7 @@ def copy_buffer(columns: ReadingColumns, meter_ids: npt.NDArray[np.int32], batch
     rows["batch_id"] = batch_id
     rows["device_no"] = columns.device_index + 1  # PostgreSQL arrays count from 1
     rows["clock_offset_s"] = columns.clock_offset_s
+    rows["region_id"] = region_id
     return SIGNATURE + rows.tobytes() + TRAILER
 
 

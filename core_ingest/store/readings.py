@@ -41,18 +41,18 @@ REPLACE_ESTIMATES = (
     "WITH replaced AS ("  # noqa: S608 - constants only
     " UPDATE meter_readings r SET energy_wh = i.energy_wh, register_wh = i.register_wh,"
     " quality_flags = i.quality_flags, poll_time = i.poll_time, batch_id = i.batch_id,"
-    " device_no = i.device_no, clock_offset_s = i.clock_offset_s"
+    " device_no = i.device_no, clock_offset_s = i.clock_offset_s, region_id = i.region_id"
     " FROM incoming_readings i JOIN meter_readings o USING (meter_id, interval_end)"
     " WHERE r.meter_id = i.meter_id AND r.interval_end = i.interval_end"
     f" AND r.quality_flags & {ESTIMATED} <> 0 AND i.quality_flags & {ESTIMATED} = 0"
     " RETURNING r.meter_id, r.interval_end, o.energy_wh AS old_energy,"
     " o.register_wh AS old_register, o.quality_flags AS old_flags, o.batch_id AS old_batch,"
-    " r.energy_wh, r.quality_flags, r.batch_id)"
+    " r.energy_wh, r.quality_flags, r.batch_id, r.region_id)"
     " , recorded AS (INSERT INTO reading_corrections (meter_id, interval_end,"
     " estimated_energy_wh, estimated_register_wh, estimated_quality_flags, estimated_batch_id,"
-    " energy_wh, quality_flags, batch_id)"
+    " energy_wh, quality_flags, batch_id, region_id)"
     " SELECT meter_id, interval_end, old_energy, old_register, old_flags, old_batch,"
-    " energy_wh, quality_flags, batch_id FROM replaced)"
+    " energy_wh, quality_flags, batch_id, region_id FROM replaced)"
     " SELECT extract(epoch FROM r.interval_end)::bigint, r.old_energy, r.old_flags, r.energy_wh,"
     " r.quality_flags, (m.role = 'customer')::int FROM replaced r JOIN meters m USING (meter_id)"
 )
@@ -100,17 +100,22 @@ async def copy_readings(
     conn: psycopg.AsyncConnection,
     columns: ReadingColumns,
     meter_ids: npt.NDArray[np.int32],
+    *,
     batch_id: int,
+    region_id: int,
 ) -> None:
     """The normal path: every reading in one binary COPY (the unique index refuses repeats)."""
-    await copy_rows(conn, METER_COPY, copy_buffer(columns, meter_ids, batch_id))
+    rows = copy_buffer(columns, meter_ids, batch_id=batch_id, region_id=region_id)
+    await copy_rows(conn, METER_COPY, rows)
 
 
 async def insert_new_readings(
     conn: psycopg.AsyncConnection,
     columns: ReadingColumns,
     meter_ids: npt.NDArray[np.int32],
+    *,
     batch_id: int,
+    region_id: int,
 ) -> tuple[ReadingColumns, Corrections]:
     """The staged path: insert only the readings not stored yet, replacing stored estimates.
 
@@ -125,7 +130,7 @@ async def insert_new_readings(
     await copy_rows(
         conn,
         f"COPY incoming_readings ({COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)",
-        copy_buffer(columns, meter_ids, batch_id),
+        copy_buffer(columns, meter_ids, batch_id=batch_id, region_id=region_id),
     )
     ids = meter_ids[columns.meter_index].tolist()
     ends = columns.interval_end.tolist()

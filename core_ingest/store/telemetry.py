@@ -10,15 +10,15 @@ from proto import OpenedBatch
 
 TELEMETRY_COPY = (
     "COPY transformer_telemetry (transformer_id, time, metric, value, quality_flags, agent_id,"
-    " batch_sequence) FROM STDIN (FORMAT BINARY)"
+    " batch_sequence, region_id) FROM STDIN (FORMAT BINARY)"
 )
-TELEMETRY_TYPES = ["text", "timestamptz", "text", "float8", "int4", "text", "int8"]
+TELEMETRY_TYPES = ["text", "timestamptz", "text", "float8", "int4", "text", "int8", "int2"]
 
 
 async def copy_telemetry(
-    conn: psycopg.AsyncConnection, opened: OpenedBatch, points: list[int]
+    conn: psycopg.AsyncConnection, opened: OpenedBatch, points: list[int], region_id: int
 ) -> None:
-    """The telemetry points at positions ``points`` (the others were refused)."""
+    """The telemetry points at positions ``points`` (the others were refused), in ``region_id``."""
     columns = opened.payload.transformer_telemetry
     if not points:
         return
@@ -37,5 +37,6 @@ async def copy_telemetry(
                     columns.quality_flags[i],
                     agent_id,
                     sequence,
+                    region_id,
                 )
             )

@@ -120,6 +120,7 @@ class BatchStore:
         self, batch: VerifiedBatch, figures: _Figures, *, staged: bool
     ) -> WriteOutcome:
         columns = batch.columns
+        region_id = batch.agent.region_id  # the enrolled agent's, whatever the batch says
         async with self.conn.transaction():
             row = await ledger.insert_row(
                 self.conn,
@@ -135,7 +136,7 @@ class BatchStore:
             corrected = NO_CORRECTIONS
             if staged:
                 stored, corrected = await insert_new_readings(
-                    self.conn, columns, meters.ids, row.batch_id
+                    self.conn, columns, meters.ids, batch_id=row.batch_id, region_id=region_id
                 )
                 log.info(
                     "batch %s: %d of %d readings were stored before, %d of them estimates replaced",
@@ -145,11 +146,19 @@ class BatchStore:
                     len(corrected.interval_end),
                 )
             else:
-                await copy_readings(self.conn, columns, meters.ids, row.batch_id)
+                await copy_readings(
+                    self.conn, columns, meters.ids, batch_id=row.batch_id, region_id=region_id
+                )
                 stored = columns
-            await copy_telemetry(self.conn, batch.opened, batch.points)
-            await ledger.keep_refused(self.conn, batch.refused, row.batch_id, _label(batch))
-            await apply_rotations(self.conn, batch.opened)
+            await copy_telemetry(self.conn, batch.opened, batch.points, region_id)
+            await ledger.keep_refused(
+                self.conn,
+                batch.refused,
+                batch_id=row.batch_id,
+                region_id=region_id,
+                label=_label(batch),
+            )
+            await apply_rotations(self.conn, batch.opened, region_id)
             await add_to_rollups(
                 self.conn,
                 stored=stored,

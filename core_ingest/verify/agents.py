@@ -31,8 +31,8 @@ class AgentDirectory:
         if remembered and not fresh and now - remembered[0] < self._ttl:
             return remembered[1]
         cur = await conn.execute(
-            "SELECT public_key, revoked_at IS NOT NULL, substation, region FROM agents"
-            " WHERE agent_id = %s",
+            "SELECT a.public_key, a.revoked_at IS NOT NULL, a.substation, a.region, r.region_id"
+            " FROM agents a JOIN regions r ON r.name = a.region WHERE a.agent_id = %s",
             (agent_id,),
         )
         row = await cur.fetchone()

@@ -1,0 +1,179 @@
+"""Regions enforced by the database: a login given North sees North rows only, however it asks.
+
+Two agents, one enrolled in North and one in South, send the same kinds of batches through a
+real core (readings, telemetry, a conflicting repeat kept in quarantine, an estimate replaced,
+a refused value, a key rotation). Then logins limited to each region, and one with every
+region, read every regional object of the data dictionary, the chunks or partitions directly,
+and a function running with the owner's rights.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import psycopg
+import pytest
+from fix_services import BIN
+from pgcluster import OWNER_LOGIN, as_login
+from signed_batches import KEY, answer, meter, payload, seal, send
+
+from core_ingest import agents
+from core_ingest.schema import PARTITIONED_TABLES
+from core_ingest.schema.dictionary import load_dictionary
+from proto import public_key_bytes
+from proto.quality import QualityFlag
+
+pytestmark = pytest.mark.integration
+
+REGIONS = {"North": ("north-1", 1), "South": ("south-1", 101)}  # agent, first meter number
+VIEWERS = {"North": "viewer_north", "South": "viewer_south", None: "viewer_all"}
+ESTIMATED = int(QualityFlag.ESTIMATED)
+
+
+def governance(*args: str, dsn: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "governance"), *args, "--dsn", dsn],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def batches_of(first: int) -> list:
+    """Readings with telemetry; a conflicting repeat; an estimate, then its real reading."""
+    meters = [first, first + 1, first + 2]
+    rotated = payload(meters=meters, interval=3)
+    rotated.rotations.add(
+        old_key_id="k1", new_key_id="k2", old_meters=[meter(first)], new_meters=[meter(first + 50)]
+    )
+    return [
+        payload(meters=meters, telemetry=4),
+        payload(meters=[first], energy=999),  # another value for a stored reading: quarantined
+        payload(meters=[first], interval=1, flags=[ESTIMATED]),
+        payload(meters=[first], interval=1, energy=120),  # replaces the estimate
+        payload(meters=meters, interval=2, energy=[100, 100, 20_000_000]),  # one refused
+        rotated,
+    ]
+
+
+@pytest.fixture
+def regional(storage_dsn: str, core_server: str) -> dict[str | None, str]:
+    """Both regions' data stored; a viewer login per region and one for all; their DSNs."""
+    with psycopg.connect(storage_dsn, autocommit=True) as conn:
+        for region, (agent_id, _first) in REGIONS.items():
+            agents.enroll(conn, agent_id, public_key_bytes(KEY.public_key()), region=region)
+        for login in VIEWERS.values():
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (login,)).fetchone():
+                conn.execute(f"CREATE ROLE {login} LOGIN")  # roles are the cluster's
+    for agent_id, first in REGIONS.values():
+        for sequence, body in enumerate(batches_of(first), start=1):  # one at a time: in order
+            (ack,) = send(core_server, seal(body, sequence=sequence, agent_id=agent_id))
+            assert answer(ack) == "ACK_STATUS_ACCEPTED", ack.detail
+    for region, login in VIEWERS.items():
+        where = ("--region", region) if region else ("--all-regions",)
+        done = governance(
+            "access", "grant", "--login", login, "--role", "operations", *where, dsn=storage_dsn
+        )
+        assert done.returncode == 0, done.stderr
+    return {region: as_login(storage_dsn, login) for region, login in VIEWERS.items()}
+
+
+def rows(dsn: str, query: str) -> set[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return {tuple(map(str, row)) for row in conn.execute(query).fetchall()}
+
+
+def regional_objects() -> list[str]:
+    return [name for name, entry in load_dictionary().objects.items() if entry.region]
+
+
+def test_each_region_sees_its_rows_only_in_every_regional_table_and_view(regional, storage_dsn):
+    """North and South split every regional object between them: nothing shared, nothing lost."""
+    for name in regional_objects():
+        query = f"SELECT * FROM {name}"  # noqa: S608 - names from the dictionary
+        every, north, south = (rows(regional[r], query) for r in (None, "North", "South"))
+        assert every == rows(storage_dsn, query), name  # no scope: what the superuser sees
+        assert north | south == every, name
+        assert not north & south, name
+        if name != "substation_day_losses":  # no feeder heads in these batches
+            assert north, f"{name}: North sees nothing"
+            assert south, f"{name}: South sees nothing"
+    south_id = rows(storage_dsn, "SELECT region_id FROM regions WHERE name = 'South'").pop()[0]
+    asked = f"SELECT count(*) FROM meter_readings WHERE region_id = {south_id}"  # noqa: S608
+    assert rows(regional["North"], asked) == {("0",)}
+
+
+def test_the_core_places_rows_in_the_enrolled_agents_region(regional, storage_dsn):
+    """Readings, telemetry and quality records carry their agent's region, as enrolled."""
+    for table in ("meter_readings", "transformer_telemetry", "reading_quarantine",
+                  "reading_corrections", "refused_values", "pseudonym_map"):  # fmt: skip
+        placed = rows(
+            storage_dsn,
+            f"SELECT DISTINCT r.name FROM {table} t JOIN regions r USING (region_id)",  # noqa: S608
+        )
+        assert placed == {("North",), ("South",)}, table
+
+
+def test_chunks_and_partitions_cannot_be_read_directly(regional, storage_dsn):
+    """They are tables of their own, past the policies: no grant reaches them."""
+    for table in PARTITIONED_TABLES:
+        children = (
+            f"SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = '{table}'::regclass"  # noqa: S608 - a constant
+        )
+        parts = rows(storage_dsn, children)
+        assert parts, table
+        for (part,) in parts:
+            with (
+                psycopg.connect(regional["North"]) as conn,
+                pytest.raises(psycopg.errors.InsufficientPrivilege),
+            ):
+                conn.execute(f"SELECT count(*) FROM {part}")  # noqa: S608 - the catalog's name
+
+
+def test_a_function_with_the_owners_rights_still_filters_by_who_connected(regional, storage_dsn):
+    with psycopg.connect(as_login(storage_dsn, OWNER_LOGIN), autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION all_energy() RETURNS bigint LANGUAGE sql SECURITY DEFINER"
+            " AS 'SELECT sum(energy_wh) FROM meter_readings'"
+        )
+    totals = {r: rows(dsn, "SELECT all_energy()").pop()[0] for r, dsn in regional.items()}
+    assert int(totals["North"]) + int(totals["South"]) == int(totals[None])
+    assert int(totals["North"]) > 0
+
+
+def test_scopes_shrink_to_nothing_and_lift_again(regional, storage_dsn):
+    """Taking a login's last region leaves it seeing nothing, never everything."""
+    taken = governance(
+        "access", "revoke", "--login", VIEWERS["North"], "--role", "operations",
+        "--region", "North", dsn=storage_dsn,
+    )  # fmt: skip
+    assert taken.returncode == 0, taken.stderr
+    assert "sees no region" in taken.stdout
+    for name in regional_objects():
+        assert not rows(regional["North"], f"SELECT * FROM {name}"), name  # noqa: S608
+    shown = json.loads(governance("access", "show", "--json", dsn=storage_dsn).stdout)
+    scopes = {m["login"]: m["regions"] for m in shown}
+    assert scopes[VIEWERS["North"]] == []
+    assert scopes[VIEWERS["South"]] == ["South"]
+    assert scopes[VIEWERS[None]] is None
+    lifted = governance(
+        "access", "grant", "--login", VIEWERS["North"], "--role", "operations", "--all-regions",
+        dsn=storage_dsn,
+    )  # fmt: skip
+    assert "sees every region" in lifted.stdout
+    query = "SELECT * FROM meter_readings"
+    assert rows(regional["North"], query) == rows(storage_dsn, query)
+    unknown = governance(
+        "access", "grant", "--login", VIEWERS["North"], "--role", "operations",
+        "--region", "Nowhere", dsn=storage_dsn,
+    )  # fmt: skip
+    assert unknown.returncode == 1
+    assert "no region 'Nowhere': one of North, South, unassigned" in unknown.stderr
+    with psycopg.connect(storage_dsn) as conn:
+        audited = conn.execute(
+            "SELECT detail FROM audit_log WHERE action = 'access.revoke' AND object = %s",
+            (VIEWERS["North"],),
+        ).fetchone()[0]
+    assert audited == {"role": "operations", "regions_taken": ["North"], "regions": []}
