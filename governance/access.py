@@ -138,6 +138,13 @@ def grant(
 
     """
     _check(conn, login, role)
+    if regions and (leaking := unfiltered_views(conn)):
+        raise AccessError(
+            "region scopes cannot hold: views " + ", ".join(leaking) + " are owned by a role that"
+            " bypasses row-level security (a superuser, or BYPASSRLS), so they show every region;"
+            " migrate as a schema owner without those rights, or give them one"
+            " (ALTER VIEW ... OWNER TO meterpipe_owner)"
+        )
     with conn.transaction():
         conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(login)))
         if role == "ingest":
@@ -212,6 +219,20 @@ def show(conn: psycopg.Connection, login: str | None = None) -> list[Membership]
         Membership(name, list(roles), None if scope is None else list(scope))
         for name, roles, scope in rows
     ]
+
+
+def unfiltered_views(conn: psycopg.Connection) -> list[str]:
+    """Views whose owner bypasses row-level security: through them, every region shows.
+
+    A view reads its tables with its owner's rights; the policies are forced on the owner and
+    ask who connected, but a superuser or a BYPASSRLS role skips them altogether.
+    """
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_roles o ON o.oid = c.relowner"
+        " WHERE c.relkind = 'v' AND c.relnamespace = 'public'::regnamespace"
+        " AND (o.rolsuper OR o.rolbypassrls) ORDER BY 1"
+    ).fetchall()
+    return [name for (name,) in rows]
 
 
 def _region_ids(conn: psycopg.Connection, names: Sequence[str]) -> list[int]:

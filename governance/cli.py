@@ -727,13 +727,20 @@ def access() -> None:
 def access_init(dsn: str, *, as_json: bool) -> None:
     """Create the group roles and grant this database's objects to them, as the dictionary says.
 
-    Readers follow each object's personal-data class, writers its `writers`. Run it as the
-    objects' owner after each migrate; it sets the grants anew.
+    Readers follow each object's personal-data class, writers its `writers`. Run it as a
+    superuser after each migrate; it sets the grants anew.
 
     Example: governance access init --dsn postgresql://postgres@db/meters
     """
     with connected(dsn) as conn:
         planned = access_module.init(conn, load_dictionary())
+        if leaking := access_module.unfiltered_views(conn):
+            click.echo(
+                f"warning: views {', '.join(leaking)} are owned by a role that bypasses"
+                " row-level security: region scopes cannot be granted until a schema owner"
+                " without superuser or BYPASSRLS owns them",
+                err=True,
+            )
     document = {name: {r: sorted(p) for r, p in roles.items()} for name, roles in planned.items()}
     _print(as_json, document, render.grant_lines(document))
 
@@ -776,7 +783,7 @@ def access_grant(
     with _access_errors(), connected(dsn) as conn:
         access_module.grant(conn, login, role, regions=regions, all_regions=all_regions)
         scope = access_module.show(conn, login)
-    click.echo(f"{login} is now {role}{_scope_text(scope)}")
+    click.echo(f"{login} is now {role} and {_scope_text(scope)}")
 
 
 @access.command(name="revoke")
@@ -798,7 +805,7 @@ def access_revoke(login: str, role: str, regions: tuple[str, ...], dsn: str) -> 
         access_module.revoke(conn, login, role, regions=regions)
         scope = access_module.show(conn, login)
     if regions:
-        click.echo(f"{login} no longer sees {', '.join(regions)}{_scope_text(scope)}")
+        click.echo(f"{login} no longer sees {', '.join(regions)}: now {_scope_text(scope)}")
     else:
         click.echo(f"{login} is no longer {role}")
 
@@ -812,13 +819,11 @@ def _access_errors() -> Iterator[None]:
 
 
 def _scope_text(found: list[access_module.Membership]) -> str:
-    """', sees North, South', ', sees every region' or ', sees no region' for the login."""
-    if not found:
-        return ""
-    regions = found[0].regions
+    """'sees North, South', 'sees every region' or 'sees no region', for the login."""
+    regions = found[0].regions if found else None
     if regions is None:
-        return ", sees every region"
-    return f", sees {', '.join(regions)}" if regions else ", sees no region"
+        return "sees every region"
+    return f"sees {', '.join(regions)}" if regions else "sees no region"
 
 
 @access.command(name="show")

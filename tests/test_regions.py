@@ -19,7 +19,7 @@ from pgcluster import OWNER_LOGIN, as_login
 from signed_batches import KEY, answer, meter, payload, seal, send
 
 from core_ingest import agents
-from core_ingest.schema import PARTITIONED_TABLES
+from core_ingest.schema import PARTITIONED_TABLES, TIMESCALEDB
 from core_ingest.schema.dictionary import load_dictionary
 from proto import public_key_bytes
 from proto.quality import QualityFlag
@@ -177,3 +177,23 @@ def test_scopes_shrink_to_nothing_and_lift_again(regional, storage_dsn):
             (VIEWERS["North"],),
         ).fetchone()[0]
     assert audited == {"role": "operations", "regions_taken": ["North"], "regions": []}
+
+
+@pytest.mark.parametrize("storage", [TIMESCALEDB])  # ownership works alike on both storages
+def test_no_scope_is_granted_while_a_superuser_owns_a_view(storage_dsn):
+    """A superuser skips the policies, and a view reads with its owner's rights: refuse."""
+    with psycopg.connect(storage_dsn, autocommit=True) as conn:
+        agents.enroll(conn, "north-1", public_key_bytes(KEY.public_key()), region="North")
+        conn.execute("ALTER VIEW region_daily OWNER TO postgres")
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'viewer_north'").fetchone():
+            conn.execute("CREATE ROLE viewer_north LOGIN")
+    init = governance("access", "init", dsn=storage_dsn)
+    assert "warning: views region_daily are owned by a role that bypasses" in init.stderr
+    refused = governance(
+        "access", "grant", "--login", "viewer_north", "--role", "analyst", "--region", "North",
+        dsn=storage_dsn,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert "region scopes cannot hold: views region_daily are owned by" in refused.stderr
+    with psycopg.connect(storage_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM region_scopes").fetchone() == (0,)

@@ -1,0 +1,153 @@
+"""Benchmark: what region isolation costs, on a 50-million-reading database.
+
+The reference case organised its data by regional domains; here the database itself keeps a
+login limited to its regions (row-level security, migration 14). This builds the database of
+``year_of_readings`` (a year of 1,430 meters at 12 substations in four regions, 50.1 million
+readings) and times three questions a regional user asks, each as
+
+- ``operations`` without a region scope (the baseline: no policy filters anything), and
+- a member of ``operations`` limited to North (the policies filter every row it reads),
+
+both asking for North explicitly, so the answers are equal (checked); and the limited login
+also without naming the region (the policy alone filters). Each timing is the median of
+``--repeat`` runs, interleaved, on warm caches.
+
+Target (issue 12): limited within 20 % of the baseline.
+
+Usage: .venv/bin/python benchmarks/bench_region_isolation.py [--meters N] [--days D]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+from year_of_readings import REGIONS, START, TRACED, build, readings_count
+
+from governance import access
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from pgcluster import OWNER_LOGIN, PostgresCluster, as_login, free_loopback_port
+
+BASELINE, LIMITED = "bench_ops_all", "bench_ops_north"
+REGION = REGIONS[0]
+# (name, query): %(region)s is the region's name, %(region_id)s its id, %(meter)s one of its
+# meters, %(since)s / %(until)s the period. ``compare`` also runs it without the region.
+QUESTIONS = (
+    (
+        "daily energy of the region, one week, from the readings",
+        (
+            "SELECT date_trunc('day', interval_end - interval '15 minutes', 'UTC') AS day,"
+            " sum(energy_wh) FROM meter_readings WHERE region_id = %(region_id)s"
+            " AND interval_end > %(since)s AND interval_end <= %(since)s + interval '7 days'"
+            " GROUP BY 1 ORDER BY 1"
+        ),
+    ),
+    (
+        "daily energy of the region, the year, from the daily rollup",
+        (
+            "SELECT day, energy_wh FROM region_daily WHERE region = %(region)s"
+            " AND day >= %(since)s AND day < %(until)s ORDER BY day"
+        ),
+    ),
+    (
+        "one meter's readings, the year",
+        (
+            "SELECT * FROM meter_readings WHERE meter_id = %(meter)s"
+            " AND interval_end > %(since)s AND interval_end <= %(until)s"
+        ),
+    ),
+)
+
+
+def logins(dsn: str) -> None:
+    """The baseline login and the one limited to North, both members of operations."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for login in (BASELINE, LIMITED):
+            conn.execute(f"CREATE ROLE {login} LOGIN")
+        access.grant(conn, BASELINE, "operations")
+        access.grant(conn, LIMITED, "operations", regions=[REGION])
+
+
+def timed(dsn: str, query: str, params: dict[str, object]) -> tuple[float, list[tuple]]:
+    """Seconds to run ``query`` and fetch every row, and the rows."""
+    with psycopg.connect(dsn) as conn:
+        started = time.perf_counter()
+        found = conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+        return time.perf_counter() - started, found
+
+
+def compare(dsn: str, query: str, params: dict[str, object], repeat: int) -> dict[str, float]:
+    """Median seconds per login (interleaved runs); the answers must be equal."""
+    unscoped = query.replace(" region_id = %(region_id)s AND", "").replace(
+        " region = %(region)s AND", ""
+    )
+    runs: dict[str, list[float]] = {"operations": [], "North": [], "North, unnamed": []}
+    for _ in range(repeat):
+        base, expected = timed(as_login(dsn, BASELINE), query, params)
+        limited, got = timed(as_login(dsn, LIMITED), query, params)
+        alone, alone_got = timed(as_login(dsn, LIMITED), unscoped, params)
+        if not (got == expected == alone_got) or not expected:
+            raise SystemExit(
+                f"answers differ or are empty for: {query}\n{expected[:3]}\n{got[:3]}"
+                f"\n{alone_got[:3]}"
+            )
+        runs["operations"].append(base)
+        runs["North"].append(limited)
+        runs["North, unnamed"].append(alone)
+    return {who: statistics.median(seconds) for who, seconds in runs.items()}
+
+
+def main() -> None:
+    """Build the database, then time each question per login."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--meters", type=int, default=1_430, help="meters (default 1,430)")
+    parser.add_argument("--days", type=int, default=365, help="days of readings (default 365)")
+    parser.add_argument("--repeat", type=int, default=7, help="runs per question and login")
+    options = parser.parse_args()
+    cluster = PostgresCluster(port=free_loopback_port(), timescaledb=True)
+    cluster.start()
+    try:
+        dsn = cluster.create_database("meters")
+        started = time.perf_counter()
+        build(dsn, as_login(dsn, OWNER_LOGIN), options.meters, options.days)
+        logins(dsn)
+        with psycopg.connect(dsn) as conn:
+            region_id, meter = conn.execute(
+                "SELECT g.region_id, min(m.meter_id) FROM regions g JOIN meters m"
+                " ON m.region = g.name WHERE g.name = %s AND m.meter_id >= %s GROUP BY 1",
+                (REGION, TRACED),
+            ).fetchone()
+        print(
+            f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC: {readings_count(dsn):,} readings"
+            f" ({options.meters:,} meters x {options.days} days, {len(REGIONS)} regions) built"
+            f" in {time.perf_counter() - started:,.0f} s; median of {options.repeat} runs"
+        )
+        params = {
+            "region": REGION,
+            "region_id": region_id,
+            "meter": meter,
+            "since": START,
+            "until": START + dt.timedelta(days=options.days + 1),
+        }
+        for name, query in QUESTIONS:
+            medians = compare(dsn, query, params, options.repeat)
+            base = medians["operations"]
+            print(
+                f"{name}: operations {base * 1000:.1f} ms;"
+                f" limited to {REGION} {medians['North'] * 1000:.1f} ms"
+                f" ({medians['North'] / base:.2f}x);"
+                f" limited, region not named {medians['North, unnamed'] * 1000:.1f} ms"
+                f" ({medians['North, unnamed'] / base:.2f}x)"
+            )
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
