@@ -47,7 +47,7 @@ READERS: dict[str, set[str]] = {
     "pseudonymized-personal": {"data_scientist", "operations"},
     "technical": {"operations", "steward", "auditor", "ingest"},
 }
-AUDITED = ("ingest", "operations", "steward", "auditor")  # may call audit_append
+AUDITED = ("ingest", "data_scientist", "operations", "steward", "auditor")  # call audit_append
 
 
 class AccessError(Exception):

@@ -86,6 +86,11 @@ def connected(dsn: str) -> Iterator[psycopg.Connection]:
             yield conn
     except psycopg.OperationalError as exc:
         raise click.ClickException(f"cannot reach the database: {exc}".strip()) from None
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise click.ClickException(
+            f"{str(exc).strip()}: this login's roles do not allow it (see docs/governance.md,"
+            " Roles; `governance access show` lists them)"
+        ) from None
 
 
 @main.group()
@@ -850,3 +855,85 @@ def access_show(login: str | None, dsn: str, *, as_json: bool) -> None:
         [dataclasses.asdict(m) for m in found],
         render.table(("login", "roles", "regions"), rows),
     )
+
+
+@main.command(name="export")
+@click.argument("dataset", type=click.Choice(["weekly-profiles"]))
+@click.option("--k", "k", type=click.IntRange(min=2), required=True, help="k-anonymity to reach.")
+@click.option("--l", "l", type=click.IntRange(min=2), help="l-diversity of consumption bands.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="The file to write: .csv or .parquet.",
+)
+@period_options(days=28)
+@click.option("--region", "regions", multiple=True, help="Only this region (repeatable).")
+@click.option(
+    "--resolution",
+    type=click.Choice(["15min", "hour", "day"]),
+    default="hour",
+    show_default=True,
+    help="Slots of the weekly profile.",
+)
+@click.option(
+    "--max-suppressed",
+    type=click.FloatRange(0, 1),
+    default=0.05,
+    show_default=True,
+    help="Share of the meters that may be left out before a coarser level is tried.",
+)
+@dsn_option
+@json_option
+def export_command(  # noqa: PLR0913, PLR0917 - click passes one parameter per option
+    dataset: str,
+    k: int,
+    l: int | None,  # noqa: E741 - as the literature names it
+    out: Path,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    regions: tuple[str, ...],
+    resolution: str,
+    max_suppressed: float,
+    dsn: str,
+    *,
+    as_json: bool,
+) -> None:
+    """Export DATASET anonymized: k-anonymous, l-diverse, no unique load profile; recorded.
+
+    weekly-profiles: one row per customer meter, its mean week (Wh per slot) shared by at least
+    k meters, with its area (feeder, substation or region: the finest at which k holds),
+    customer class and consumption band. Refused, writing nothing, when the target cannot be
+    reached. Each export is recorded (exports, export_meters) and audited (export.write).
+
+    Example: governance export weekly-profiles --k 10 --l 2 --out north.csv --region North --dsn postgresql://anna@db/meters
+    """
+    from governance import anonymize, load_profiles  # noqa: PLC0415 - pandas and pycanon, here only
+    from governance import export as export_module  # noqa: PLC0415
+
+    start_at, end_at = period(start, end, days=28)
+    query = load_profiles.ProfileQuery(start_at, end_at, resolution, regions)
+    target = anonymize.Target(k, l, max_suppressed)
+    with connected(dsn) as conn:
+        try:
+            record = export_module.export(conn, query, target, out)
+        except (anonymize.UnreachableTargetError, export_module.ExportError) as exc:
+            raise click.ClickException(f"cannot export {dataset}: {exc}") from None
+    release = record.release
+    document = {
+        "export_id": record.export_id,
+        "audit_entry": record.audit_entry,
+        "file": str(record.path),
+        "sha256": record.sha256,
+        "meters": len(release.table),
+        "suppressed": release.suppressed,
+        "area_level": release.area_level,
+        "customer_classes_kept": release.classes_kept,
+        "k": release.k,
+        "l": release.l,
+        "profiles_unique_before": release.unique_before,
+        "median_nearest_profile_wh_before": release.nearest_before_wh,
+        "profiles_unique_after": release.unique_after,
+        "key_ids": record.key_ids,
+    }
+    _print(as_json, document, render.export_lines(document))

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import textwrap
 from collections.abc import Sequence
+from typing import Any
 
 from governance.audit import AuditReport
 from governance.catalog import Dataset, DatasetEntry, Hit
@@ -348,3 +349,25 @@ def grant_lines(document: dict[str, dict[str, list[str]]]) -> list[str]:
         for role, privileges in sorted(roles.items())
     ]
     return table(("object", "role", "privileges"), rows)
+
+
+def export_lines(document: dict[str, Any]) -> list[str]:
+    """What ``export`` wrote and measured."""
+    classes = "kept" if document["customer_classes_kept"] else "generalized to any"
+    diverse = f", l={document['l']}" if document["l"] is not None else ""
+    nearest = document["median_nearest_profile_wh_before"]
+    return [
+        (
+            f"export {document['export_id']}: {document['meters']:,} meters written to"
+            f" {document['file']} ({document['suppressed']:,} suppressed)"
+        ),
+        f"  generalized to: {document['area_level']}, customer classes {classes}",
+        f"  measured (pycanon): k={document['k']}{diverse}",
+        (
+            f"  profiles unique before aggregation: {document['profiles_unique_before']:.0%}"
+            f" (median distance to the nearest other: {nearest:,.0f} Wh);"
+            f" after: {document['profiles_unique_after']}"
+        ),
+        f"  pseudonym keys: {', '.join(document['key_ids']) or '-'}",
+        f"  sha256 {document['sha256']}; audit entry {document['audit_entry']}",
+    ]

@@ -5,7 +5,8 @@ rotations). ``trace`` gathers, for every pseudonym it has had: its readings and 
 produced (the edge software, VEE ruleset, pseudonym key and core that handled them), the
 estimates, the corrections that replaced estimates with read values, the readings set aside
 (quarantined, refused), the key rotations, the rollups its readings are counted in, the audit
-trail's entries that changed stored readings or applied retention in the period, and the reads
+trail's entries that changed stored readings or applied retention in the period, the
+anonymized exports that included it (its profile aggregated with k - 1 others), and the reads
 of personal data pgaudit logged (statements naming one of its pseudonyms or ids picked out).
 Every query is by the meter's ids on the readings' (meter_id, interval_end) index, so a year
 of one meter is read without touching anyone else's rows.
@@ -63,6 +64,8 @@ class SubjectTrace:
     rotations: list[dict[str, Any]]
     rollups: dict[str, Any]
     changes: list[dict[str, Any]]  # audit entries changing readings or applying retention
+    # anonymized exports holding its readings of the period (whenever they were made)
+    exports: list[dict[str, Any]] = field(default_factory=list)
     reads: list[ReadCount] = field(default_factory=list)
     reads_naming: list[dict[str, Any]] = field(default_factory=list)
     reads_unavailable: str | None = None
@@ -129,6 +132,13 @@ def trace(
             " AND (action LIKE 'readings.%%' OR action = 'retention.apply')"
             " ORDER BY entry_id"),
             window, ("entry_id", "at", "actor", "action", "object", "detail")),
+        exports=_rows(conn, (
+            "SELECT e.export_id, e.made_at, e.made_by, e.dataset, e.k, e.l, e.area_level,"
+            " e.file_name FROM export_meters x JOIN exports e USING (export_id)"
+            " WHERE x.meter_id = ANY(%(ids)s) AND (e.filter->>'since')::timestamptz < %(end)s"
+            " AND (e.filter->>'until')::timestamptz > %(start)s ORDER BY e.export_id"),
+            window, ("export_id", "made_at", "made_by", "dataset", "k", "l", "area_level",
+                     "file_name")),
         reads=summarise(reads, start, end),
         reads_naming=_naming(reads, subject, start, end),
         reads_unavailable=None if logged_reads is not None else "pgaudit's log not read",

@@ -46,6 +46,7 @@ def sections(found: SubjectTrace) -> list[Section]:
         _rotations(found),
         Section("Rollups", [_rollup_sentence(found.rollups)]),
         _changes(found),
+        _exports(found),
         _access(found),
     ]
 
@@ -166,6 +167,28 @@ def _changes(found: SubjectTrace) -> Section:
     ]
     header = ("entry", "at", "actor", "action", "object")
     return Section("Changes to stored readings and retention", [sentence], header, rows)
+
+
+def _exports(found: SubjectTrace) -> Section:
+    sentence = (
+        f"{_n(len(found.exports), 'anonymized export')} of the period's readings included the"
+        " meter (its weekly profile averaged with at least k - 1 others', no identifier"
+        " written):"
+    )
+    rows = [
+        (
+            str(e["export_id"]),
+            _t(e["made_at"]),
+            e["made_by"],
+            e["dataset"],
+            f"k={e['k']}" + (f", l={e['l']}" if e["l"] else ""),
+            e["area_level"],
+            e["file_name"],
+        )
+        for e in found.exports
+    ]
+    header = ("export", "at", "by", "dataset", "target", "area level", "file")
+    return Section("Anonymized exports", [sentence], header, rows)
 
 
 def _rollup_sentence(rollups: dict[str, object]) -> str:

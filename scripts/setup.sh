@@ -32,6 +32,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 \
   | grep -v "^WARNING: Location" >&2 || true
+# pycanon pins numpy and pandas to exact versions older than transformer-thermal-model's; its
+# anonymity measures import only numpy and pandas, so it goes in without its pins.
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "pycanon==1.3.6" 2>&1 \
+  | grep -v "^WARNING: Location" >&2 || true
 .venv/bin/python -c "import edge_agent, core_ingest, substation_sim, governance, proto" \
   || { echo "setup: the project does not import after install" >&2; exit 1; }
 echo "setup: ready" >&2

@@ -55,22 +55,55 @@ def storage(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture
-def empty_dsn(storage: str, request: pytest.FixtureRequest) -> str:
-    """A new empty database in the cluster matching ``storage``."""
+def cluster_of(storage: str, request: pytest.FixtureRequest) -> PostgresCluster:
+    """The session's cluster for ``storage``."""
     if storage == TIMESCALEDB:
         cluster = request.getfixturevalue("timescale_cluster")
         if not cluster.timescaledb:
             pytest.fail("TimescaleDB is not installed: run scripts/install-timescaledb.sh")
-    else:
-        cluster = request.getfixturevalue("plain_cluster")
-    return cluster.create_database(f"test_{next(_database_names)}")
+        return cluster
+    return request.getfixturevalue("plain_cluster")
 
 
 @pytest.fixture
-def storage_dsn(empty_dsn: str, storage: str) -> str:
-    """A new database set up as a deployment sets it up (``set_up``); the superuser's DSN."""
-    return set_up(empty_dsn, storage)
+def empty_dsn(storage: str, request: pytest.FixtureRequest) -> str:
+    """A new empty database in the cluster matching ``storage``."""
+    return cluster_of(storage, request).create_database(f"test_{next(_database_names)}")
+
+
+@pytest.fixture
+def storage_dsn(storage: str, request: pytest.FixtureRequest) -> str:
+    """A new database set up as a deployment sets it up (``set_up``); the superuser's DSN.
+
+    Copied from a template set up once per cluster: a copy takes a third of the time of
+    migrating, and is the same database.
+    """
+    cluster = cluster_of(storage, request)
+    return cluster.create_database(
+        f"test_{next(_database_names)}", template=_template(cluster, storage)
+    )
+
+
+_templates: set[tuple[int, str]] = set()
+
+
+def _template(cluster: PostgresCluster, storage: str) -> str:
+    """The cluster's set-up template database for ``storage``, made on first use.
+
+    A template must have no connection when copied: it is closed to new ones and TimescaleDB's
+    job scheduler, which connects to every database that allows it, is ended.
+    """
+    name = f"template_{storage.replace('-', '_')}"
+    if (cluster.port, name) not in _templates:
+        set_up(cluster.create_database(name), storage)
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE {name} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false")
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
+        _templates.add((cluster.port, name))
+    return name
 
 
 def set_up(dsn: str, storage: str) -> str:

@@ -63,6 +63,18 @@ def wait_until(predicate: Callable[[], object], *, timeout: float, what: str) ->
     pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
+def governance(*args: str, dsn: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the ``governance`` command as a user would, with ``--dsn`` when given."""
+    extra = ["--dsn", dsn] if dsn else []
+    return subprocess.run(
+        [str(BIN / "governance"), *args, *extra],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
 def stop_process(process: subprocess.Popen) -> None:
     """Terminate (then kill) a started process and reap it."""
     if process.poll() is None:

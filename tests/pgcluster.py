@@ -147,9 +147,13 @@ class PostgresCluster:
         """Connection string for a database of this cluster (as the superuser by default)."""
         return f"postgresql://{user}@127.0.0.1:{self.port}/{dbname}"
 
-    def create_database(self, name: str) -> str:
-        """Create an empty database owned by ``OWNER_LOGIN``; return its superuser DSN."""
-        self._run("createdb", *self._client_options(), "-O", OWNER_LOGIN, name)
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """Create a database owned by ``OWNER_LOGIN``, empty or a copy of ``template``.
+
+        Returns its superuser DSN.
+        """
+        copy = ("-T", template) if template else ()
+        self._run("createdb", *self._client_options(), "-O", OWNER_LOGIN, *copy, name)
         return self.dsn(name)
 
     def crash(self) -> None:

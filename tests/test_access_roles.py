@@ -7,12 +7,11 @@ directly, COPY and the audit function.
 from __future__ import annotations
 
 import json
-import subprocess
 
 import psycopg
 import pytest
 from fix_db import store_one_reading
-from fix_services import BIN
+from fix_services import governance
 from pgcluster import OWNER_LOGIN
 from signed_batches import AGENT, KEY, answer, payload, seal, send
 
@@ -32,12 +31,6 @@ READ = {
     "audit_log": {"operations", "steward", "auditor", "ingest"},
     "batches": {"operations", "steward", "auditor", "ingest"},
 }
-
-
-def governance(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "governance"), *args], capture_output=True, text=True, check=False, timeout=60
-    )
 
 
 def can(dsn: str, statement: str) -> bool:
@@ -112,7 +105,7 @@ def test_writes_chunks_copy_functions_and_ddl(logins):
     }
     assert copiers == READ["meter_readings"]
     auditing = {r for r, d in dsns.items() if can(d, "SELECT audit_append('x', 'y', '{}')")}
-    assert auditing == {"ingest", "operations", "steward", "auditor"}
+    assert auditing == {"ingest", "data_scientist", "operations", "steward", "auditor"}
     assert not any(can(d, "CREATE TABLE mine (x int)") for d in dsns.values())
     assert not any(can(d, "UPDATE audit_log SET actor = 'x'") for d in dsns.values())
 

@@ -7,12 +7,11 @@ rewrite of the whole chain.
 from __future__ import annotations
 
 import json
-import subprocess
 
 import psycopg
 import pytest
-from fix_services import BIN
-from pgcluster import CORE_LOGIN, OWNER_LOGIN
+from fix_services import governance
+from pgcluster import CORE_LOGIN, OPERATOR_LOGIN, OWNER_LOGIN
 from signed_batches import AGENT, KEY, payload, seal, send
 
 from core_ingest import agents
@@ -21,7 +20,9 @@ from proto import public_key_bytes
 
 pytestmark = pytest.mark.integration
 # What a fresh migrate appends: one entry per migration, and the dictionary's version.
-SET_UP = len(MIGRATIONS) + 2  # the migrations, the dictionary's version, `access init`
+# The migrations, the dictionary's version, `access init` and the logins of the core and the
+# operator made members (tests/fix_db.py sets each cluster's template database up so).
+SET_UP = len(MIGRATIONS) + 4
 
 REWRITE_FROM_3 = """
 DO $$
@@ -36,17 +37,6 @@ BEGIN
     END LOOP;
 END $$
 """
-
-
-def governance(*args: str, dsn: str | None = None) -> subprocess.CompletedProcess[str]:
-    extra = ["--dsn", dsn] if dsn else []
-    return subprocess.run(
-        [str(BIN / "governance"), *args, *extra],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
 
 
 def actions(dsn: str) -> list[tuple[int, str, str]]:
@@ -71,6 +61,8 @@ def test_migrations_batches_and_deletions_are_recorded_and_the_chain_holds(
     assert [(a, o) for _, a, o in migrated] == [("schema.migrate", "schema")] * len(MIGRATIONS) + [
         ("dictionary.version", "dictionary"),
         ("access.init", "roles"),
+        ("access.grant", CORE_LOGIN),
+        ("access.grant", OPERATOR_LOGIN),
     ]
     with psycopg.connect(storage_dsn, autocommit=True) as conn:
         agents.enroll(conn, AGENT, public_key_bytes(KEY.public_key()))

@@ -30,6 +30,7 @@ MIGRATION_NAMES = [
     "dictionary-versions",
     "partition-function",
     "regions",
+    "exports",
 ]
 
 

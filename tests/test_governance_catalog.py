@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import http.server
 import json
-import subprocess
 import threading
 from typing import ClassVar
 
 import psycopg
 import pytest
 from fix_db import store_one_reading
-from fix_services import BIN
+from fix_services import governance
 
 from core_ingest import schema
 from core_ingest.schema import NATIVE, TIMESCALEDB, Migration
@@ -22,12 +21,6 @@ from core_ingest.schema.dictionary import load_dictionary
 from proto.lineage_names import DEFAULT_DATABASE_NAMESPACE
 
 pytestmark = pytest.mark.integration
-
-
-def governance(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "governance"), *args], capture_output=True, text=True, check=False, timeout=60
-    )
 
 
 def test_show_lists_every_dictionary_object_with_estimated_rows(storage_dsn, storage):

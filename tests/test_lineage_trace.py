@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
 
 import psycopg
 import pytest
-from fix_services import BIN
+from fix_services import governance
 from signed_batches import AGENT, FIRST_END, KEY, meter, payload, seal, send
 
 from core_ingest import agents
@@ -21,12 +20,6 @@ pytestmark = pytest.mark.integration
 FIRST = dt.datetime.fromtimestamp(FIRST_END, dt.UTC)
 ESTIMATED = int(QualityFlag.ESTIMATED)
 QUARTER = dt.timedelta(minutes=15)
-
-
-def governance(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "governance"), *args], capture_output=True, text=True, check=False, timeout=60
-    )
 
 
 @pytest.fixture

@@ -10,11 +10,10 @@ and a function running with the owner's rights.
 from __future__ import annotations
 
 import json
-import subprocess
 
 import psycopg
 import pytest
-from fix_services import BIN
+from fix_services import governance
 from pgcluster import OWNER_LOGIN, as_login
 from signed_batches import KEY, answer, meter, payload, seal, send
 
@@ -29,16 +28,6 @@ pytestmark = pytest.mark.integration
 REGIONS = {"North": ("north-1", 1), "South": ("south-1", 101)}  # agent, first meter number
 VIEWERS = {"North": "viewer_north", "South": "viewer_south", None: "viewer_all"}
 ESTIMATED = int(QualityFlag.ESTIMATED)
-
-
-def governance(*args: str, dsn: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "governance"), *args, "--dsn", dsn],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
 
 
 def batches_of(first: int) -> list:
@@ -71,6 +60,16 @@ def regional(storage_dsn: str, core_server: str) -> dict[str | None, str]:
         for sequence, body in enumerate(batches_of(first), start=1):  # one at a time: in order
             (ack,) = send(core_server, seal(body, sequence=sequence, agent_id=agent_id))
             assert answer(ack) == "ACK_STATUS_ACCEPTED", ack.detail
+    with psycopg.connect(storage_dsn, autocommit=True) as conn:  # as `governance export` records
+        conn.execute(
+            "INSERT INTO exports (dataset, filter, k, measured_k, area_level, meters, suppressed,"
+            " key_ids, file_name, file_sha256) VALUES ('weekly-profiles', '{}', 2, 2, 'region',"
+            " 6, 0, '{k1}', 'all.csv', sha256(''))"
+        )
+        conn.execute(
+            "INSERT INTO export_meters SELECT 1, m.meter_id, r.region_id FROM meters m"
+            " JOIN regions r ON r.name = m.region"
+        )
     for region, login in VIEWERS.items():
         where = ("--region", region) if region else ("--all-regions",)
         done = governance(
@@ -89,8 +88,19 @@ def regional_objects() -> list[str]:
     return [name for name, entry in load_dictionary().objects.items() if entry.region]
 
 
-def test_each_region_sees_its_rows_only_in_every_regional_table_and_view(regional, storage_dsn):
-    """North and South split every regional object between them: nothing shared, nothing lost."""
+def test_each_region_sees_its_rows_only_however_it_asks(regional, storage_dsn):
+    """The core places rows in the agent's region; North and South split every regional object.
+
+    Nothing shared, nothing lost, in every table and view of the dictionary; chunks and
+    partitions read directly are refused; a function with the owner's rights still filters.
+    """
+    for table in ("meter_readings", "transformer_telemetry", "reading_quarantine",
+                  "reading_corrections", "refused_values", "pseudonym_map"):  # fmt: skip
+        placed = rows(
+            storage_dsn,
+            f"SELECT DISTINCT r.name FROM {table} t JOIN regions r USING (region_id)",  # noqa: S608
+        )
+        assert placed == {("North",), ("South",)}, table
     for name in regional_objects():
         query = f"SELECT * FROM {name}"  # noqa: S608 - names from the dictionary
         every, north, south = (rows(regional[r], query) for r in (None, "North", "South"))
@@ -103,20 +113,11 @@ def test_each_region_sees_its_rows_only_in_every_regional_table_and_view(regiona
     south_id = rows(storage_dsn, "SELECT region_id FROM regions WHERE name = 'South'").pop()[0]
     asked = f"SELECT count(*) FROM meter_readings WHERE region_id = {south_id}"  # noqa: S608
     assert rows(regional["North"], asked) == {("0",)}
+    _chunks_and_partitions_are_refused(regional["North"], storage_dsn)
+    _a_definer_function_filters_by_who_connected(regional, storage_dsn)
 
 
-def test_the_core_places_rows_in_the_enrolled_agents_region(regional, storage_dsn):
-    """Readings, telemetry and quality records carry their agent's region, as enrolled."""
-    for table in ("meter_readings", "transformer_telemetry", "reading_quarantine",
-                  "reading_corrections", "refused_values", "pseudonym_map"):  # fmt: skip
-        placed = rows(
-            storage_dsn,
-            f"SELECT DISTINCT r.name FROM {table} t JOIN regions r USING (region_id)",  # noqa: S608
-        )
-        assert placed == {("North",), ("South",)}, table
-
-
-def test_chunks_and_partitions_cannot_be_read_directly(regional, storage_dsn):
+def _chunks_and_partitions_are_refused(north: str, storage_dsn: str) -> None:
     """They are tables of their own, past the policies: no grant reaches them."""
     for table in PARTITIONED_TABLES:
         children = (
@@ -126,13 +127,13 @@ def test_chunks_and_partitions_cannot_be_read_directly(regional, storage_dsn):
         assert parts, table
         for (part,) in parts:
             with (
-                psycopg.connect(regional["North"]) as conn,
+                psycopg.connect(north) as conn,
                 pytest.raises(psycopg.errors.InsufficientPrivilege),
             ):
                 conn.execute(f"SELECT count(*) FROM {part}")  # noqa: S608 - the catalog's name
 
 
-def test_a_function_with_the_owners_rights_still_filters_by_who_connected(regional, storage_dsn):
+def _a_definer_function_filters_by_who_connected(regional: dict, storage_dsn: str) -> None:
     with psycopg.connect(as_login(storage_dsn, OWNER_LOGIN), autocommit=True) as conn:
         conn.execute(
             "CREATE FUNCTION all_energy() RETURNS bigint LANGUAGE sql SECURITY DEFINER"

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
 
 import psycopg
 import pytest
-from fix_services import BIN
+from fix_services import governance
 from psycopg import sql
 
 from core_ingest.schema import NATIVE
@@ -18,12 +17,6 @@ pytestmark = pytest.mark.integration
 
 OLD_DAY = dt.date(2014, 3, 1)  # older than any retention here (P10Y readings, P2Y alerts)
 NEW_DAY = dt.date(2026, 11, 30)
-
-
-def governance(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "governance"), *args], capture_output=True, text=True, check=False, timeout=60
-    )
 
 
 def fill(dsn: str, storage: str) -> None:

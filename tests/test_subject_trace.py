@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
 
 import psycopg
 import pytest
-from fix_services import BIN
+from fix_services import governance
 from pgcluster import CORE_LOGIN
 from signed_batches import AGENT, FIRST_END, KEY, meter, payload, seal, send
 
@@ -22,12 +21,6 @@ pytestmark = pytest.mark.integration
 ESTIMATED = int(QualityFlag.ESTIMATED)
 PERIOD = ("--from", "2026-01-01", "--to", "2027-01-01")
 ROTATED = bytes(range(32))
-
-
-def governance(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "governance"), *args], capture_output=True, text=True, check=False, timeout=60
-    )
 
 
 @pytest.fixture

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import msgspec
 import psycopg
 import pytest
-from fix_services import BIN
+from fix_services import governance
 from signed_batches import AGENT, KEY, payload, seal, send
 
 from core_ingest import agents
@@ -17,12 +16,6 @@ from core_ingest.schema.dictionary import Column, digest, load_dictionary, recor
 from proto import public_key_bytes
 
 pytestmark = pytest.mark.integration
-
-
-def governance(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "governance"), *args], capture_output=True, text=True, check=False, timeout=60
-    )
 
 
 def test_versions_show_migrations_dictionary_and_the_producers_of_batches(storage_dsn, core_server):

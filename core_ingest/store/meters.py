@@ -16,6 +16,15 @@ from proto import OpenedBatch
 
 
 @dataclass(frozen=True, slots=True)
+class FirstSeen:
+    """What the dimension keeps of a meter from the batch that first carries it."""
+
+    role: str  # customer, feeder_head or transformer: its device's role
+    feeder: str  # the device it was read through: its low-voltage feeder's concentrator
+    key_id: str  # the edge key its pseudonym was made with
+
+
+@dataclass(frozen=True, slots=True)
 class MeterIds:
     """A batch's meter ids, by meter index, and what the directory learns once it commits."""
 
@@ -48,14 +57,15 @@ class MeterDirectory:
         self,
         conn: psycopg.AsyncConnection,
         pseudonyms: Sequence[bytes],
-        roles: Callable[[], Sequence[str]],
+        first_seen: Callable[[], Sequence[FirstSeen]],
         agent_id: str,
         agent: AgentKey,
     ) -> MeterIds:
         """The meter_id of each pseudonym, in order, adding unknown meters to the dimension.
 
-        A meter is added with its role as first seen (``roles()``: one per pseudonym, in the
-        same order; asked only when a meter is new, off the hot path). Call it
+        A meter is added with its role, feeder and key as first seen (``first_seen()``: one
+        per pseudonym, in the same order; asked only when a meter is new, off the hot path),
+        and its agent's substation and region. Call it
         inside the batch's transaction and ``remember`` the result after the commit: a
         rolled-back insert must not leave ids in memory that the dimension does not hold.
         """
@@ -68,9 +78,9 @@ class MeterDirectory:
         unique = set(listed)
         found = {p: self._ids[p] for p in unique if p in self._ids}
         missing = sorted(unique - found.keys())
-        role_of = dict(zip(listed, roles(), strict=True)) if missing else {}
+        seen = dict(zip(listed, first_seen(), strict=True)) if missing else {}
         added = (
-            await _add_meters(conn, missing, [role_of[p] for p in missing], agent_id, agent)
+            await _add_meters(conn, missing, [seen[p] for p in missing], agent_id, agent)
             if missing
             else []
         )
@@ -94,7 +104,7 @@ class MeterDirectory:
 async def _add_meters(
     conn: psycopg.AsyncConnection,
     pseudonyms: list[bytes],
-    roles: list[str],
+    seen: list[FirstSeen],
     agent_id: str,
     agent: AgentKey,
 ) -> list[tuple[bytes, tuple[int, bool]]]:
@@ -108,10 +118,19 @@ async def _add_meters(
     waited for by the insert and found by the select, which sees what committed before it.
     """
     await conn.execute(
-        "INSERT INTO meters (pseudonym, substation, region, first_agent_id, role)"
-        " SELECT p, %s, %s, %s, r FROM unnest(%b::bytea[], %s::text[]) AS g(p, r)"
+        "INSERT INTO meters (pseudonym, substation, region, first_agent_id, role, feeder, key_id)"
+        " SELECT p, %s, %s, %s, r, f, k"
+        " FROM unnest(%b::bytea[], %s::text[], %s::text[], %s::text[]) AS g(p, r, f, k)"
         " ON CONFLICT (pseudonym) DO NOTHING",
-        (agent.substation, agent.region, agent_id, pseudonyms, roles),
+        (
+            agent.substation,
+            agent.region,
+            agent_id,
+            pseudonyms,
+            [s.role for s in seen],
+            [s.feeder for s in seen],
+            [s.key_id for s in seen],
+        ),
     )
     cur = await conn.execute(
         "SELECT m.meter_id, m.role = 'customer' FROM unnest(%b::bytea[]) WITH ORDINALITY AS g(p, n)"

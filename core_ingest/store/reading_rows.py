@@ -173,6 +173,16 @@ def meter_roles(columns: ReadingColumns, meters: int, roles: Sequence[int]) -> l
     return [ROLE_NAMES[int(v)] for v in by_meter]
 
 
+def meter_devices(columns: ReadingColumns, meters: int, devices: Sequence[str]) -> list[str]:
+    """Each meter's device in the batch (its feeder's concentrator), by meter index.
+
+    A meter none of whose readings is in ``columns`` gets "" (never added to the dimension).
+    """
+    by_meter = np.full(meters, -1, dtype=np.int64)
+    by_meter[columns.meter_index] = columns.device_index
+    return [devices[int(i)] if i >= 0 else "" for i in by_meter]
+
+
 def quality_counts(flags: Int64s) -> dict[str, int]:
     """Readings carrying each quality flag, by flag name (flags no reading carries left out)."""
     counts = {}

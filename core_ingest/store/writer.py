@@ -25,10 +25,11 @@ from core_ingest.schema import NATIVE
 from core_ingest.store import ledger
 from core_ingest.store.batch import VerifiedBatch
 from core_ingest.store.ledger import EarlierCopy
-from core_ingest.store.meters import MeterDirectory, MeterIds, apply_rotations
+from core_ingest.store.meters import FirstSeen, MeterDirectory, MeterIds, apply_rotations
 from core_ingest.store.partitions import Partitions, batch_days
 from core_ingest.store.reading_rows import (
     device_roles,
+    meter_devices,
     meter_roles,
     quality_counts,
     suspect_count,
@@ -188,26 +189,34 @@ class BatchStore:
         A meter whose every reading was refused gets no row in the dimension (it would count
         as an expected meter in the quality views); its index maps to 0, never copied.
         """
-        readings = batch.opened.payload.meter_readings
-        agent_id = batch.opened.header.agent_id
-        roles_by_device = device_roles(batch.opened.payload)
+        payload = batch.opened.payload
+        readings = payload.meter_readings
+        header = batch.opened.header
 
-        def roles() -> list[str]:
-            return meter_roles(batch.columns, len(readings.meters), roles_by_device)
+        def first_seen() -> list[FirstSeen]:
+            meters = len(readings.meters)
+            roles = meter_roles(batch.columns, meters, device_roles(payload))
+            feeders = meter_devices(batch.columns, meters, payload.devices)
+            return [
+                FirstSeen(role, feeder, header.pseudonym_key_id)
+                for role, feeder in zip(roles, feeders, strict=True)
+            ]
 
         if not batch.refused:
-            return await self._meters.ids(self.conn, readings.meters, roles, agent_id, batch.agent)
+            return await self._meters.ids(
+                self.conn, readings.meters, first_seen, header.agent_id, batch.agent
+            )
         used = np.unique(batch.columns.meter_index)
 
-        def used_roles() -> list[str]:
-            every = roles()
+        def used_first_seen() -> list[FirstSeen]:
+            every = first_seen()
             return [every[i] for i in used]
 
         subset = await self._meters.ids(
             self.conn,
             [readings.meters[i] for i in used],
-            used_roles,
-            agent_id,
+            used_first_seen,
+            header.agent_id,
             batch.agent,
         )
         ids = np.zeros(len(readings.meters), dtype=np.int32)
