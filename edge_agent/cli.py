@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from edge_agent import subject as subject_requests
 from edge_agent.agent import EdgeAgent, check_environment
 from edge_agent.config import AgentConfig, load_config
 from edge_agent.errors import BufferDamaged, ConfigError, EdgeError
@@ -152,6 +153,72 @@ def rotate_pseudonym_key_command(config_path: Path, new_key_file: Path, new_key_
             "next": "set pseudonymization.key_file and key_id to the new key, then start the agent",
         }
     )
+
+
+@main.group()
+def subject() -> None:
+    """A data subject's request: the meter's signed token, what the buffer holds, erasure."""
+
+
+serial_option = click.option(
+    "--serial",
+    type=click.IntRange(min=0),
+    required=True,
+    help="The meter's serial, as on its nameplate (used in memory only).",
+)
+reference_option = click.option(
+    "--reference", default="", help="The request's case number, carried in what is signed."
+)
+
+
+@subject.command("token")
+@config_option
+@serial_option
+@reference_option
+def subject_token_command(config_path: Path, serial: int, reference: str) -> None:
+    """Print the meter's pseudonym, signed by this agent, for `governance subject access|erase`.
+
+    Example: edge-agent subject token --serial 40012345 --reference DSR-2026-0042 > token.json
+    """
+    with _edge_errors():
+        _print(subject_requests.token(_load(config_path), serial, reference))
+
+
+@subject.command("show")
+@config_option
+@serial_option
+def subject_show(config_path: Path, serial: int) -> None:
+    """What the buffer holds about the meter: readings, state, quarantine, batches.
+
+    Example: edge-agent subject show --serial 40012345
+    """
+    with _edge_errors(hint=" (has the agent run yet?)"):
+        _print(subject_requests.holdings(_load(config_path), serial))
+
+
+@subject.command("erase")
+@config_option
+@serial_option
+@reference_option
+def subject_erase(config_path: Path, serial: int, reference: str) -> None:
+    """Erase the meter from the buffer; print a receipt signed by this agent.
+
+    Stop the agent first (it keeps the meter's validation state in memory). Refused while a
+    pending batch carries the meter: let the agent deliver it, then erase here and centrally.
+
+    Example: edge-agent subject erase --serial 40012345 --reference DSR-2026-0042 > receipt.json
+    """
+    with _edge_errors():
+        _print(subject_requests.erase(_load(config_path), serial, reference))
+
+
+@contextlib.contextmanager
+def _edge_errors(hint: str = "") -> Iterator[None]:
+    """The library's errors as one-line messages."""
+    try:
+        yield
+    except EdgeError as exc:
+        raise click.ClickException(f"{exc}{hint}") from None
 
 
 @main.command("check-config")

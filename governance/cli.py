@@ -23,6 +23,7 @@ from governance import catalog as catalog_module
 from governance import lineage as lineage_module
 from governance import retention as retention_module
 from governance import subject as subject_module
+from governance import subject_request as subject_requests
 from governance import versions as versions_module
 from governance.catalog import CatalogMismatch
 from governance.glossary import Glossary, load_glossary
@@ -937,3 +938,79 @@ def export_command(  # noqa: PLR0913, PLR0917 - click passes one parameter per o
         "key_ids": record.key_ids,
     }
     _print(as_json, document, render.export_lines(document))
+
+
+@main.group()
+def subject() -> None:
+    """A data subject's requests: everything held about a meter, or its erasure."""
+
+
+token_option = click.option(
+    "--token",
+    "token_file",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The meter's token, from `edge-agent subject token` on its gateway.",
+)
+
+
+@subject.command(name="access")
+@token_option
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write subject.json and readings.csv into.",
+)
+@dsn_option
+@json_option
+def subject_access(token_file: Path, out: Path, dsn: str, *, as_json: bool) -> None:
+    """Write everything held about the token's meter: readings, flags, lineage, exports.
+
+    Audited (subject.access) with the files' SHA-256. Run as the schema's owner.
+
+    Example: governance subject access --token token.json --out dsr-0042 --dsn postgresql://meterpipe_owner@db/meters
+    """
+    with connected(dsn) as conn, _request_errors():
+        token = subject_requests.verify_token(conn, token_file.read_text())
+        summary = subject_requests.access(conn, token, out)
+    lines = [
+        f"{summary['readings']:,} readings and everything held about them written to {out}",
+        *(f"  {name}  sha256 {digest}" for name, digest in summary["files"].items()),
+        f"  audit entry {summary['audit_entry']}",
+    ]
+    _print(as_json, summary, lines)
+
+
+@subject.command(name="erase")
+@token_option
+@click.option(
+    "--edge-receipt",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The gateway's signed receipt from `edge-agent subject erase`, recorded with this one.",
+)
+@dsn_option
+@json_option
+def subject_erase(token_file: Path, edge_receipt: Path | None, dsn: str, *, as_json: bool) -> None:
+    """Delete everything held about the token's meter, everywhere; audited with evidence.
+
+    Readings, quarantine, corrections, refused values, export membership, key rotations and
+    the meters dimension; the rollups are corrected by what its readings added. One
+    transaction. Run as the schema's owner.
+
+    Example: governance subject erase --token token.json --edge-receipt receipt.json --dsn postgresql://meterpipe_owner@db/meters
+    """
+    with connected(dsn) as conn, _request_errors():
+        token = subject_requests.verify_token(conn, token_file.read_text())
+        receipt = edge_receipt.read_text() if edge_receipt else None
+        erased = subject_requests.erase(conn, token, edge_receipt=receipt)
+    document = dataclasses.asdict(erased)
+    _print(as_json, document, render.erasure_lines(document))
+
+
+@contextlib.contextmanager
+def _request_errors() -> Iterator[None]:
+    try:
+        yield
+    except subject_requests.RequestError as exc:
+        raise click.ClickException(f"cannot use the token: {exc}") from None

@@ -371,3 +371,25 @@ def export_lines(document: dict[str, Any]) -> list[str]:
         f"  pseudonym keys: {', '.join(document['key_ids']) or '-'}",
         f"  sha256 {document['sha256']}; audit entry {document['audit_entry']}",
     ]
+
+
+def erasure_lines(document: dict[str, Any]) -> list[str]:
+    """What ``subject erase`` removed: each table's rows before and after."""
+    rows = [
+        (table, f"{before:,}", f"{document['after'][table]:,}")
+        for table, before in document["before"].items()
+    ]
+    receipt = document["edge_receipt"]
+    edge = (
+        f"gateway buffer: {receipt['agent_id']} erased it at {receipt['erased_at']}"
+        f" (sha256 {receipt['sha256']})"
+        if receipt
+        else "gateway buffer: no receipt given (run `edge-agent subject erase` there)"
+    )
+    return [
+        f"erased meter ids {document['meter_ids']} (pseudonyms {len(document['pseudonyms'])})",
+        *table(("table", "rows before", "after"), rows),
+        f"rollup rows corrected: {document['rollup_rows_corrected']}",
+        edge,
+        f"sha256 of the rows deleted {document['sha256']}; audit entry {document['audit_entry']}",
+    ]

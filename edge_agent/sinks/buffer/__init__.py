@@ -11,7 +11,8 @@ Durability: WAL journal. ``synchronous=full`` (default) makes each commit surviv
 concentrator's history still holds them). Calls block: the agent runs them in one worker thread.
 
 Parts: ``file`` opens the file and runs transactions; ``schema`` versions its layout; ``state``
-is where the agent stands; ``staging`` what waits to be sealed; ``ledger`` the batches.
+is where the agent stands; ``staging`` what waits to be sealed; ``ledger`` the batches;
+``subject`` one data subject's rows, found and erased.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from edge_agent.sinks.buffer.ledger import BatchLedger, SealFunction, StoredBatc
 from edge_agent.sinks.buffer.schema import TABLES
 from edge_agent.sinks.buffer.staging import PendingData
 from edge_agent.sinks.buffer.state import PRESSURE_LEVELS
+from edge_agent.sinks.buffer.subject import SubjectData, SubjectHoldings, SubjectPendingError
 
 __all__ = [
     "PRESSURE_LEVELS",
@@ -32,6 +34,8 @@ __all__ = [
     "BufferStatistics",
     "SealFunction",
     "StoredBatch",
+    "SubjectHoldings",
+    "SubjectPendingError",
 ]
 
 
@@ -51,7 +55,7 @@ class BufferStatistics:
     oldest_pending_poll_ms: int | None
 
 
-class Buffer(PendingData, BatchLedger):
+class Buffer(PendingData, BatchLedger, SubjectData):
     """One SQLite file holding what has not been delivered yet."""
 
     def statistics(self) -> BufferStatistics:
