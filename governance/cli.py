@@ -641,23 +641,29 @@ def lineage_export(  # noqa: PLR0913, PLR0917 - click passes one parameter per o
     database_namespace: str,
     dsn: str,
 ) -> None:
-    """Write the OpenLineage run event of every batch committed in a period, from the ledger.
+    """Write the OpenLineage run events of a period: committed batches and anonymized exports.
 
-    The same events (and run ids) the core emits with [openlineage], for a catalog that
-    missed them or was added later.
+    The batches' are the same events (and run ids) the core emits with [openlineage], for a
+    catalog that missed them or was added later; each export is a run of
+    governance.export.<dataset> from the tables it read to the file it wrote.
 
     Example: governance lineage export --from 2026-11-01 --to 2026-11-02 --out nov1.jsonl --dsn ...
     """
     from openlineage.client.serde import Serde  # noqa: PLC0415 - export only
 
+    from governance import export_events  # noqa: PLC0415 - export only
+
     start_at, end_at = period(start, end, days=1)
+    names = {"namespace": namespace, "database_namespace": database_namespace}
     with connected(dsn) as conn:
-        events = lineage_module.run_events(
-            conn, start_at, end_at, namespace=namespace, database_namespace=database_namespace
-        )
+        batches = lineage_module.run_events(conn, start_at, end_at, **names)
+        exports = export_events.export_events(conn, start_at, end_at, **names)
     with out.open("w", encoding="utf-8") as file:
-        file.writelines(Serde.to_json(event) + "\n" for event in events)
-    click.echo(f"{len(events)} run events written to {out}")
+        file.writelines(Serde.to_json(event) + "\n" for event in [*batches, *exports])
+    click.echo(
+        f"{len(batches) + len(exports)} run events written to {out}"
+        f" ({len(batches)} batches, {len(exports)} exports)"
+    )
 
 
 @main.group()

@@ -7,6 +7,7 @@ entry are checked against each other.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from pathlib import Path
@@ -21,10 +22,12 @@ from signed_batches import KEY, answer, meter, payload, seal, send
 from core_ingest import agents
 from core_ingest.schema import TIMESCALEDB
 from governance import access
+from governance.export_events import EXPORT_FACET_SCHEMA_PATH
 from proto import public_key_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("storage", [TIMESCALEDB])]
 
+ROOT = Path(__file__).resolve().parent.parent
 METERS = 24  # per region
 FIRST = {"North": 1, "South": 101}
 PERIOD = ("--from", "2026-09-01", "--to", "2026-10-01")  # holds signed_batches' intervals
@@ -103,9 +106,31 @@ def test_an_export_is_anonymized_measured_recorded_and_audited(exporter, storage
         4,
         "scientist_north",
     )
+    _is_a_lineage_run(storage_dsn, report, tmp_path / "runs.jsonl")
     south = governance("trace", "subject", "--pseudonym", meter(101).hex(), *PERIOD,
                        "--format", "json", dsn=storage_dsn)  # fmt: skip
     assert json.loads(south.stdout)["exports"] == []
+
+
+def _is_a_lineage_run(storage_dsn: str, report: dict, out: Path) -> None:
+    """`lineage export` writes the export as a run from the tables it read to its file."""
+    today = dt.datetime.now(dt.UTC).date()
+    tomorrow = today + dt.timedelta(days=1)
+    done = governance("lineage", "export", "--from", str(today), "--to", str(tomorrow),
+                      "--out", str(out), dsn=storage_dsn)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    (run,) = [e for e in events if e["job"]["name"] == "governance.export.weekly-profiles"]
+    facet = run["run"]["facets"]["meterpipe_export"]
+    assert (facet["exportId"], facet["k"], facet["l"]) == (report["export_id"], 4, 2)
+    assert (facet["measuredK"], facet["sha256"]) == (report["k"], report["sha256"])
+    assert [i["name"] for i in run["inputs"]] == ["meter_readings", "meters"]
+    (written,) = run["outputs"]
+    assert (written["namespace"], written["name"]) == ("file", "north.csv")
+    assert written["outputFacets"]["outputStatistics"]["rowCount"] == METERS
+    schema = json.loads((ROOT / EXPORT_FACET_SCHEMA_PATH).read_text())
+    properties = schema["$defs"]["MeterpipeExportRunFacet"]["allOf"][1]["properties"]
+    assert set(facet) - {"_producer", "_schemaURL"} == set(properties)
 
 
 def test_parquet_holds_the_same_release(exporter, tmp_path):
