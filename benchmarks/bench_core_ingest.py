@@ -39,12 +39,12 @@ import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from core_ingest import agents
-from core_ingest.schema import migrate
 from core_ingest.store.reading_rows import COPY_COLUMNS, ReadingColumns, copy_buffer
 from proto import pb, public_key_bytes, seal_batch
 
 # The throwaway PostgreSQL clusters of the tests (test infrastructure, not a product module).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from fix_db import core_dsn, set_up
 from pgcluster import PostgresCluster, free_loopback_port
 
 BIN = Path(sys.executable).parent
@@ -111,18 +111,20 @@ def build_fleet(agent_count: int, meters: int, intervals: int, key: Ed25519Priva
             batches.append(sealed.SerializeToString())
             ids = np.arange(a * meters + 1, (a + 1) * meters + 1, dtype=np.int32)
             batch_id += 1
-            rows.append(copy_buffer(ReadingColumns.of(columns), ids, batch_id))
+            rows.append(
+                copy_buffer(ReadingColumns.of(columns), ids, batch_id=batch_id, region_id=1)
+            )
         streams.append(batches)
         copies.append(rows)
     return Fleet(agent_ids, streams, copies, meters)
 
 
 def fresh_database(cluster: PostgresCluster, name: str) -> str:
-    """A new database with the current schema."""
-    dsn = cluster.create_database(name)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        migrate(conn, storage="timescaledb")
-    return dsn
+    """A new database set up as in production: migrated by its owner, grants made.
+
+    Returns the superuser's DSN; the core connects as a member of ``ingest`` (``core_dsn``).
+    """
+    return set_up(cluster.create_database(name), "timescaledb")
 
 
 def raw_copy(dsn: str, copies: list[bytes], connections: int) -> float:
@@ -187,7 +189,7 @@ def through_core(
         config.write_text(settings, encoding="utf-8")
         command = [str(BIN / "core-ingest"), "serve", "--config", str(config)]
         core = subprocess.Popen(
-            [*command, "--dsn", dsn, "--listen", target],
+            [*command, "--dsn", core_dsn(dsn), "--listen", target],
             stderr=(Path(folder) / "core.log").open("w"),
         )
         try:
