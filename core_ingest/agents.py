@@ -63,6 +63,8 @@ def enroll(
     for name, value in (("substation", substation), ("region", region)):
         if value is not None and not value.strip():
             raise EnrollmentError(f"{name} must not be empty")
+    if len(region) > 64:  # noqa: PLR2004 - the regions.name CHECK
+        raise EnrollmentError(f"region must be 1..64 characters, got {len(region)}")
     conn.execute("INSERT INTO regions (name) VALUES (%s) ON CONFLICT DO NOTHING", (region,))
     conn.execute(
         "INSERT INTO agents (agent_id, public_key, substation, region) VALUES (%s, %s, %s, %s)"

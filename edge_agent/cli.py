@@ -174,14 +174,28 @@ reference_option = click.option(
 @subject.command("token")
 @config_option
 @serial_option
+@click.option(
+    "--action",
+    type=click.Choice(["access", "erase"]),
+    required=True,
+    help="What the token allows: `governance subject access` or `subject erase`, once.",
+)
 @reference_option
-def subject_token_command(config_path: Path, serial: int, reference: str) -> None:
-    """Print the meter's pseudonym, signed by this agent, for `governance subject access|erase`.
+@click.option(
+    "--valid-days", type=click.IntRange(1, 90), default=30, show_default=True, help="Expiry."
+)
+def subject_token_command(
+    config_path: Path, serial: int, action: str, reference: str, valid_days: int
+) -> None:
+    """Print the meter's pseudonym, signed by this agent, for one `governance subject` request.
 
-    Example: edge-agent subject token --serial 40012345 --reference DSR-2026-0042 > token.json
+    Example: edge-agent subject token --serial 40012345 --action access --reference DSR-42 > t.json
     """
     with _edge_errors():
-        _print(subject_requests.token(_load(config_path), serial, reference))
+        made = subject_requests.token(
+            _load(config_path), serial, action=action, reference=reference, valid_days=valid_days
+        )
+        _print(made)
 
 
 @subject.command("show")

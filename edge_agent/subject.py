@@ -28,16 +28,24 @@ def pseudonym(config: AgentConfig, serial: int) -> bytes:
     )
 
 
-def token(config: AgentConfig, serial: int, reference: str) -> dict[str, Any]:
-    """The signed subject token for ``serial`` (``reference``: the request's case number)."""
+def token(
+    config: AgentConfig, serial: int, *, action: str, reference: str, valid_days: int
+) -> dict[str, Any]:
+    """The signed subject token for ``serial``: one ``action``, used once, until it expires.
+
+    ``action`` is access or erase; ``reference`` the request's case number.
+    """
+    issued = dt.datetime.now(dt.UTC).replace(microsecond=0)
     return subject_token.sign(
         subject_token.SUBJECT_TOKEN,
         {
             "agent_id": config.agent.id,
             "key_id": config.pseudonymization.key_id,
             "pseudonym": pseudonym(config, serial).hex(),
+            "action": action,
             "reference": reference,
-            "issued_at": _now(),
+            "issued_at": issued.isoformat(),
+            "expires_at": (issued + dt.timedelta(days=valid_days)).isoformat(),
         },
         load_signing_key(config.agent.signing_key_file),
     )

@@ -138,13 +138,8 @@ def grant(
 
     """
     _check(conn, login, role)
-    if regions and (leaking := unfiltered_views(conn)):
-        raise AccessError(
-            "region scopes cannot hold: views " + ", ".join(leaking) + " are owned by a role that"
-            " bypasses row-level security (a superuser, or BYPASSRLS), so they show every region;"
-            " migrate as a schema owner without those rights, or give them one"
-            " (ALTER VIEW ... OWNER TO meterpipe_owner)"
-        )
+    if regions:
+        _check_scopes_hold(conn, role)
     with conn.transaction():
         conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(login)))
         if role == "ingest":
@@ -178,11 +173,13 @@ def revoke(conn: psycopg.Connection, login: str, role: str, *, regions: Sequence
 
     """
     _check(conn, login, role)
+    if regions:
+        _check_scopes_hold(conn, role)
     with conn.transaction():
         if regions:
             conn.execute(
                 "INSERT INTO region_scopes (login, region_ids)"
-                " SELECT %s, array_agg(region_id ORDER BY region_id) FROM regions"
+                " SELECT %s, coalesce(array_agg(region_id ORDER BY region_id), '{}') FROM regions"
                 " WHERE region_id <> ALL(%s)"
                 " ON CONFLICT (login) DO UPDATE SET changed_at = now(), region_ids ="
                 " ARRAY(SELECT unnest(region_scopes.region_ids)"
@@ -219,6 +216,19 @@ def show(conn: psycopg.Connection, login: str | None = None) -> list[Membership]
         Membership(name, list(roles), None if scope is None else list(scope))
         for name, roles, scope in rows
     ]
+
+
+def _check_scopes_hold(conn: psycopg.Connection, role: str) -> None:
+    """Refuse a region scope that would not hold: for ingest, or through bypassing views."""
+    if role == "ingest":
+        raise AccessError("members of ingest bypass row-level security: a region scope cannot hold")
+    if leaking := unfiltered_views(conn):
+        raise AccessError(
+            "region scopes cannot hold: views " + ", ".join(leaking) + " are owned by a role that"
+            " bypasses row-level security (a superuser, or BYPASSRLS), so they show every region;"
+            " migrate as a schema owner without those rights, or give them one"
+            " (ALTER VIEW ... OWNER TO meterpipe_owner)"
+        )
 
 
 def unfiltered_views(conn: psycopg.Connection) -> list[str]:

@@ -150,7 +150,8 @@ def _release(  # noqa: PLR0913 - the rung chosen, passed on as is
     bands: list[str],
     kept: npt.NDArray[np.bool_],
 ) -> Release:
-    rows = np.flatnonzero(kept)
+    # Shuffled: the meters' order (their ids, first seen first) must not carry into the file.
+    rows = np.random.default_rng().permutation(np.flatnonzero(kept))
     original = profiles.profile_wh[rows]
     groups = _groups([keys[i] for i in rows], profiles.energy_wh[rows], target)
     aggregated = np.empty_like(original)

@@ -915,8 +915,14 @@ def export_command(  # noqa: PLR0913, PLR0917 - click passes one parameter per o
 
     Example: governance export weekly-profiles --k 10 --l 2 --out north.csv --region North --dsn postgresql://anna@db/meters
     """
-    from governance import anonymize, load_profiles  # noqa: PLC0415 - pandas and pycanon, here only
-    from governance import export as export_module  # noqa: PLC0415
+    try:
+        from governance import anonymize, load_profiles  # noqa: PLC0415 - pandas, pycanon
+        from governance import export as export_module  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        raise click.ClickException(
+            f"exports need {exc.name}: pip install 'meterpipe[governance]' and, without its"
+            " exact pins of numpy and pandas, pip install --no-deps pycanon==1.3.6"
+        ) from None
 
     start_at, end_at = period(start, end, days=28)
     query = load_profiles.ProfileQuery(start_at, end_at, resolution, regions)
@@ -956,7 +962,7 @@ token_option = click.option(
     "token_file",
     required=True,
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="The meter's token, from `edge-agent subject token` on its gateway.",
+    help="The meter's token for this action, from `edge-agent subject token` on its gateway.",
 )
 
 
@@ -978,7 +984,7 @@ def subject_access(token_file: Path, out: Path, dsn: str, *, as_json: bool) -> N
     Example: governance subject access --token token.json --out dsr-0042 --dsn postgresql://meterpipe_owner@db/meters
     """
     with connected(dsn) as conn, _request_errors():
-        token = subject_requests.verify_token(conn, token_file.read_text())
+        token = subject_requests.verify_token(conn, token_file.read_text(), "access")
         summary = subject_requests.access(conn, token, out)
     lines = [
         f"{summary['readings']:,} readings and everything held about them written to {out}",
@@ -1007,7 +1013,7 @@ def subject_erase(token_file: Path, edge_receipt: Path | None, dsn: str, *, as_j
     Example: governance subject erase --token token.json --edge-receipt receipt.json --dsn postgresql://meterpipe_owner@db/meters
     """
     with connected(dsn) as conn, _request_errors():
-        token = subject_requests.verify_token(conn, token_file.read_text())
+        token = subject_requests.verify_token(conn, token_file.read_text(), "erase")
         receipt = edge_receipt.read_text() if edge_receipt else None
         erased = subject_requests.erase(conn, token, edge_receipt=receipt)
     document = dataclasses.asdict(erased)

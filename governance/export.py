@@ -5,8 +5,9 @@ that holds the target or refuses (``anonymize``), writes it (CSV or Parquet, by 
 suffix) beside its destination, then records it in one transaction: an ``exports`` row with
 the dataset, filter, target, measured k and l, key ids, meter count and the file's SHA-256, one
 ``export_meters`` row per meter released (a data subject's request finds them), and an
-``export.write`` entry in the audit trail. Only then is the file moved into place: a file
-whose record failed is deleted, never left behind.
+``export.write`` entry in the audit trail; the file is moved into place inside that
+transaction, so a record that fails leaves no file, and a file that cannot be placed leaves
+no record.
 """
 
 from __future__ import annotations
@@ -60,19 +61,26 @@ def export(
     profiles = read_profiles(conn, query)
     release = anonymize(profiles, target)
     partial = out.with_name(f".{out.name}.partial")
-    _write(release, partial, file_format)
+    placed = False
     try:
+        _write(release, partial, file_format)
         digest = hashlib.sha256(partial.read_bytes()).digest()
-        export_id, entry = _record(
-            conn,
-            query=query,
-            target=target,
-            release=release,
-            key_ids=profiles.key_ids,
-            out=out,
-            digest=digest,
-        )
-        partial.replace(out)
+        with conn.transaction():  # the file is moved into place before the record commits
+            export_id, entry = _record(
+                conn,
+                query=query,
+                target=target,
+                release=release,
+                key_ids=profiles.key_ids,
+                out=out,
+                digest=digest,
+            )
+            partial.replace(out)
+            placed = True
+    except BaseException:
+        if placed:
+            out.unlink(missing_ok=True)  # recorded nowhere: not left behind either
+        raise
     finally:
         partial.unlink(missing_ok=True)
     return ExportRecord(export_id, entry, out, digest.hex(), release, profiles.key_ids)
@@ -95,55 +103,54 @@ def _record(  # noqa: PLR0913 - everything the record holds
     out: Path,
     digest: bytes,
 ) -> tuple[int, int]:
-    """The exports row, its meters and the audit entry, in one transaction."""
+    """The exports row, its meters and the audit entry (in the caller's transaction)."""
     asked = _filter(query)
-    with conn.transaction():
-        row = conn.execute(
-            "INSERT INTO exports (dataset, filter, k, l, measured_k, measured_l, area_level,"
-            " meters, suppressed, key_ids, file_name, file_sha256)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING export_id",
-            (
-                DATASET,
-                Jsonb(asked),
-                target.k,
-                target.l,
-                release.k,
-                release.l,
-                release.area_level,
-                len(release.table),
-                release.suppressed,
-                key_ids,
-                out.name,
-                digest,
-            ),
-        ).fetchone()
-        assert row is not None  # noqa: S101 - INSERT ... RETURNING returns the row
-        export_id = int(row[0])
-        conn.execute(
-            "INSERT INTO export_meters (export_id, meter_id, region_id)"
-            " SELECT %s, m.meter_id, r.region_id FROM unnest(%s::int[]) AS e(meter_id)"
-            " JOIN meters m USING (meter_id) JOIN regions r ON r.name = m.region",
-            (export_id, release.meter_ids.tolist()),
-        )
-        entry = audit.append(
-            conn,
-            "export.write",
+    row = conn.execute(
+        "INSERT INTO exports (dataset, filter, k, l, measured_k, measured_l, area_level,"
+        " meters, suppressed, key_ids, file_name, file_sha256)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING export_id",
+        (
             DATASET,
-            {
-                "export_id": export_id,
-                "filter": asked,
-                "k": target.k,
-                "l": target.l,
-                "measured_k": release.k,
-                "measured_l": release.l,
-                "area_level": release.area_level,
-                "meters": len(release.table),
-                "suppressed": release.suppressed,
-                "key_ids": key_ids,
-                "file": out.name,
-                "sha256": digest.hex(),
-            },
-        )
+            Jsonb(asked),
+            target.k,
+            target.l,
+            release.k,
+            release.l,
+            release.area_level,
+            len(release.table),
+            release.suppressed,
+            key_ids,
+            out.name,
+            digest,
+        ),
+    ).fetchone()
+    assert row is not None  # noqa: S101 - INSERT ... RETURNING returns the row
+    export_id = int(row[0])
+    conn.execute(
+        "INSERT INTO export_meters (export_id, meter_id, region_id)"
+        " SELECT %s, m.meter_id, r.region_id FROM unnest(%s::int[]) AS e(meter_id)"
+        " JOIN meters m USING (meter_id) JOIN regions r ON r.name = m.region",
+        (export_id, release.meter_ids.tolist()),
+    )
+    entry = audit.append(
+        conn,
+        "export.write",
+        DATASET,
+        {
+            "export_id": export_id,
+            "filter": asked,
+            "k": target.k,
+            "l": target.l,
+            "measured_k": release.k,
+            "measured_l": release.l,
+            "area_level": release.area_level,
+            "meters": len(release.table),
+            "suppressed": release.suppressed,
+            "key_ids": key_ids,
+            "file": out.name,
+            "sha256": digest.hex(),
+        },
+    )
     return export_id, entry
 
 

@@ -105,10 +105,13 @@ def read_profiles(conn: psycopg.Connection, query: ProfileQuery) -> LoadProfiles
         "per_day": SLOTS_PER_DAY[query.resolution],
         "intervals": 96 // SLOTS_PER_DAY[query.resolution],
     }
-    meters = conn.execute(PER_METER, params).fetchall()
+    with conn.transaction():  # both reads see one snapshot, however fast readings arrive
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        meters = conn.execute(PER_METER, params).fetchall()
+        slots = conn.execute(PER_SLOT, params).fetchall()
     position = {row[0]: i for i, row in enumerate(meters)}
     profile = np.zeros((len(meters), query.slots))
-    for meter_id, slot, wh in conn.execute(PER_SLOT, params).fetchall():
+    for meter_id, slot, wh in slots:
         profile[position[meter_id], slot] = float(wh)
     energy = np.array([row[4] for row in meters], dtype=np.int64)
     hours = np.array([row[5] for row in meters], dtype=np.float64) / 4  # 15-minute readings

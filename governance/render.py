@@ -387,9 +387,13 @@ def erasure_lines(document: dict[str, Any]) -> list[str]:
         else "gateway buffer: no receipt given (run `edge-agent subject erase` there)"
     )
     return [
-        f"erased meter ids {document['meter_ids']} (pseudonyms {len(document['pseudonyms'])})",
+        f"erased meter ids {document['meter_ids']} ({len(document['pseudonyms'])} pseudonyms)",
         *table(("table", "rows before", "after"), rows),
         f"rollup rows corrected: {document['rollup_rows_corrected']}",
         edge,
         f"sha256 of the rows deleted {document['sha256']}; audit entry {document['audit_entry']}",
+        (
+            "next: restart the cores (they remember meter ids: a batch still carrying this"
+            " meter would be stored under the erased id)"
+        ),
     ]

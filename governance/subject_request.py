@@ -23,6 +23,7 @@ import csv
 import datetime as dt
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,19 +46,21 @@ HELD = {
     "pseudonym_map": "old_meter = ANY(%(raw)s) OR new_meter = ANY(%(raw)s)",
     "meters": "meter_id = ANY(%(ids)s)",
 }
-# What the meter's customer readings added to each substation rollup, to take out again
-# (buckets by interval start, as the core sums them; the substation is the batch's).
+# What the deleted customer readings added to each substation rollup, to take out again
+# (buckets by interval start, as the core sums them; the substation is the batch's). Summed
+# from the rows the DELETE returned, so a batch committing meanwhile cannot slip between.
 ROLLUP_SHARE = """
-SELECT b.substation, to_timestamp(floor((extract(epoch FROM r.interval_end) - 900) / {period})
-       * {period}) AS bucket, sum(r.energy_wh)::bigint,
-       count(*) FILTER (WHERE r.quality_flags & {estimated} = 0),
-       count(*) FILTER (WHERE r.quality_flags & {estimated} <> 0),
-       count(*) FILTER (WHERE r.quality_flags & {suspect} <> 0)
-FROM meter_readings r JOIN batches b USING (batch_id) JOIN meters m USING (meter_id)
-WHERE r.meter_id = ANY(%(ids)s) AND m.role = 'customer'
+SELECT b.substation, to_timestamp(floor((g.end_s - 900) / {period}) * {period}),
+       sum(g.energy_wh)::bigint, count(*) FILTER (WHERE g.flags & {estimated} = 0),
+       count(*) FILTER (WHERE g.flags & {estimated} <> 0),
+       count(*) FILTER (WHERE g.flags & {suspect} <> 0)
+FROM unnest(%(ends)s::float8[], %(energy)s::int8[], %(flags)s::int4[], %(batches)s::int8[])
+     AS g(end_s, energy_wh, flags, batch_id)
+JOIN batches b USING (batch_id)
 GROUP BY 1, 2 ORDER BY 1, 2
 """
 ROLLUPS = (("substation_hourly", "hour", 3600), ("substation_daily", "day", 86_400))
+PSEUDONYM = re.compile(r"[0-9a-f]{64}")
 
 
 class RequestError(Exception):
@@ -66,13 +69,22 @@ class RequestError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Token:
-    """A verified subject token."""
+    """A verified subject token: one action on one meter, once, before it expires."""
 
     agent_id: str
     key_id: str
     pseudonym: str  # hex
+    action: str  # access or erase
     reference: str
     issued_at: str
+    expires_at: str
+    sha256: str  # of the token as signed: the audit trail's reference to it
+
+    def recorded(self) -> dict[str, Any]:
+        """The token as the audit trail keeps it: the pseudonym only as a digest."""
+        kept = asdict(self) | {"pseudonym_sha256": _digest(self.pseudonym)}
+        kept.pop("pseudonym")
+        return kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,14 +101,48 @@ class Erasure:
     audit_entry: int
 
 
-def verify_token(conn: psycopg.Connection, text: str) -> Token:
-    """The token's fields, once its signature verifies with its agent's enrolled key.
+def verify_token(conn: psycopg.Connection, text: str, action: str) -> Token:
+    """The token, once it holds for ``action``: signed by its agent, current, unused, its own.
+
+    Its signature must verify with the agent's enrolled key (not revoked); it must allow this
+    action, not be expired nor used for it before (the audit trail is the record of use); and
+    the meter it names, if stored, must be one its agent sent under that key.
 
     Raises:
-        RequestError: not a token, an unknown agent, or a signature that does not verify.
+        RequestError: what does not hold.
 
     """
-    return Token(**_verified(conn, text, subject_token.SUBJECT_TOKEN, ("issued_at",)))
+    fields = _verified(
+        conn, text, subject_token.SUBJECT_TOKEN, ("action", "issued_at", "expires_at")
+    )
+    token = Token(
+        **{name: fields[name] for name in Token.__dataclass_fields__ if name != "sha256"},
+        sha256=hashlib.sha256(text.strip().encode()).hexdigest(),
+    )
+    if token.action != action:
+        raise RequestError(f"the token allows {token.action!r}, not {action!r}")
+    try:
+        expired = dt.datetime.fromisoformat(token.expires_at) < dt.datetime.now(dt.UTC)
+    except ValueError:
+        raise RequestError(f"expires_at {token.expires_at!r} is not a time") from None
+    if expired:
+        raise RequestError(f"the token expired at {token.expires_at}: make a new one")
+    used = conn.execute(
+        "SELECT entry_id FROM audit_log WHERE action = %s AND detail->'token'->>'sha256' = %s",
+        (f"subject.{action}", token.sha256),
+    ).fetchone()
+    if used:
+        raise RequestError(f"the token was used already (audit entry {used[0]}): make a new one")
+    owner = conn.execute(
+        "SELECT first_agent_id, key_id FROM meters WHERE pseudonym = %s",
+        (bytes.fromhex(token.pseudonym),),
+    ).fetchone()
+    if owner and (owner[0] != token.agent_id or owner[1] not in (None, token.key_id)):
+        raise RequestError(
+            f"the meter was first sent by {owner[0]!r} under key {owner[1]!r}: a token from"
+            f" {token.agent_id!r} under {token.key_id!r} cannot name it"
+        )
+    return token
 
 
 def access(conn: psycopg.Connection, token: Token, out: Path) -> dict[str, Any]:
@@ -104,6 +150,8 @@ def access(conn: psycopg.Connection, token: Token, out: Path) -> dict[str, Any]:
 
     Returns the summary the audit entry records (files and their SHA-256, counts).
     """
+    if out.exists() and any(out.iterdir()):
+        raise RequestError(f"{out} is not empty: give a new folder for each request")
     out.mkdir(parents=True, exist_ok=True)
     meter = _meter(conn, token)
     if meter is None:
@@ -114,14 +162,14 @@ def access(conn: psycopg.Connection, token: Token, out: Path) -> dict[str, Any]:
         readings = _write_readings(conn, meter, out / "readings.csv")
     (out / "subject.json").write_text(
         json.dumps({"token": asdict(token), **held}, indent=2, default=str)
-    )
+    )  # the subject's own copy: their pseudonym in full
     files = {
         path.name: hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted(out.iterdir())
         if path.name in {"subject.json", "readings.csv"}
     }
-    summary = {"token": asdict(token), "readings": readings, "files": files}
-    summary["audit_entry"] = audit.append(conn, "subject.access", token.pseudonym, summary)
+    summary = {"token": token.recorded(), "readings": readings, "files": files}
+    summary["audit_entry"] = audit.append(conn, "subject.access", _digest(token.pseudonym), summary)
     return summary
 
 
@@ -136,7 +184,7 @@ def erase(conn: psycopg.Connection, token: Token, *, edge_receipt: str | None = 
 
     """
     receipt = (
-        _verified(conn, edge_receipt, subject_token.EDGE_RECEIPT, ("erased_at",))
+        _verified(conn, edge_receipt, subject_token.EDGE_RECEIPT, ("erased_at", "sha256"))
         if edge_receipt is not None
         else None
     )
@@ -149,23 +197,31 @@ def erase(conn: psycopg.Connection, token: Token, *, edge_receipt: str | None = 
     where = _where(meter, token)
     with conn.transaction():
         before = _counts(conn, where)
-        corrected = _take_out_of_rollups(conn, where) if meter else 0
+        customer = {
+            meter_id
+            for (meter_id,) in conn.execute(
+                "SELECT meter_id FROM meters WHERE meter_id = ANY(%(ids)s) AND role = 'customer'",
+                where,
+            ).fetchall()
+        }
+        deleted = _each_held(conn, "DELETE FROM {} WHERE {} RETURNING *", where)
+        corrected = _take_out_of_rollups(conn, deleted["meter_readings"], customer)
         digest = hashlib.sha256()
-        for rows in _each_held(conn, "DELETE FROM {} WHERE {} RETURNING *", where).values():
+        for rows in deleted.values():
             for row in rows:
                 digest.update(repr(row).encode())
         after = _counts(conn, where)
         evidence = {
-            "token": asdict(token),
+            "token": token.recorded(),
             "meter_ids": where["ids"],
-            "pseudonyms": where["hex"],
+            "pseudonyms_sha256": [_digest(p) for p in where["hex"]],
             "before": before,
             "after": after,
             "rollup_rows_corrected": corrected,
             "sha256": digest.hexdigest(),
-            "edge_receipt": receipt,
+            "edge_receipt": _receipt_kept(receipt),
         }
-        entry = audit.append(conn, "subject.erase", token.pseudonym, evidence)
+        entry = audit.append(conn, "subject.erase", _digest(token.pseudonym), evidence)
     return Erasure(
         meter_ids=where["ids"],
         pseudonyms=where["hex"],
@@ -185,19 +241,35 @@ def _verified(
         document = subject_token.read(text)
     except subject_token.DocumentError as exc:
         raise RequestError(str(exc)) from None
-    agent_id = document.get("agent_id")
-    row = conn.execute("SELECT public_key FROM agents WHERE agent_id = %s", (agent_id,)).fetchone()
+    needed = ("agent_id", "key_id", "pseudonym", "reference", *required)
+    if missing := [name for name in needed if not isinstance(document.get(name), str)]:
+        raise RequestError(f"the {kind} document lacks {', '.join(missing)}")
+    if not PSEUDONYM.fullmatch(document["pseudonym"]):
+        raise RequestError("the pseudonym is not 64 hexadecimal digits")
+    row = conn.execute(
+        "SELECT public_key, revoked_at FROM agents WHERE agent_id = %s", (document["agent_id"],)
+    ).fetchone()
     if row is None:
-        raise RequestError(f"no enrolled agent {agent_id!r} signed this {kind} document")
+        raise RequestError(f"no enrolled agent {document['agent_id']!r} signed this document")
+    if row[1] is not None:
+        raise RequestError(f"agent {document['agent_id']!r} was revoked at {row[1]:%Y-%m-%d %H:%M}")
     try:
-        fields = subject_token.verify(document, kind, bytes(row[0]))
+        return subject_token.verify(document, kind, bytes(row[0]))
     except subject_token.DocumentError as exc:
         raise RequestError(str(exc)) from None
-    needed = ("agent_id", "key_id", "pseudonym", "reference", *required)
-    if missing := [name for name in needed if not isinstance(fields.get(name), str)]:
-        raise RequestError(f"the {kind} document lacks {', '.join(missing)}")
-    fields.pop("kind")
-    return fields
+
+
+def _digest(pseudonym: str) -> str:
+    """A pseudonym as the audit trail names it: its SHA-256 (the trail is kept forever)."""
+    return hashlib.sha256(bytes.fromhex(pseudonym)).hexdigest()
+
+
+def _receipt_kept(receipt: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The gateway's receipt for the audit trail: its facts, the pseudonym as a digest."""
+    if receipt is None:
+        return None
+    kept = {key: value for key, value in receipt.items() if key not in ("pseudonym", "kind")}
+    return kept | {"pseudonym_sha256": _digest(receipt["pseudonym"])}
 
 
 def _meter(conn: psycopg.Connection, token: Token) -> lineage.Meter | None:
@@ -235,15 +307,31 @@ def _each_held(
     }
 
 
-def _take_out_of_rollups(conn: psycopg.Connection, where: dict[str, Any]) -> int:
-    """Subtract the meter's customer readings from the rollups; the rows corrected."""
+def _take_out_of_rollups(
+    conn: psycopg.Connection, deleted: list[tuple[Any, ...]], customer: set[int]
+) -> int:
+    """Subtract the deleted customer readings from the rollups; the rows corrected."""
+    columns = [
+        desc.name for desc in conn.execute("SELECT * FROM meter_readings LIMIT 0").description or []
+    ]
+    at = {
+        name: columns.index(name)
+        for name in ("meter_id", "interval_end", "energy_wh", "quality_flags", "batch_id")
+    }
+    rows = [row for row in deleted if row[at["meter_id"]] in customer]
+    readings = {
+        "ends": [row[at["interval_end"]].timestamp() for row in rows],
+        "energy": [row[at["energy_wh"]] for row in rows],
+        "flags": [row[at["quality_flags"]] for row in rows],
+        "batches": [row[at["batch_id"]] for row in rows],
+    }
     corrected = 0
     for table, column, period in ROLLUPS:
         shares = conn.execute(
             ROLLUP_SHARE.format(
                 period=period, estimated=lineage.ESTIMATED, suspect=lineage.SUSPECT_MASK
             ),
-            where,
+            readings,
         ).fetchall()
         for substation, bucket, energy, received, estimated, suspect in shares:
             conn.execute(

@@ -13,8 +13,9 @@ import json
 
 import psycopg
 import pytest
+from fix_db import operator_dsn, store_one_reading
 from fix_services import governance
-from pgcluster import OWNER_LOGIN, as_login
+from pgcluster import CORE_LOGIN, OPERATOR_LOGIN, OWNER_LOGIN, as_login
 from signed_batches import KEY, answer, meter, payload, seal, send
 
 from core_ingest import agents
@@ -198,3 +199,42 @@ def test_no_scope_is_granted_while_a_superuser_owns_a_view(storage_dsn):
     assert "region scopes cannot hold: views region_daily are owned by" in refused.stderr
     with psycopg.connect(storage_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM region_scopes").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("storage", [TIMESCALEDB])  # TimescaleDB's chunks copy grants
+def test_new_chunks_shed_the_grants_of_any_role_name(storage_dsn):
+    """A role whose name needs quotes ("BI-Reader") is revoked like any other."""
+    with psycopg.connect(storage_dsn, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'BI-Reader'").fetchone():
+            conn.execute('CREATE ROLE "BI-Reader"')
+        conn.execute('GRANT SELECT ON meter_readings TO "BI-Reader"')
+    chunk = store_one_reading(storage_dsn, TIMESCALEDB)  # a new chunk, made by the insert
+    with psycopg.connect(storage_dsn) as conn:
+        grantees = conn.execute(
+            "SELECT array_agg(a.grantee::regrole::text) FROM pg_class c, aclexplode(c.relacl) a"
+            " WHERE c.oid = %s::regclass AND a.grantee <> c.relowner",
+            (chunk,),
+        ).fetchone()[0]
+    assert grantees is None
+
+
+@pytest.mark.parametrize("storage", [TIMESCALEDB])  # the rules are the same on both storages
+def test_regions_are_never_renamed_and_scopes_never_meet_ingest(storage_dsn):
+    """A rename would move rows between scopes; ingest bypasses scopes; revoking all is none."""
+    with psycopg.connect(storage_dsn, autocommit=True) as conn:
+        agents.enroll(conn, "north-1", public_key_bytes(KEY.public_key()), region="North")
+    with (
+        psycopg.connect(operator_dsn(storage_dsn)) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="never renamed"),
+    ):
+        conn.execute("UPDATE regions SET name = 'South' WHERE name = 'North'")
+    ingest = governance("access", "grant", "--login", CORE_LOGIN, "--role", "ingest",
+                        "--region", "North", dsn=storage_dsn)  # fmt: skip
+    assert "members of ingest bypass row-level security" in ingest.stderr
+    everything = governance("access", "revoke", "--login", OPERATOR_LOGIN, "--role",
+                            "operations", "--region", "North", "--region", "unassigned",
+                            dsn=storage_dsn)  # fmt: skip
+    assert everything.returncode == 0, everything.stderr
+    assert "now sees no region" in everything.stdout
+    governance("access", "grant", "--login", OPERATOR_LOGIN, "--role", "operations",
+               "--all-regions", dsn=storage_dsn)  # fmt: skip

@@ -19,9 +19,10 @@ from fix_services import governance, stop_process, stored_readings, wait_until
 from pgcluster import OWNER_LOGIN, as_login
 
 from core_ingest.schema import NATIVE
-from edge_agent.keys import generate_pseudonym_key
+from edge_agent.keys import generate_pseudonym_key, load_signing_key
 from edge_agent.sinks.buffer import Buffer, SubjectPendingError
 from proto import pb, seal_batch
+from proto.subject_token import SUBJECT_TOKEN, sign
 
 pytestmark = pytest.mark.integration
 METERS = 6
@@ -86,17 +87,32 @@ def test_access_and_erasure_across_a_key_rotation(
         if expected == METERS:
             rotate(agent)
     serial = sim.served()[0].serial
-    token_file = tmp_path / "token.json"
-    made = agent.command("subject", "token", "--serial", str(serial), "--reference", "DSR-1")
-    assert made.returncode == 0, made.stderr
-    token_file.write_text(made.stdout)
-    token = json.loads(made.stdout)
-    assert str(serial) not in made.stdout  # the serial never leaves the gateway
+    token_file, token = make_token(agent, serial, "access", tmp_path)
+    assert str(serial) not in token_file.read_text()  # the serial never leaves the gateway
     assert (token["key_id"], token["reference"]) == ("test-key-2", "DSR-1")
     owner = as_login(storage_dsn, OWNER_LOGIN)
     meter_ids = _access(owner, storage_dsn, token_file, token, tmp_path / "access")
+    again = governance("subject", "access", "--token", str(token_file), "--out",
+                       str(tmp_path / "again"), dsn=owner)  # fmt: skip
+    assert "the token was used already (audit entry" in again.stderr
+    wrong = governance("subject", "erase", "--token", str(token_file), dsn=owner)
+    assert "the token allows 'access', not 'erase'" in wrong.stderr
     receipt = _erase_at_the_edge(agent, serial, tmp_path / "receipt.json")
-    _erase_centrally(owner, storage_dsn, token_file, receipt, meter_ids)
+    erase_file, _ = make_token(agent, serial, "erase", tmp_path)
+    _erase_centrally(owner, storage_dsn, erase_file, receipt, meter_ids)
+    with psycopg.connect(storage_dsn) as conn:
+        trail = json.dumps(conn.execute("SELECT json_agg(detail) FROM audit_log").fetchone()[0])
+    assert token["pseudonym"] not in trail  # the trail is kept forever: digests only
+
+
+def make_token(agent, serial: int, action: str, folder: Path) -> tuple[Path, dict]:
+    """`edge-agent subject token` for one action; its file and fields."""
+    made = agent.command("subject", "token", "--serial", str(serial), "--action", action,
+                         "--reference", "DSR-1")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    path = folder / f"token-{action}.json"
+    path.write_text(made.stdout)
+    return path, json.loads(made.stdout)
 
 
 def _access(owner: str, storage_dsn: str, token_file: Path, token: dict, out: Path) -> list[int]:
@@ -161,26 +177,37 @@ def _erase_centrally(
 
 
 @pytest.mark.parametrize("storage", [NATIVE])
-def test_a_changed_or_foreign_token_is_refused(storage_dsn, agent_setup, tmp_path):
+def test_a_changed_foreign_expired_or_borrowed_token_is_refused(storage_dsn, agent_setup, tmp_path):
     agent = agent_setup(core="127.0.0.1:9", modbus_port=9)
-    made = json.loads(agent.command("subject", "token", "--serial", "42").stdout)
+    other = agent_setup(core="127.0.0.1:9", modbus_port=9, agent_id="substation-test-2")
+    _file, made = make_token(agent, 42, "erase", tmp_path)
+    with psycopg.connect(storage_dsn, autocommit=True) as conn:  # agent 1's meter, stored
+        conn.execute(
+            "INSERT INTO meters (pseudonym, substation, region, first_agent_id, key_id)"
+            " VALUES (%s, 'S', 'unassigned', %s, 'test-key-1')",
+            (bytes.fromhex(made["pseudonym"]), agent.agent_id),
+        )
+    fields = {k: v for k, v in made.items() if k not in ("kind", "signature")}
+    past = fields | {"expires_at": "2026-01-01T00:00:00+00:00"}
+    own_key = load_signing_key(agent.folder / "agent.key")
+    borrowed = fields | {"agent_id": other.agent_id}
     owner = as_login(storage_dsn, OWNER_LOGIN)
-    for name, document in (
-        ("changed", made | {"pseudonym": "00" * 32}),
-        ("foreign", made | {"agent_id": "nobody"}),
-        ("not-json", None),
-    ):
+    for name, document, says in (
+        ("changed", made | {"pseudonym": "00" * 32}, "does not verify with the agent's"),
+        ("foreign", made | {"agent_id": "nobody"}, "no enrolled agent 'nobody'"),
+        ("not-json", None, "not JSON"),
+        ("expired", sign(SUBJECT_TOKEN, past, own_key), "the token expired at 2026-01-01"),
+        ("borrowed", sign(SUBJECT_TOKEN, borrowed, load_signing_key(other.folder / "agent.key")),
+         "the meter was first sent by 'substation-test-1'"),
+        ("not-hex", made | {"pseudonym": "zz"}, "not 64 hexadecimal digits"),
+    ):  # fmt: skip
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(document) if document else "{ not json")
         done = governance("subject", "erase", "--token", str(path), dsn=owner)
         assert done.returncode == 1, name
-        assert "cannot use the token" in done.stderr, done.stderr
-    assert (
-        "does not verify with the agent's enrolled key"
-        in governance(
-            "subject", "erase", "--token", str(tmp_path / "changed.json"), dsn=owner
-        ).stderr
-    )
+        assert "cannot use the token: " in done.stderr, done.stderr
+        assert says in done.stderr, (name, done.stderr)
+        assert "Traceback" not in done.stderr
     with psycopg.connect(storage_dsn) as conn:
         assert conn.execute(
             "SELECT count(*) FROM audit_log WHERE action LIKE 'subject.%'"

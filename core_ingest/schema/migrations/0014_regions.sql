@@ -18,8 +18,20 @@ INSERT INTO regions (name)
     UNION SELECT region FROM substation_hourly
     EXCEPT SELECT 'unassigned'
     ORDER BY 1;
-ALTER TABLE agents ADD FOREIGN KEY (region) REFERENCES regions (name) ON UPDATE CASCADE;
-ALTER TABLE meters ADD FOREIGN KEY (region) REFERENCES regions (name) ON UPDATE CASCADE;
+ALTER TABLE agents ADD FOREIGN KEY (region) REFERENCES regions (name);
+ALTER TABLE meters ADD FOREIGN KEY (region) REFERENCES regions (name);
+-- A region is never renamed or renumbered: the ledger and the rollups carry its name, the
+-- scopes its number, and a rename would move rows between scopes.
+CREATE FUNCTION regions_refuse_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'regions are never renamed, renumbered or removed: % refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'enroll agents in a new region instead';
+END
+$$;
+CREATE TRIGGER regions_fixed BEFORE UPDATE OR DELETE ON regions
+    FOR EACH ROW EXECUTE FUNCTION regions_refuse_change();
 
 -- Which regions a login may see: no row, every region; a row, exactly those (none if empty).
 CREATE TABLE region_scopes (
@@ -111,7 +123,7 @@ BEGIN
     FOR chunk IN SELECT show_chunks(hypertable, created_after => created_after) LOOP
         FOR grantee IN
             SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC'
-                                 ELSE quote_ident(a.grantee::regrole::text) END
+                                 ELSE a.grantee::regrole::text END  -- quoted where needed
             FROM pg_class c, aclexplode(c.relacl) a
             WHERE c.oid = chunk AND a.grantee <> c.relowner
         LOOP
