@@ -145,6 +145,7 @@ def _a_definer_function_filters_by_who_connected(regional: dict, storage_dsn: st
     assert int(totals["North"]) > 0
 
 
+@pytest.mark.parametrize("storage", [TIMESCALEDB])  # scopes are rows: storage is moot
 def test_scopes_shrink_to_nothing_and_lift_again(regional, storage_dsn):
     """Taking a login's last region leaves it seeing nothing, never everything."""
     taken = governance(
