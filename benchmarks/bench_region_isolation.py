@@ -27,12 +27,19 @@ import time
 from pathlib import Path
 
 import psycopg
-from year_of_readings import REGIONS, START, TRACED, build, readings_count
+from year_of_readings import (
+    REGIONS,
+    START,
+    TRACED,
+    readings_count,
+    size_options,
+    year_database,
+)
 
 from governance import access
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from pgcluster import OWNER_LOGIN, PostgresCluster, as_login, free_loopback_port
+from pgcluster import as_login
 
 BASELINE, LIMITED = "bench_ops_all", "bench_ops_north"
 REGION = REGIONS[0]
@@ -110,16 +117,10 @@ def compare(dsn: str, query: str, params: dict[str, object], repeat: int) -> dic
 def main() -> None:
     """Build the database, then time each question per login."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--meters", type=int, default=1_430, help="meters (default 1,430)")
-    parser.add_argument("--days", type=int, default=365, help="days of readings (default 365)")
+    size_options(parser)
     parser.add_argument("--repeat", type=int, default=15, help="runs per question and login")
     options = parser.parse_args()
-    cluster = PostgresCluster(port=free_loopback_port(), timescaledb=True)
-    cluster.start()
-    try:
-        dsn = cluster.create_database("meters")
-        started = time.perf_counter()
-        build(dsn, as_login(dsn, OWNER_LOGIN), options.meters, options.days)
+    with year_database(options.meters, options.days) as (dsn, built):
         logins(dsn)
         with psycopg.connect(dsn) as conn:
             region_id, meter = conn.execute(
@@ -130,7 +131,7 @@ def main() -> None:
         print(
             f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC: {readings_count(dsn):,} readings"
             f" ({options.meters:,} meters x {options.days} days, {len(REGIONS)} regions) built"
-            f" in {time.perf_counter() - started:,.0f} s; {options.repeat} runs each"
+            f" in {built:,.0f} s; {options.repeat} runs each"
         )
         params = {
             "region": REGION,
@@ -146,8 +147,6 @@ def main() -> None:
                 f" limited to {REGION} {found['North']:.2f}x;"
                 f" limited, region not named {found['North, unnamed']:.2f}x"
             )
-    finally:
-        cluster.stop()
 
 
 if __name__ == "__main__":

@@ -25,10 +25,7 @@ import time
 from pathlib import Path
 
 import psycopg
-from year_of_readings import START, TRACED, build, readings_count
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from pgcluster import OWNER_LOGIN, PostgresCluster, as_login, free_loopback_port
+from year_of_readings import START, TRACED, readings_count, size_options, year_database
 
 BIN = Path(sys.executable).parent
 
@@ -61,15 +58,9 @@ def baseline_seconds(dsn: str, days: int) -> tuple[float, int]:
 def main() -> None:
     """Build the database, then time the trace and the baseline."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--meters", type=int, default=1_430, help="meters (default 1,430)")
-    parser.add_argument("--days", type=int, default=365, help="days of readings (default 365)")
+    size_options(parser)
     options = parser.parse_args()
-    cluster = PostgresCluster(port=free_loopback_port(), timescaledb=True)
-    cluster.start()
-    try:
-        dsn = cluster.create_database("meters")
-        started = time.perf_counter()
-        build(dsn, as_login(dsn, OWNER_LOGIN), options.meters, options.days)
+    with year_database(options.meters, options.days) as (dsn, built):
         readings = readings_count(dsn)
         with psycopg.connect(dsn) as conn:
             pseudonym = conn.execute(
@@ -79,7 +70,7 @@ def main() -> None:
         print(
             f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC: {readings:,} readings"
             f" ({options.meters:,} meters x {options.days} days) built in"
-            f" {time.perf_counter() - started:,.0f} s"
+            f" {built:,.0f} s"
         )
         for run in range(1, 4):
             seconds = trace_seconds(dsn, pseudonym, options.days)
@@ -89,8 +80,6 @@ def main() -> None:
                 f" {seconds:.2f} s (a new process, JSON); baseline: fetching its {rows:,}"
                 f" readings alone {base:.2f} s"
             )
-    finally:
-        cluster.stop()
 
 
 if __name__ == "__main__":

@@ -9,14 +9,22 @@ quarantined copy and an edge key rotation. Loaded day by day with INSERT ... SEL
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import datetime as dt
 import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 
 from core_ingest.schema import migrate
 from core_ingest.schema.dictionary import load_dictionary
 from governance import access
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from pgcluster import OWNER_LOGIN, PostgresCluster, as_login, free_loopback_port
 
 START = dt.datetime(2025, 12, 1, tzinfo=dt.UTC)
 SUBSTATIONS = 12
@@ -132,3 +140,23 @@ def readings_count(dsn: str) -> int:
             " JOIN pg_inherits i ON i.inhrelid = c.oid"
             " WHERE i.inhparent = 'meter_readings'::regclass"
         ).fetchone()[0]
+
+
+def size_options(parser: argparse.ArgumentParser) -> None:
+    """``--meters`` and ``--days``: the size of the year built."""
+    parser.add_argument("--meters", type=int, default=1_430, help="meters (default 1,430)")
+    parser.add_argument("--days", type=int, default=365, help="days of readings (default 365)")
+
+
+@contextlib.contextmanager
+def year_database(meters: int, days: int) -> Iterator[tuple[str, float]]:
+    """A throwaway TimescaleDB cluster holding the year: its superuser DSN, seconds to build."""
+    cluster = PostgresCluster(port=free_loopback_port(), timescaledb=True)
+    cluster.start()
+    try:
+        dsn = cluster.create_database("meters")
+        started = time.perf_counter()
+        build(dsn, as_login(dsn, OWNER_LOGIN), meters, days)
+        yield dsn, time.perf_counter() - started
+    finally:
+        cluster.stop()

@@ -137,9 +137,7 @@ def grant(
         AccessError: an unknown role, login or region.
 
     """
-    _check(conn, login, role)
-    if regions:
-        _check_scopes_hold(conn, role)
+    _check(conn, login, role, regions)
     with conn.transaction():
         conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(login)))
         if role == "ingest":
@@ -172,9 +170,7 @@ def revoke(conn: psycopg.Connection, login: str, role: str, *, regions: Sequence
         AccessError: an unknown role, login or region.
 
     """
-    _check(conn, login, role)
-    if regions:
-        _check_scopes_hold(conn, role)
+    _check(conn, login, role, regions)
     with conn.transaction():
         if regions:
             conn.execute(
@@ -304,11 +300,14 @@ def _restrict_chunks(conn: psycopg.Connection) -> None:
         conn.execute("SELECT restrict_chunks(%s, '-infinity')", (table,))
 
 
-def _check(conn: psycopg.Connection, login: str, role: str) -> None:
+def _check(conn: psycopg.Connection, login: str, role: str, regions: Sequence[str] = ()) -> None:
+    """The role and login exist, and a region scope asked for would hold."""
     if role not in ROLES:
         raise AccessError(f"no role {role!r}: one of {', '.join(ROLES)}")
     if not _exists(conn, login):
         raise AccessError(f"no login {login!r} in this cluster: CREATE ROLE {login} LOGIN first")
+    if regions:
+        _check_scopes_hold(conn, role)
 
 
 def _exists(conn: psycopg.Connection, role: str) -> bool:
