@@ -359,11 +359,15 @@ class IngestService(pb_grpc.IngestServicer):
     ) -> pb.HealthReply:
         """Whether the database answers, and which storage and schema version the core speaks."""
         state = await check_database(str(self._pool.conninfo))
+        now_ms = time.time_ns() // 1_000_000  # a gateway compares its clock with this
         if not state.serving:
-            return pb.HealthReply(serving=False, version=__version__, detail=state.detail)
+            return pb.HealthReply(
+                serving=False, version=__version__, detail=state.detail, time_ms=now_ms
+            )
         return pb.HealthReply(
             serving=True,
             version=__version__,
             schema_version=PAYLOAD_SCHEMA_VERSION,
             storage=state.storage,
+            time_ms=now_ms,
         )

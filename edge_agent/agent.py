@@ -31,12 +31,22 @@ from edge_agent.errors import (
     EdgeError,
     SourceError,
 )
+from edge_agent.health import (
+    HEALTH_SECONDS,
+    AgentHealth,
+    CoreHealth,
+    DeviceHealth,
+    MqttHealth,
+    health_path,
+    now_ms,
+    write_health,
+)
 from edge_agent.keys import ClientTls, load_client_tls, load_pseudonym_key, load_signing_key
 from edge_agent.poll_step import PollStep
 from edge_agent.sinks.buffer import Buffer, BufferStatistics
 from edge_agent.sinks.pressure import PressureGauge
 from edge_agent.sinks.salvage import damage, salvage
-from edge_agent.sinks.uplink import Uplink
+from edge_agent.sinks.uplink import Uplink, check_core
 from edge_agent.snapshot import AgentSnapshot
 from edge_agent.sources.breaker import CircuitBreaker
 from edge_agent.sources.modbus import ModbusConcentrator, Poll
@@ -70,6 +80,8 @@ COMMITS = frozenset(
     {"put_readings", "put_telemetry", "put_quarantine", "seal_batch", "acknowledge", "prune"}
 )
 TELEMETRY_KEEP_EVERY_MINUTES = 5  # when shedding, keep one telemetry message in five minutes
+CORE_CHECK_SECONDS = 60.0  # how often the agent asks the core's Health (clock, round trip)
+CORE_CHECK_TIMEOUT_SECONDS = 10.0
 
 
 def check_environment(config: AgentConfig) -> None:
@@ -185,7 +197,7 @@ class EdgeAgent:
         self._pseudonymizer = Pseudonymizer(
             key=load_pseudonym_key(keys.key_file), key_id=keys.key_id
         )
-        tls = _client_tls(config)
+        self._tls = tls = _client_tls(config)
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edge-buffer")
         _salvage_if_damaged(config)
         self.buffer = Buffer(
@@ -258,6 +270,18 @@ class EdgeAgent:
         self.source_errors: collections.Counter[str] = collections.Counter()
         self.stage_errors: collections.Counter[str] = collections.Counter()
         self._buffer_statistics: BufferStatistics | None = None
+        self.started_ms = now_ms()
+        self.device_health = {
+            source.device: DeviceHealth(
+                name=source.config.name,
+                address=f"{source.config.host}:{source.config.port} unit {source.config.unit_id}",
+            )
+            for source in self.sources
+        }
+        self.core_health = CoreHealth(target=config.uplink.target)
+        self.mqtt_health = (
+            MqttHealth(broker=f"{config.mqtt.host}:{config.mqtt.port}") if config.mqtt else None
+        )
         if self.metrics is not None:
             self.metrics.publish(self.snapshot)
 
@@ -287,6 +311,7 @@ class EdgeAgent:
             now_ms=time.time_ns() // 1_000_000,
             breakers={s.config.name: self.breakers[s.device].state for s in self.sources},
             poll_errors=dict(self.source_errors),
+            devices=list(self.device_health.values()),
             stage_errors=dict(self.stage_errors),
             readings_validated={
                 "read": validation.readings - validation.estimated,
@@ -344,6 +369,7 @@ class EdgeAgent:
             "uplink": self.uplink.run,
             "prune": self._prune_loop,
             "pressure": self._pressure_loop,
+            "health": self._health_loop,
         }
         if self.mqtt is not None:
             loops["mqtt"] = functools.partial(self.mqtt.run, self.on_telemetry)
@@ -367,6 +393,40 @@ class EdgeAgent:
             with contextlib.suppress(BufferUnavailable):
                 await self.statistics()
             await asyncio.sleep(STATISTICS_SECONDS)
+
+    def health(self) -> AgentHealth:
+        """What the agent knows that its buffer does not hold (``edge_agent.health``)."""
+        self.core_health.stream_open = self.uplink.stream_open
+        self.core_health.last_broken = self.uplink.last_broken
+        if self.mqtt_health is not None and self.mqtt is not None:
+            self.mqtt_health.connected = self.mqtt.connected
+        return AgentHealth(
+            agent_id=self.config.agent.id,
+            pid=os.getpid(),
+            started_ms=self.started_ms,
+            written_ms=now_ms(),
+            devices=list(self.device_health.values()),
+            core=self.core_health,
+            mqtt=self.mqtt_health,
+        )
+
+    async def _health_loop(self) -> None:
+        """Ask the core's Health every minute; write the health record every few seconds."""
+        path = health_path(self.config.buffer.path)
+        checked = -CORE_CHECK_SECONDS
+        while True:
+            if time.monotonic() - checked >= CORE_CHECK_SECONDS:
+                checked = time.monotonic()
+                self.core_health = await check_core(
+                    self.config.uplink.target,
+                    self._tls,
+                    timeout_seconds=CORE_CHECK_TIMEOUT_SECONDS,
+                )
+            try:
+                await asyncio.to_thread(write_health, self.health(), path)
+            except OSError as exc:  # a full disk: the buffer's own alarms say more
+                log.debug("cannot write the health record %s: %s", path, exc)
+            await asyncio.sleep(HEALTH_SECONDS)
 
     async def _supervised(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         """Run ``loop`` for ever; after an unexpected error, log it and restart the loop.
@@ -393,6 +453,7 @@ class EdgeAgent:
         period = source.config.poll_interval_seconds
         breaker = self.breakers[source.device]
         await asyncio.sleep(period * index / max(1, len(self.sources)))
+        health = self.device_health[source.device]
         while True:
             started = time.monotonic()
             if self.pressure == "paused":
@@ -406,11 +467,17 @@ class EdgeAgent:
                 except (SourceError, BufferUnavailable) as exc:
                     self.source_errors[source.config.name] += 1
                     breaker.record_failure()
+                    health.failed(exc)
                     log.warning(
                         "poll of %s failed (%s, breaker %s)", source.config.name, exc, breaker.state
                     )
                 else:
                     breaker.record_success()
+                    health.polled(
+                        clock_offset_s=source.clock_offset_s,
+                        newest_interval_end=source.last_interval_end,
+                    )
+            health.follow(breaker)
             await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))
 
     async def poll_once(self, source: ModbusConcentrator) -> int:
@@ -474,6 +541,8 @@ class EdgeAgent:
         ):
             self.telemetry["shed"] += 1  # sensor detail goes first, billing data never
             return
+        if self.mqtt_health is not None:
+            self.mqtt_health.last_message_ms[transformer or topic] = now_ms()
         points = self.telemetry_validator.validate(message)
         if points is None:
             self.telemetry["duplicate"] += 1

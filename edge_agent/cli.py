@@ -14,23 +14,29 @@ import gc
 import json
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 
 from edge_agent import subject as subject_requests
 from edge_agent.agent import EdgeAgent, check_environment
 from edge_agent.config import AgentConfig, load_config
+from edge_agent.doctor import diagnose, render
+from edge_agent.dry_run import one_cycle
 from edge_agent.errors import BufferDamaged, ConfigError, EdgeError
-from edge_agent.keys import generate_pseudonym_key, generate_signing_key
+from edge_agent.follow import Follower
+from edge_agent.keys import generate_pseudonym_key, generate_signing_key, load_signing_key
+from edge_agent.probe import payload_check, probe_modbus, probe_mqtt, source_for
 from edge_agent.rotation import rotate_pseudonym_key
 from edge_agent.sinks.buffer import Buffer
 from edge_agent.sinks.uplink import ack_label
 from proto.observability import LogFormat, configure_logging, log_options
 
 EXIT_CONFIG = 78
+TAIL_SECONDS = 0.5  # how often `tail` looks for newly sealed batches
 
 
 def _print(data: Any) -> None:  # noqa: ANN401 - any JSON-serializable value
@@ -285,6 +291,176 @@ def run(config_path: Path) -> None:
             asyncio.run(serve())
     except EdgeError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def doctor(config_path: Path, *, as_json: bool) -> None:
+    """Say what is wrong at this gateway and what to do; exit 1 if anything needs action.
+
+    Devices, broker, buffer, uplink, clocks, keys and certificates, on one screen. Reads the
+    running agent's own figures; with the agent stopped, probes devices, broker and core itself.
+
+    Example: edge-agent doctor --config /etc/edge-agent/edge-agent.toml
+    """
+    config = _load(config_path)
+    diagnosis = asyncio.run(diagnose(config))
+    if as_json:
+        _print(diagnosis.as_json())
+    else:
+        click.echo(render(diagnosis))
+    sys.exit(1 if diagnosis.needs_action else 0)
+
+
+@main.group()
+def probe() -> None:
+    """Ask one concentrator or the broker directly, as a technician on site would."""
+
+
+def _host_port(value: str, default_port: int) -> tuple[str, int]:
+    host, _, port = value.rpartition(":") if ":" in value else (value, "", str(default_port))
+    try:
+        return host, int(port)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not HOST or HOST:PORT") from None
+
+
+@probe.command("modbus")
+@click.argument("address", metavar="HOST[:PORT]")
+@click.option(
+    "--unit", type=click.IntRange(1, 247), default=1, show_default=True, help="Modbus unit id."
+)
+@click.option(
+    "--address", "register", type=click.IntRange(0, 65_535), help="First holding register."
+)
+@click.option("--count", type=click.IntRange(1, 2_000), help="Registers to read.")
+@click.option(
+    "--word-order",
+    type=click.Choice(["high_first", "low_first"]),
+    default="high_first",
+    show_default=True,
+    help="As [[sources.modbus]] word_order.",
+)
+@click.option(
+    "--byte-order",
+    type=click.Choice(["big", "little"]),
+    default="big",
+    show_default=True,
+    help="As [[sources.modbus]] byte_order.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0.1, 60),
+    default=3.0,
+    show_default=True,
+    help="Seconds to wait for each answer.",
+)
+def probe_modbus_command(  # noqa: PLR0913, PLR0917 - one parameter per option
+    address: str,
+    unit: int,
+    register: int | None,
+    count: int | None,
+    word_order: Literal["high_first", "low_first"],
+    byte_order: Literal["big", "little"],
+    timeout: float,
+) -> None:
+    """Read a concentrator's header, clock and first records, decoded with the register map.
+
+    By default the first three meter records; --address and --count read other registers
+    (decoded when they are whole records, raw otherwise). Serials show their last 4 digits.
+    Exit 1 when the device does not answer as the register map says.
+
+    Example: edge-agent probe modbus 10.20.0.11:502 --unit 1
+    """
+    host, port = _host_port(address, 502)
+    source = source_for(
+        host, port, unit, timeout_seconds=timeout, word_order=word_order, byte_order=byte_order
+    )
+    result = asyncio.run(probe_modbus(source, address=register, count=count))
+    _print(dataclasses.asdict(result))
+    sys.exit(0 if result.ok else 1)
+
+
+@probe.command("mqtt")
+@config_option
+@click.option(
+    "--seconds",
+    type=click.FloatRange(0.5, 3_600),
+    default=10.0,
+    show_default=True,
+    help="How long to listen.",
+)
+def probe_mqtt_command(config_path: Path, seconds: float) -> None:
+    """Listen on the configured transformer topics and show what arrives, checked.
+
+    Uses a throwaway session: the agent's own session and its queued messages are left
+    alone. Each message is decoded as the agent would (ok, or why it would be quarantined).
+
+    Example: edge-agent probe mqtt --seconds 30
+    """
+    config = _load(config_path)
+    if config.mqtt is None:
+        raise click.ClickException("no [mqtt] section in the configuration")
+    topics = config.mqtt.topics
+    result = asyncio.run(
+        probe_mqtt(config.mqtt.host, config.mqtt.port, list(topics), listen_seconds=seconds)
+    )
+    for message in result.messages:
+        topic = str(message["topic"])
+        message["transformer"] = topics.get(topic, "")
+        message["check"] = payload_check(
+            str(message["payload"]).encode(), transformer=topics.get(topic, ""), topic=topic
+        )
+    _print(dataclasses.asdict(result))
+    sys.exit(0 if result.connected else 1)
+
+
+@main.command()
+@config_option
+def once(config_path: Path) -> None:
+    """Poll every device once, validate, and show what would be sealed; send nothing.
+
+    The buffer is only read (no cursor moves): stop the agent first, or it may lose a poll.
+
+    Example: edge-agent once --config /etc/edge-agent/edge-agent.toml
+    """
+    with _edge_errors():
+        _print(asyncio.run(one_cycle(_load(config_path))))
+
+
+@main.command()
+@config_option
+@click.option(
+    "--from-sequence",
+    type=click.IntRange(min=1),
+    help="Start with this batch (still retained) instead of the next one sealed.",
+)
+def tail(config_path: Path, from_sequence: int | None) -> None:
+    """Follow every reading and telemetry value as it is sealed, with its flags; Ctrl-C stops.
+
+    One line per value: sealed at, batch, device, meter (pseudonym prefix), interval, energy,
+    register, flags (`read` when none); quarantined items as they arrive.
+
+    Example: edge-agent tail --config /etc/edge-agent/edge-agent.toml
+    """
+    config = _load(config_path)
+    with _edge_errors():
+        public_key = load_signing_key(config.agent.signing_key_file).public_key()
+    with _read_only_buffer(config) as buffer:
+        newest = buffer.quarantined(limit=1)
+        follower = Follower(
+            buffer,
+            public_key,
+            {source.device: source.name for source in config.sources.modbus},
+            after_sequence=(from_sequence or buffer.statistics().next_sequence) - 1,
+            after_quarantine=newest[0]["id"] if newest else 0,
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                for line in follower.lines():
+                    click.echo(line)
+                time.sleep(TAIL_SECONDS)
 
 
 @main.command()

@@ -330,12 +330,3 @@ def parse_config(data: dict[str, Any], *, base: Path) -> AgentConfig:
             "is away; telemetry is then best-effort, not at-least-once"
         )
     return config
-    if config.mqtt.client_id is None:  # the MQTT session is named after the agent
-        mqtt = msgspec.structs.replace(config.mqtt, client_id=f"edge-agent-{config.agent.id}")
-        config = msgspec.structs.replace(config, mqtt=mqtt)
-    if config.mqtt.qos == 0:
-        log.warning(
-            "mqtt.qos = 0: the broker will not redeliver messages lost while the agent "
-            "is away; telemetry is then best-effort, not at-least-once"
-        )
-    return config

@@ -46,15 +46,26 @@ class BufferDamaged(BufferUnavailable):
 
 
 class SourceError(EdgeError):
-    """Reading a device failed; ``device`` names it."""
+    """Reading a device failed; ``device`` names it, ``kind`` says how (for diagnostics).
 
-    def __init__(self, device: str, problem: str) -> None:
+    Kinds: ``unreachable`` (no TCP connection), ``no_reply`` (connected, no answer in time: a
+    black hole), ``exception`` (a Modbus exception reply), ``malformed`` (an answer the
+    register map does not allow), ``failed`` (anything else).
+    """
+
+    kind = "failed"
+
+    def __init__(self, device: str, problem: str, *, kind: str | None = None) -> None:
         super().__init__(f"{device}: {problem}")
         self.device = device
+        if kind is not None:
+            self.kind = kind
 
 
 class MalformedReply(SourceError):  # noqa: N818 - named for what it is, like trio's names
     """The device answered with values the register map does not allow."""
+
+    kind = "malformed"
 
 
 class UplinkError(EdgeError):

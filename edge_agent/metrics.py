@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from edge_agent.health import DeviceHealth
 from edge_agent.sinks.buffer import PRESSURE_LEVELS, BufferStatistics
 from edge_agent.snapshot import AgentSnapshot
 
@@ -70,6 +71,7 @@ class _SnapshotCollector(Collector):
         now = self.snapshot()
         if now.buffer is not None:
             yield from _buffer(now.buffer, now.now_ms)
+        yield from _devices(now.devices)
         yield _labelled(
             CounterMetricFamily, "poll_errors", "Failed polls, by device", "device", now.poll_errors
         )
@@ -133,6 +135,40 @@ def _labelled(
     for key, value in sorted(values.items()):
         metric.add_metric([key], value)
     return metric
+
+
+def _devices(devices: list[DeviceHealth]) -> Iterator[Metric]:
+    """Each device's poll health: answering, last good read, clock, errors by kind."""
+    up = GaugeMetricFamily(
+        "meterpipe_edge_device_up",
+        "1 if the device's last poll succeeded, 0 if it failed (absent before the first)",
+        labels=["device"],
+    )
+    last_good = GaugeMetricFamily(
+        "meterpipe_edge_device_last_good_poll_timestamp_seconds",
+        "When the device was last read and its readings committed (Unix time)",
+        labels=["device"],
+    )
+    clock = GaugeMetricFamily(
+        "meterpipe_edge_device_clock_offset_seconds",
+        "The device's clock minus the gateway's, at the last header read",
+        labels=["device"],
+    )
+    errors = CounterMetricFamily(
+        "meterpipe_edge_device_errors",
+        "Failed polls by kind: unreachable, no_reply, exception, malformed, buffer, failed",
+        labels=["device", "kind"],
+    )
+    for device in devices:
+        if device.reachable is not None:
+            up.add_metric([device.name], float(device.last_good_ms == device.last_attempt_ms))
+        if device.last_good_ms:
+            last_good.add_metric([device.name], device.last_good_ms / 1000)
+        if device.clock_offset_s is not None:
+            clock.add_metric([device.name], device.clock_offset_s)
+        for kind, count in sorted(device.errors.items()):
+            errors.add_metric([device.name, kind], count)
+    yield from (up, last_good, clock, errors)
 
 
 def _buffer(stats: BufferStatistics, now_ms: int) -> Iterator[Metric]:

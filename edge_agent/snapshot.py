@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edge_agent.health import DeviceHealth
 from edge_agent.sinks.buffer import BufferStatistics
 from edge_agent.sinks.uplink import UplinkStatistics
 
@@ -20,6 +21,7 @@ class AgentSnapshot:
     now_ms: int
     breakers: dict[str, str]  # device name -> closed, open or half_open
     poll_errors: dict[str, int]  # device name -> failed polls
+    devices: list[DeviceHealth]  # each device as its poll loop last saw it
     stage_errors: dict[str, int]  # loop name -> unexpected failures
     readings_validated: dict[str, int]  # readings, estimated, suspect, quarantined, late
     telemetry: dict[str, int]  # messages, duplicate, shed, malformed:<kind>

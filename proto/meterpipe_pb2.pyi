@@ -169,15 +169,17 @@ class HealthRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class HealthReply(_message.Message):
-    __slots__ = ("serving", "version", "schema_version", "storage", "detail")
+    __slots__ = ("serving", "version", "schema_version", "storage", "detail", "time_ms")
     SERVING_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     STORAGE_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    TIME_MS_FIELD_NUMBER: _ClassVar[int]
     serving: bool
     version: str
     schema_version: int
     storage: str
     detail: str
-    def __init__(self, serving: _Optional[bool] = ..., version: _Optional[str] = ..., schema_version: _Optional[int] = ..., storage: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+    time_ms: int
+    def __init__(self, serving: _Optional[bool] = ..., version: _Optional[str] = ..., schema_version: _Optional[int] = ..., storage: _Optional[str] = ..., detail: _Optional[str] = ..., time_ms: _Optional[int] = ...) -> None: ...

@@ -9,6 +9,7 @@ one synchronous call on the event loop, so a read never sees half of an interval
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -57,6 +58,8 @@ class Concentrator:
         self.last_interval_end = 0
         self.selected = 0
         self.request_fault: RequestFault = lambda: None
+        # The device's clock (registers 8-9) against the wall clock: a clock_skew fault sets it.
+        self.clock_offset_seconds = 0.0
         self.faults_served = 0
         self._live = np.zeros(register_map.meter_address(n), dtype=np.uint16)
         self._live_list: list[int] = self._live.tolist()
@@ -118,6 +121,15 @@ class Concentrator:
         self._set_header()
         self._live_list = self._live.tolist()
         self._history_cache = None
+
+    def _fill_clock(self, registers: list[int], shift: int, address: int, count: int) -> None:
+        """Put the device clock, read now, where a read covers registers 8-9."""
+        clock = register_map.DEVICE_CLOCK_ADDRESS
+        if address < clock + 2 and address + count > clock:
+            words = register_map.clock_registers(time.time() + self.clock_offset_seconds)
+            for index, word in enumerate(words):
+                if address <= clock + index < address + count:
+                    registers[shift + clock + index] = word
 
     def history_registers(self, selected: int) -> list[int]:
         """Input registers answering for interval ``selected`` (empty records if not held)."""
@@ -191,6 +203,7 @@ class Concentrator:
         offset = address - start_address
         if function_code == READ_HOLDING:
             current_registers[offset : offset + count] = self._live_list[address : address + count]
+            self._fill_clock(current_registers, offset - address, address, count)
         elif function_code == READ_INPUT:
             words = self.history_registers(self.selected)
             current_registers[offset : offset + count] = words[address : address + count]

@@ -222,8 +222,10 @@ class Field:
         register = state.true_register + state.offset
         wrapped = np.flatnonzero(register // REGISTER_MODULUS > before // REGISTER_MODULUS)
         register = register % REGISTER_MODULUS
-        reported_end = end + self._clock_skew(spec, end, hour, truth)
+        skew = self._clock_skew(spec, end, hour, truth)
+        reported_end = end + skew
         device = self.concentrators[spec.name]
+        device.clock_offset_seconds = skew  # its clock registers are off by as much
         device.publish(
             interval_end=reported_end,
             energy=served,

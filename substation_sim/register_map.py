@@ -13,6 +13,7 @@ import numpy as np
 REGISTER_MAP_VERSION = 1
 HEADER_ADDRESS = 0
 HEADER_REGISTERS = 8
+DEVICE_CLOCK_ADDRESS = 8  # u32: the device's clock now, Unix seconds (filled as each read asks)
 SELECTOR_ADDRESS = 10  # u32: interval end the history (input registers) should answer for
 SELECTOR_REGISTERS = 2
 METER_TABLE_ADDRESS = 100
@@ -41,6 +42,11 @@ def header_registers(
         history_depth,
         *_words(oldest_held, 2),
     ]
+
+
+def clock_registers(now: float) -> list[int]:
+    """Registers 8-9: the device clock, whole Unix seconds, high word first."""
+    return _words(int(now), 2)
 
 
 def history_header_registers(*, meter_count: int, selected: int, status: int) -> list[int]:

@@ -51,6 +51,13 @@ def test_a_full_buffer_sheds_telemetry_pauses_polling_and_loses_no_interval(
         status = json.loads(agent.command("status").stdout)
         assert status["pressure"] == "paused", status
         assert status["fill"] > 0.2
+        doctor = agent.command("doctor", "--json")
+        assert doctor.returncode == 1, doctor.stderr
+        fill = next(f for f in json.loads(doctor.stdout)["findings"] if f["subject"] == "fill")
+        assert fill["state"] == "action", fill
+        assert "pressure paused" in fill["seen"]
+        assert "polling paused" in fill["seen"]
+        assert "get batches delivered" in fill["todo"]
         clock.join(timeout=120)
         core = subprocess.Popen(
             [str(BIN / "core-ingest"), "serve", "--dsn", core_dsn(storage_dsn), "--listen", target],

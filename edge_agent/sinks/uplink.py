@@ -40,6 +40,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from edge_agent.errors import BufferUnavailable, UplinkBroken
+from edge_agent.health import CoreHealth, now_ms
 from edge_agent.keys import ClientTls
 from edge_agent.sinks.bandwidth import BURST_SECONDS, TokenBucket
 from edge_agent.sinks.buffer import Buffer, StoredBatch
@@ -64,6 +65,54 @@ COMPRESSION = {"none": grpc.Compression.NoCompression, "gzip": grpc.Compression.
 
 BufferCall = Callable[..., Awaitable[Any]]
 StreamCall: TypeAlias = grpc.aio.StreamStreamCall
+
+
+def open_channel(
+    target: str,
+    tls: ClientTls | None,
+    compression: grpc.Compression = grpc.Compression.NoCompression,
+) -> grpc.aio.Channel:
+    """A new channel to the core: mutual TLS if configured, with the given compression."""
+    if tls is None:
+        return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS, compression=compression)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=tls.authority,
+        private_key=tls.private_key,
+        certificate_chain=tls.certificate,
+    )
+    options: tuple[tuple[str, int | str], ...] = CHANNEL_OPTIONS
+    if tls.server_name:
+        options += (("grpc.ssl_target_name_override", tls.server_name),)
+    return grpc.aio.secure_channel(target, credentials, options=options, compression=compression)
+
+
+async def check_core(target: str, tls: ClientTls | None, *, timeout_seconds: float) -> CoreHealth:
+    """Ask the core's ``Health`` on a fresh channel: reachable, serving, clock, round trip.
+
+    The clock offset is the gateway's clock minus the core's, against the middle of the
+    exchange: it is uncertain by half the round trip.
+    """
+    health = CoreHealth(target=target, checked_ms=now_ms())
+    started = time.monotonic()
+    try:
+        async with open_channel(target, tls) as channel:
+            reply = await pb_grpc.IngestStub(channel).Health(
+                pb.HealthRequest(), timeout=timeout_seconds
+            )
+    except grpc.aio.AioRpcError as exc:
+        health.reachable = False
+        health.detail = _describe(exc)
+        return health
+    round_trip = time.monotonic() - started
+    health.reachable = True
+    health.serving = reply.serving
+    health.version = reply.version
+    health.detail = reply.detail
+    health.round_trip_s = round(round_trip, 4)
+    if reply.time_ms:
+        middle_ms = health.checked_ms + round_trip * 500
+        health.clock_offset_s = round((middle_ms - reply.time_ms) / 1000, 3)
+    return health
 
 
 def backoff_delay(attempt: int, *, rng: random.Random) -> float:
@@ -178,6 +227,12 @@ class Uplink:
         self.keep_delivered = True  # False while the buffer is under pressure
         self._session_now: _Session | None = None
         self._observe_round_trip = observe_round_trip
+        self.last_broken = ""  # why the last stream ended, for diagnostics
+
+    @property
+    def stream_open(self) -> bool:
+        """Whether a stream is open now and the core has answered on it."""
+        return self._session_now is not None and self._session_now.answered
 
     @property
     def unanswered(self) -> int:
@@ -208,6 +263,8 @@ class Uplink:
                     cause, (grpc.aio.AioRpcError, BufferUnavailable, UplinkBroken)
                 )
                 attempt = 0 if session.answered else attempt
+                self._session_now = None
+                self.last_broken = str(exc)
                 delay = backoff_delay(attempt, rng=self._rng)
                 attempt += 1
                 log.log(
@@ -221,22 +278,7 @@ class Uplink:
                 await asyncio.sleep(delay)
 
     def _channel(self) -> grpc.aio.Channel:
-        """A new channel to the core: mutual TLS if configured, with the configured compression."""
-        if self._tls is None:
-            return grpc.aio.insecure_channel(
-                self.target, options=CHANNEL_OPTIONS, compression=self._compression
-            )
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=self._tls.authority,
-            private_key=self._tls.private_key,
-            certificate_chain=self._tls.certificate,
-        )
-        options: tuple[tuple[str, int | str], ...] = CHANNEL_OPTIONS
-        if self._tls.server_name:
-            options += (("grpc.ssl_target_name_override", self._tls.server_name),)
-        return grpc.aio.secure_channel(
-            self.target, credentials, options=options, compression=self._compression
-        )
+        return open_channel(self.target, self._tls, self._compression)
 
     async def _session(self, session: _Session) -> None:
         """One stream until it breaks; every way it can end becomes ``UplinkBroken``."""

@@ -44,6 +44,13 @@ class CircuitBreaker:
             return "closed"
         return "open" if self._clock() < self._open_until else "half_open"
 
+    def seconds_to_trial(self) -> float | None:
+        """While open: how long until the next trial poll; otherwise None."""
+        if self._open_until is None:
+            return None
+        wait = self._open_until - self._clock()
+        return wait if wait > 0 else None
+
     def allow(self) -> bool:
         """Whether a request may go to the device now."""
         return self.state != "open"

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from edge_agent.config import ModbusSourceConfig
 from edge_agent.errors import MalformedReply, SourceError
@@ -73,6 +73,7 @@ class ModbusConcentrator:
         self.lost_intervals = 0
         self.rereads = 0  # reads taken again because a record looked like a garbage reply
         self._went_back_to = 0  # the last backward header step alarmed, so it is said once
+        self.clock_offset_s: float | None = None  # device clock - gateway clock, last header
 
     async def _connected(self) -> AsyncModbusTcpClient:
         if self._client is None:
@@ -84,13 +85,13 @@ class ModbusConcentrator:
                 reconnect_delay=0,  # the agent's poll loop and breaker decide when to try again
             )
         if not self._client.connected and not await self._client.connect():
-            raise SourceError(self.device, "cannot connect")
+            raise SourceError(self.device, "cannot connect", kind="unreachable")
         return self._client
 
     def _check(self, reply: object, what: str) -> None:
         if reply.isError():  # type: ignore[attr-defined]
             code = getattr(reply, "exception_code", "?")
-            raise SourceError(self.device, f"exception reply {code} to {what}")
+            raise SourceError(self.device, f"exception reply {code} to {what}", kind="exception")
 
     async def _read(self, address: int, count: int, *, history: bool = False) -> list[int]:
         """One block read (holding registers, or input registers for the history)."""
@@ -100,13 +101,21 @@ class ModbusConcentrator:
         try:
             reply = await read(address, count=count, device_id=self.config.unit_id)
         except (ModbusException, ValueError) as exc:
-            raise SourceError(self.device, f"{what} failed: {exc}") from exc
+            raise SourceError(self.device, f"{what} failed: {exc}", kind=_kind(exc)) from exc
         _honour_cancellation()
         self.reads += 1
         self._check(reply, what)
         if len(reply.registers) != count:
-            raise SourceError(self.device, f"{what}: got {len(reply.registers)} registers")
+            raise MalformedReply(self.device, f"{what}: got {len(reply.registers)} registers")
         return register_map.swap_bytes(list(reply.registers), self.config.byte_order)
+
+    async def read_registers(self, address: int, count: int) -> list[int]:
+        """Holding registers from ``address``, in reads of whole records (for probes)."""
+        step = register_map.RECORDS_PER_READ * register_map.METER_RECORD_REGISTERS
+        words: list[int] = []
+        for start in range(address, address + count, step):
+            words += await self._read(start, min(step, address + count - start))
+        return words
 
     async def _select(self, interval_end: int) -> None:
         """Point the history area at ``interval_end`` (holding registers 10-11)."""
@@ -119,7 +128,9 @@ class ModbusConcentrator:
                 device_id=self.config.unit_id,
             )
         except (ModbusException, ValueError) as exc:
-            raise SourceError(self.device, f"history selector write failed: {exc}") from exc
+            raise SourceError(
+                self.device, f"history selector write failed: {exc}", kind=_kind(exc)
+            ) from exc
         _honour_cancellation()
         self._check(reply, "history selector write")
 
@@ -161,10 +172,20 @@ class ModbusConcentrator:
                 start after its newest interval.
 
         """
-        words = await self._read(register_map.HEADER_ADDRESS, register_map.HEADER_REGISTERS)
+        asked = time.time()
+        words = await self._read(register_map.HEADER_ADDRESS, register_map.HEADER_READ_REGISTERS)
+        answered = time.time()
         header = register_map.decode_header(
-            words, device=self.device, word_order=self.config.word_order
+            words[: register_map.HEADER_REGISTERS],
+            device=self.device,
+            word_order=self.config.word_order,
         )
+        clock = register_map.decode_clock(
+            words[register_map.DEVICE_CLOCK_ADDRESS :], self.config.word_order
+        )
+        # A clock shows the second it is in: on average half a second has passed. Against the
+        # middle of the exchange, so the error is under half a second plus half the round trip.
+        self.clock_offset_s = None if clock is None else clock + 0.5 - (asked + answered) / 2
         if header.oldest_held > header.last_interval_end:
             raise MalformedReply(
                 self.device,
@@ -313,6 +334,15 @@ class ModbusConcentrator:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _kind(exc: Exception) -> str:
+    """How a pymodbus call failed, in ``SourceError.kind``'s terms."""
+    if isinstance(exc, ConnectionException):
+        return "unreachable"
+    if isinstance(exc, ModbusIOException):
+        return "no_reply"  # pymodbus' "No response received": connected, nothing came back
+    return "failed"
 
 
 def _honour_cancellation() -> None:

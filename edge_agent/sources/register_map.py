@@ -20,6 +20,8 @@ DEVICE_ALARM = int(QualityFlag.DEVICE_ALARM)  # a plain int: flags are OR-ed per
 REGISTER_MAP_VERSION = 1
 HEADER_ADDRESS = 0
 HEADER_REGISTERS = 8
+DEVICE_CLOCK_ADDRESS = 8  # u32: the concentrator's clock now, Unix seconds; 0: not reported
+HEADER_READ_REGISTERS = 10  # the header and the device clock, in one read
 SELECTOR_ADDRESS = 10  # u32, writable: the interval the history (input registers) answers for
 HISTORY_HELD = 0
 METER_TABLE_ADDRESS = 100
@@ -109,6 +111,11 @@ def decode_header(
         history_depth=words[5],
         oldest_held=_unsigned(words[6:8], word_order),
     )
+
+
+def decode_clock(words: list[int], word_order: str = "high_first") -> int | None:
+    """The device clock of registers 8-9, Unix seconds; None when the device reports none (0)."""
+    return _unsigned(words, word_order) or None
 
 
 def decode_history_header(

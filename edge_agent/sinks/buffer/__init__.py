@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edge_agent.sinks.buffer.ledger import BatchLedger, SealFunction, StoredBatch
+from edge_agent.sinks.buffer.ledger import BatchLedger, DeliveryRecord, SealFunction, StoredBatch
 from edge_agent.sinks.buffer.schema import TABLES
 from edge_agent.sinks.buffer.staging import PendingData
 from edge_agent.sinks.buffer.state import PRESSURE_LEVELS
@@ -32,6 +32,7 @@ __all__ = [
     "TABLES",
     "Buffer",
     "BufferStatistics",
+    "DeliveryRecord",
     "SealFunction",
     "StoredBatch",
     "SubjectHoldings",

@@ -28,6 +28,16 @@ class StoredBatch:
     readings: int
 
 
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """What the ledger says about delivery: the last answer, refusals, the oldest unsent."""
+
+    last_answer_ms: int | None  # when the core's last answer was recorded
+    last_answer_sequence: int | None  # the batch it answered
+    refused: dict[str, int]  # outcome label (e.g. rejected:BAD_SIGNATURE) -> batches kept
+    oldest_pending_batch_ms: int | None  # when the oldest batch not delivered was sealed
+
+
 # (meter readings, telemetry points, sequence, key rotations) -> the serialized SignedBatch
 SealFunction = Callable[
     [list[PseudonymousReading], list[TelemetryPoint], int, list[Rotation]], bytes
@@ -125,6 +135,17 @@ class BatchLedger(BufferFile):
         )
         return StoredBatch(sequence, signed, readings)
 
+    def delivery(self) -> DeliveryRecord:
+        """The last answer recorded, the refusals kept by reason, the oldest batch unsent."""
+        state = dict(self._query("SELECT key, value FROM agent_state"))
+        refused = self._query(
+            "SELECT outcome, count(*) FROM batches WHERE state = 'rejected' GROUP BY outcome"
+        )
+        ((oldest,),) = self._query("SELECT min(created_ms) FROM batches WHERE state = 'pending'")
+        return DeliveryRecord(
+            state.get("last_answer_ms"), state.get("last_answer_sequence"), dict(refused), oldest
+        )
+
     def retained_batches(self, *, from_sequence: int) -> list[StoredBatch]:
         """Every batch still on disk with sequence >= ``from_sequence``, whatever its state."""
         rows = self._query(
@@ -141,21 +162,20 @@ class BatchLedger(BufferFile):
         With ``keep`` False (the buffer is under pressure) a delivered batch is deleted at once
         instead of kept for resend: that frees space and needs none.
         """
-        if not keep and not refused:
-            with self._transaction():
-                self._db.execute("DELETE FROM batches WHERE sequence = ?", (sequence,))
-            return
+        now_ms = time.time_ns() // 1_000_000
         with self._transaction():
-            self._db.execute(
-                "UPDATE batches SET state = ?, outcome = ?, detail = ?, acknowledged_ms = ? "
-                "WHERE sequence = ?",
-                (
-                    "rejected" if refused else "acknowledged",
-                    outcome,
-                    detail,
-                    time.time_ns() // 1_000_000,
-                    sequence,
-                ),
+            if not keep and not refused:
+                self._db.execute("DELETE FROM batches WHERE sequence = ?", (sequence,))
+            else:
+                self._db.execute(
+                    "UPDATE batches SET state = ?, outcome = ?, detail = ?, acknowledged_ms = ?"
+                    " WHERE sequence = ?",
+                    ("rejected" if refused else "acknowledged", outcome, detail, now_ms, sequence),
+                )
+            # Kept apart from the batch, which retention and pressure delete: for diagnostics.
+            self._db.executemany(
+                "INSERT OR REPLACE INTO agent_state VALUES (?, ?)",
+                (("last_answer_ms", now_ms), ("last_answer_sequence", sequence)),
             )
 
     def prune(self, *, retain_seconds: float, now_ms: int | None = None) -> int:

@@ -120,10 +120,17 @@ class PendingData(AgentState):
 
     def quarantined(self, *, limit: int = 100) -> list[dict[str, Any]]:
         """The most recent quarantined items, newest first."""
+        return self._quarantine_rows("ORDER BY id DESC LIMIT ?", limit)
+
+    def quarantined_after(self, last_id: int) -> list[dict[str, Any]]:
+        """Quarantined items after the one with id ``last_id``, oldest first (``tail``)."""
+        return self._quarantine_rows("WHERE id > ? ORDER BY id", last_id)
+
+    def _quarantine_rows(self, clauses: str, value: int) -> list[dict[str, Any]]:
         rows = self._query(
-            "SELECT id, received_ms, source, device, reason, payload FROM quarantine"
-            " ORDER BY id DESC LIMIT ?",
-            (limit,),
+            "SELECT id, received_ms, source, device, reason, payload FROM quarantine "  # noqa: S608
+            + clauses,  # one of the two constant clauses above
+            (value,),
         )
         keys = ("id", "received_ms", "source", "device", "reason", "payload")
         return [dict(zip(keys, row, strict=True)) for row in rows]

@@ -1,0 +1,543 @@
+"""``edge-agent doctor``: what is wrong at this gateway, and what to do about it.
+
+Each finding names a part (the agent, a device, MQTT, the buffer, the uplink, the clocks, the
+keys), says what was seen and, when something needs doing, what to do. While the agent runs,
+what only it knows (devices, broker, core) comes from its health record (``edge_agent.health``);
+when it does not, the doctor probes for itself. The buffer is read directly either way (read
+only, beside a running agent), and the keys and certificates are checked on disk. Nothing here
+needs the core to be reachable: an unreachable core is one of the findings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import shutil
+import textwrap
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from edge_agent.config import AgentConfig, ModbusSourceConfig
+from edge_agent.errors import EdgeError
+from edge_agent.health import (
+    AgentHealth,
+    CoreHealth,
+    DeviceHealth,
+    health_path,
+    is_fresh,
+    now_ms,
+    read_health,
+)
+from edge_agent.keys import load_client_tls, load_pseudonym_key, load_signing_key
+from edge_agent.probe import probe_modbus, probe_mqtt
+from edge_agent.sinks.buffer import Buffer, BufferStatistics, DeliveryRecord
+from edge_agent.sinks.uplink import check_core
+
+OK, WARN, ACTION = "ok", "warn", "action"
+CLOCK_RESOLUTION_SECONDS = 1.5  # whole seconds in the register, and half a round trip
+CLOCK_WARN_SECONDS = 10.0  # device or gateway clock off by more: a warning
+CLOCK_ACTION_SECONDS = 30.0  # off by more: set the clock (interval ends carry device time)
+CERTIFICATE_ACTION_DAYS = 30  # renew a TLS certificate this long before it expires
+BACKLOG_WARN_SECONDS = 3_600  # readings waiting longer than this for the core: a warning
+FILL_WARN = 0.5  # the buffer's fill (below the shedding level) that deserves a look
+DISK_ACTION_BYTES = 100 * 1024 * 1024  # free space on the buffer's disk below this: act
+SILENT_TRANSFORMER_SECONDS = 900  # no MQTT message from a transformer for this long
+CORE_TIMEOUT_SECONDS = 5.0
+
+# What to do about a device failing in each way (SourceError.kind).
+DEVICE_ADVICE = {
+    "unreachable": "check the concentrator's power, cable and IP address, then"
+    " `edge-agent probe modbus {address}`",
+    "no_reply": "it takes connections but does not answer: check the unit id, that no other"
+    " master polls it, and power-cycle it; `edge-agent probe modbus {address}`",
+    "exception": "it answers with Modbus exceptions: check the unit id and that it speaks"
+    " register map version 1",
+    "malformed": "it answers outside the register map: check word_order and byte_order in"
+    " [[sources.modbus]]; `edge-agent probe modbus {address}`",
+    "buffer": "its readings could not be committed: see BUFFER",
+    "failed": "see the agent's log: `journalctl -u edge-agent`",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing the doctor looked at: how it stands, and what to do when it needs action."""
+
+    part: str  # agent, device, mqtt, buffer, uplink, clock, keys
+    subject: str  # which one: a device's name, a key file, ...
+    state: str  # ok, warn or action
+    seen: str  # what was seen, in words and readable times
+    todo: str = ""  # what to do (empty when nothing)
+
+
+@dataclass
+class Diagnosis:
+    """All findings, and how they were made."""
+
+    agent_id: str
+    checked_ms: int
+    agent_running: bool
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def needs_action(self) -> bool:
+        """Whether any finding needs action (the command's exit code is then 1)."""
+        return any(finding.state == ACTION for finding in self.findings)
+
+    def as_json(self) -> dict[str, Any]:
+        """For ``--json``: the findings, with times as ISO 8601."""
+        return {
+            "agent_id": self.agent_id,
+            "checked_at": iso(self.checked_ms),
+            "agent_running": self.agent_running,
+            "needs_action": self.needs_action,
+            "findings": [asdict(finding) for finding in self.findings],
+        }
+
+
+async def diagnose(config: AgentConfig) -> Diagnosis:
+    """Look at everything and say what stands how."""
+    checked = now_ms()
+    health = read_health(health_path(config.buffer.path))
+    running = health is not None and is_fresh(health, at_ms=checked)
+    diagnosis = Diagnosis(config.agent.id, checked, running)
+    found = diagnosis.findings
+    found.append(_agent(health if running else None, health, checked))
+    if running and health is not None:
+        found += [_device(device, checked) for device in health.devices]
+        found += _mqtt_running(config, health, checked)
+        core = health.core
+    else:
+        found += await _devices_probed(config)
+        found += await _mqtt_probed(config)
+        core = await check_core(
+            config.uplink.target, _tls_or_none(config), timeout_seconds=CORE_TIMEOUT_SECONDS
+        )
+    found += _buffer(config, checked)
+    found += [_core(core, checked, running=running), _clock(core)]
+    found += _keys(config, checked)
+    return diagnosis
+
+
+def _agent(running: AgentHealth | None, last: AgentHealth | None, at_ms: int) -> Finding:
+    if running is not None:
+        return Finding(
+            "agent",
+            f"pid {running.pid}",
+            OK,
+            f"running since {when(running.started_ms, at_ms)}; figures below are its own",
+        )
+    seen = "not running"
+    if last is not None:
+        seen += f" (last alive {when(last.written_ms, at_ms)})"
+    return Finding(
+        "agent",
+        "edge-agent",
+        ACTION,
+        seen + "; devices, broker and core probed by the doctor itself",
+        "start it: `systemctl start edge-agent`; why it stopped: `journalctl -u edge-agent`",
+    )
+
+
+def _device(device: DeviceHealth, at_ms: int) -> Finding:
+    """A device as the running agent's poll loop saw it."""
+    address = device.address.replace(" unit ", " --unit ")
+    if device.reachable is None and not device.errors:
+        return Finding("device", device.name, WARN, f"{device.address}: not polled yet")
+    if device.last_attempt_ms != device.last_good_ms:
+        kind = device.last_error_kind or "failed"
+        seen = f"{device.address}: {KIND_WORDS.get(kind, kind)} since"
+        seen += f" {when(device.failing_since_ms, at_ms)}"
+        seen += f"; failed polls: {_counts(device.errors)}"
+        if device.last_good_ms:
+            seen += f"; last good read {when(device.last_good_ms, at_ms)}"
+        if device.breaker == "open" and device.next_trial_ms:
+            seen += f"; breaker open, next try {when(device.next_trial_ms, at_ms)}"
+        return Finding(
+            "device", device.name, ACTION, seen, DEVICE_ADVICE[kind].format(address=address)
+        )
+    seen = f"{device.address}: read {when(device.last_good_ms, at_ms)}"
+    if device.newest_interval_end:
+        seen += f", newest interval {when(device.newest_interval_end * 1000, at_ms)}"
+    return _with_clock(Finding("device", device.name, OK, seen), device.clock_offset_s)
+
+
+KIND_WORDS = {
+    "unreachable": "unreachable",
+    "no_reply": "not answering (connects, no reply)",
+    "exception": "answering with exceptions",
+    "malformed": "answering outside the register map",
+    "buffer": "read, but not committed",
+    "failed": "failing",
+}
+
+
+def _with_clock(finding: Finding, offset: float | None) -> Finding:
+    """Add the device's clock to an answering device's finding, raised when far off."""
+    if offset is None:
+        return Finding(
+            finding.part, finding.subject, finding.state, finding.seen + "; clock not reported"
+        )
+    seen = f"{finding.seen}; clock {_offset(offset)} the gateway's"
+    if abs(offset) <= CLOCK_WARN_SECONDS:
+        return Finding(finding.part, finding.subject, finding.state, seen)
+    state = ACTION if abs(offset) > CLOCK_ACTION_SECONDS else WARN
+    return Finding(
+        finding.part,
+        finding.subject,
+        state,
+        seen,
+        "set the concentrator's clock (its time source or NTP): readings carry its interval"
+        " ends, so a wrong clock shifts them",
+    )
+
+
+async def _devices_probed(config: AgentConfig) -> list[Finding]:
+    """Each configured device asked once, all at the same time."""
+    return list(await asyncio.gather(*(_device_probed(source) for source in config.sources.modbus)))
+
+
+async def _device_probed(source: ModbusSourceConfig) -> Finding:
+    probe = await probe_modbus(source, count=0)
+    address = f"{source.host}:{source.port} unit {source.unit_id}"
+    if not probe.ok or probe.header is None:
+        advice = DEVICE_ADVICE.get(probe.kind, DEVICE_ADVICE["failed"])
+        return Finding(
+            "device",
+            source.name,
+            ACTION,
+            f"{address}: {KIND_WORDS.get(probe.kind, probe.kind)} ({probe.error})",
+            advice.format(address=address.replace(" unit ", " --unit ")),
+        )
+    header = probe.header
+    seen = f"{address}: answers, {header.meter_count} meters"
+    if header.last_interval_end:
+        seen += f", newest interval {when(header.last_interval_end * 1000, now_ms())}"
+    return _with_clock(Finding("device", source.name, OK, seen), probe.clock_offset_s)
+
+
+def _mqtt_running(config: AgentConfig, health: AgentHealth, at_ms: int) -> list[Finding]:
+    mqtt, seen_by = config.mqtt, health.mqtt
+    if mqtt is None or seen_by is None:
+        return []
+    if not seen_by.connected:
+        return [_broker_down(seen_by.broker, "the agent is not connected")]
+    found = [Finding("mqtt", seen_by.broker, OK, "connected")]
+    for transformer in sorted({t.transformer_id for t in mqtt.transformers}):
+        last = seen_by.last_message_ms.get(transformer)
+        if last is not None and at_ms - last <= SILENT_TRANSFORMER_SECONDS * 1000:
+            found.append(Finding("mqtt", transformer, OK, f"last message {when(last, at_ms)}"))
+            continue
+        seen = f"last message {when(last, at_ms)}" if last else "no message since the agent started"
+        found.append(
+            Finding(
+                "mqtt",
+                transformer,
+                WARN,
+                seen,
+                "check the sensor's gateway and its topic: `edge-agent probe mqtt`",
+            )
+        )
+    return found
+
+
+async def _mqtt_probed(config: AgentConfig) -> list[Finding]:
+    mqtt = config.mqtt
+    if mqtt is None:
+        return []
+    probe = await probe_mqtt(mqtt.host, mqtt.port, [], listen_seconds=0)
+    if not probe.connected:
+        return [_broker_down(probe.broker, probe.error)]
+    return [Finding("mqtt", probe.broker, OK, "the broker accepts connections")]
+
+
+def _broker_down(broker: str, why: str) -> Finding:
+    return Finding(
+        "mqtt",
+        broker,
+        ACTION,
+        f"broker unreachable ({why}); transformers queue at their side or are lost",
+        "check the broker: `systemctl status mosquitto`, and [mqtt] host and port",
+    )
+
+
+def _buffer(config: AgentConfig, at_ms: int) -> list[Finding]:
+    path = config.buffer.path
+    if not path.exists():
+        return [Finding("buffer", str(path), WARN, "no buffer yet", "start the agent")]
+    try:
+        buffer = Buffer(path, read_only=True)
+    except EdgeError as exc:
+        return [Finding("buffer", str(path), ACTION, str(exc), "see `edge-agent check-config`")]
+    try:
+        stats, delivery = buffer.statistics(), buffer.delivery()
+    except EdgeError as exc:
+        return [Finding("buffer", str(path), ACTION, str(exc), "see `edge-agent check-config`")]
+    finally:
+        buffer.close()
+    return [
+        _buffer_fill(config, path, stats),
+        _disk(path),
+        _backlog(stats, delivery, at_ms),
+        *_refused(delivery),
+    ]
+
+
+def _buffer_fill(config: AgentConfig, path: Path, stats: BufferStatistics) -> Finding:
+    wal = Path(f"{path}-wal")
+    wal_bytes = wal.stat().st_size if wal.exists() else 0
+    seen = (
+        f"{stats.fill:.0%} of {_size(config.buffer.max_bytes)} used, pressure {stats.pressure};"
+        f" file {_size(path.stat().st_size)}, WAL {_size(wal_bytes)}"
+    )
+    if stats.pressure != "normal":
+        return Finding(
+            "buffer",
+            "fill",
+            ACTION,
+            seen + (": polling paused" if stats.pressure == "paused" else ": telemetry thinned"),
+            "get batches delivered (see UPLINK), or raise buffer.max_bytes if the disk has room",
+        )
+    if stats.fill > FILL_WARN:
+        return Finding("buffer", "fill", WARN, seen, "watch the uplink: the buffer is filling")
+    return Finding("buffer", "fill", OK, seen)
+
+
+def _disk(path: Path) -> Finding:
+    usage = shutil.disk_usage(path.parent)
+    seen = f"{_size(usage.free)} free of {_size(usage.total)} on {path.parent}"
+    if usage.free < DISK_ACTION_BYTES:
+        return Finding(
+            "buffer", "disk", ACTION, seen, "free space there: the buffer cannot grow, nor the WAL"
+        )
+    return Finding("buffer", "disk", OK, seen)
+
+
+def _backlog(stats: BufferStatistics, delivery: DeliveryRecord, at_ms: int) -> Finding:
+    waiting = [t for t in (stats.oldest_pending_poll_ms, delivery.oldest_pending_batch_ms) if t]
+    seen = (
+        f"{stats.pending_batches} batches and {stats.pending_readings + stats.pending_telemetry}"
+        " values unsent"
+    )
+    if not waiting:
+        return Finding("buffer", "backlog", OK, seen)
+    oldest = min(waiting)
+    seen += f", oldest {when(oldest, at_ms)}"
+    if at_ms - oldest > BACKLOG_WARN_SECONDS * 1000:
+        return Finding("buffer", "backlog", WARN, seen, "see UPLINK: the core is not taking them")
+    return Finding("buffer", "backlog", OK, seen)
+
+
+def _refused(delivery: DeliveryRecord) -> list[Finding]:
+    if not delivery.refused:
+        return []
+    return [
+        Finding(
+            "buffer",
+            "refused",
+            ACTION,
+            f"the core refused {_counts(delivery.refused)} (kept on disk)",
+            "ask central operations why (`core-ingest agents list`); once fixed,"
+            " `edge-agent resend --from-sequence N` (`edge-agent status` lists them)",
+        )
+    ]
+
+
+def _core(core: CoreHealth, at_ms: int, *, running: bool) -> Finding:
+    if not core.reachable:
+        return Finding(
+            "uplink",
+            core.target,
+            ACTION,
+            f"core unreachable ({core.detail or 'not checked yet'}); batches wait in the buffer",
+            "check the WAN link and the core (`core-ingest doctor` at the center);"
+            " nothing is lost while the buffer has room",
+        )
+    seen = (
+        f"core {core.version} answers in {core.round_trip_s * 1000:.0f} ms"
+        if core.round_trip_s
+        else "core answers"
+    )
+    if not core.serving:
+        return Finding(
+            "uplink",
+            core.target,
+            ACTION,
+            f"{seen} but cannot reach its database ({core.detail}); batches wait",
+            "tell central operations: the core's database is down",
+        )
+    if running:
+        seen += (
+            "; stream open"
+            if core.stream_open
+            else f"; no stream ({core.last_broken or 'opening'})"
+        )
+    return Finding("uplink", core.target, OK, seen + f", checked {when(core.checked_ms, at_ms)}")
+
+
+def _clock(core: CoreHealth) -> Finding:
+    offset = core.clock_offset_s
+    if offset is None:
+        return Finding("clock", "gateway", WARN, "not compared: the core did not answer")
+    seen = f"gateway clock {_offset(offset)} the core's"
+    if abs(offset) <= CLOCK_WARN_SECONDS:
+        return Finding("clock", "gateway", OK, seen)
+    return Finding(
+        "clock",
+        "gateway",
+        ACTION if abs(offset) > CLOCK_ACTION_SECONDS else WARN,
+        seen,
+        "fix the gateway's time: `timedatectl status` (NTP synchronized?)",
+    )
+
+
+def _keys(config: AgentConfig, at_ms: int) -> list[Finding]:
+    checks: list[tuple[str, Callable[[], object]]] = [
+        (
+            str(config.agent.signing_key_file),
+            lambda: load_signing_key(config.agent.signing_key_file),
+        ),
+        (
+            str(config.pseudonymization.key_file),
+            lambda: load_pseudonym_key(config.pseudonymization.key_file),
+        ),
+    ]
+    tls = config.uplink.tls
+    if tls is not None:
+        checks.append((str(tls.cert), lambda: load_client_tls(tls, agent_id=config.agent.id)))
+    found = []
+    for subject, check in checks:
+        try:
+            check()
+        except EdgeError as exc:
+            found.append(
+                Finding("keys", subject, ACTION, str(exc), "`edge-agent check-config` says more")
+            )
+        else:
+            found.append(Finding("keys", subject, OK, "present, readable by the agent only"))
+    if tls is not None and tls.cert.exists():
+        found.append(_certificate(tls.cert, at_ms))
+    return found
+
+
+def _certificate(path: Path, at_ms: int) -> Finding:
+    try:
+        certificate = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        return Finding("keys", str(path), ACTION, f"unreadable certificate: {exc}")
+    expires_ms = int(certificate.not_valid_after_utc.timestamp() * 1000)
+    days = (expires_ms - at_ms) / 86_400_000
+    seen = f"certificate expires {when(expires_ms, at_ms)}"
+    if days > CERTIFICATE_ACTION_DAYS:
+        return Finding("keys", str(path), OK, seen)
+    return Finding(
+        "keys",
+        str(path),
+        ACTION,
+        seen + (" (expired)" if days < 0 else ""),
+        "renew it: `core-ingest ca issue-agent` at the center, then restart the agent",
+    )
+
+
+def _tls_or_none(config: AgentConfig) -> Any:  # noqa: ANN401 - ClientTls or None
+    """The uplink's TLS material for the doctor's own core check (None when unusable)."""
+    if config.uplink.tls is None:
+        return None
+    try:
+        return load_client_tls(config.uplink.tls, agent_id=config.agent.id)
+    except EdgeError:
+        return None  # the keys finding says why; the check then fails as the agent would
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items()))
+
+
+def _offset(seconds: float) -> str:
+    if abs(seconds) < CLOCK_RESOLUTION_SECONDS:
+        return "within a second of"
+    return f"{abs(seconds):.0f} s {'ahead of' if seconds > 0 else 'behind'}"
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} B"
+
+
+def iso(ms: int) -> str:
+    """Unix milliseconds as ISO 8601 UTC, to the second."""
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds")
+
+
+def when(ms: int, at_ms: int) -> str:
+    """A time a person reads at a glance: ``10:42:03 (14 s ago)``, the date when not today."""
+    moment = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+    today = dt.datetime.fromtimestamp(at_ms / 1000, dt.UTC).date()
+    shown = moment.strftime("%H:%M:%S" if moment.date() == today else "%Y-%m-%d %H:%M")
+    delta = (at_ms - ms) / 1000
+    return f"{shown} ({_duration(abs(delta))} {'ago' if delta >= 0 else 'from now'})"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:  # noqa: PLR2004
+        return f"{seconds:.0f} s"
+    minutes = seconds / 60
+    if minutes < 90:  # noqa: PLR2004
+        return f"{minutes:.0f} min"
+    hours = minutes / 60
+    if hours < 48:  # noqa: PLR2004
+        return f"{hours:.0f} h {minutes % 60:.0f} min"
+    return f"{hours / 24:.0f} d"
+
+
+HEADINGS = {
+    "agent": "AGENT",
+    "device": "DEVICES",
+    "mqtt": "MQTT",
+    "buffer": "BUFFER",
+    "uplink": "UPLINK",
+    "clock": "CLOCK",
+    "keys": "KEYS AND CERTIFICATES",
+}
+TAGS = {OK: "ok", WARN: "warn", ACTION: "FIX"}
+
+
+def render(diagnosis: Diagnosis, *, width: int = 80) -> str:
+    """The findings on one screen of ``width`` columns, grouped by part, advice under each."""
+    lines = textwrap.wrap(
+        f"edge-agent doctor: agent {diagnosis.agent_id}, {iso(diagnosis.checked_ms)}", width
+    )
+    for part, heading in HEADINGS.items():
+        findings = [f for f in diagnosis.findings if f.part == part]
+        if findings:
+            lines.append(heading)
+        for finding in findings:
+            lines += textwrap.wrap(
+                f"{finding.subject}: {finding.seen}",
+                width,
+                initial_indent=f"  {TAGS[finding.state]:<5} ",
+                subsequent_indent=" " * 8,
+                break_on_hyphens=False,
+            )
+            if finding.todo:
+                lines += textwrap.wrap(
+                    finding.todo,
+                    width,
+                    initial_indent=" " * 8 + "-> ",
+                    subsequent_indent=" " * 11,
+                    break_on_hyphens=False,
+                )
+    actions = sum(finding.state == ACTION for finding in diagnosis.findings)
+    lines.append(
+        f"{actions} finding{'s' if actions != 1 else ''} need{'s' if actions == 1 else ''}"
+        " action (FIX)."
+        if actions
+        else "Nothing needs action."
+    )
+    return "\n".join(lines)
