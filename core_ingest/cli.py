@@ -15,6 +15,7 @@ import ipaddress
 import json
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,14 @@ from core_ingest.certificates import (
     load_server_tls,
 )
 from core_ingest.config import CoreConfig, load_config
+from core_ingest.doctor import HEADINGS, SILENT_MINUTES, diagnose
 from core_ingest.errors import CertificateError, ConfigError, CoreError
 from core_ingest.quality_watch import AlertRule, QualityAlert, check_suspect_share
 from core_ingest.schema import MIGRATIONS, STORAGE_CHOICES, applied_versions, migrate
 from core_ingest.server import APPLICATION, serve
 from core_ingest.status import database_status
+from proto.diagnosis import as_json as diagnosis_json
+from proto.diagnosis import iso, needs_action, render
 from proto.observability import LogFormat, configure_logging, log_options
 
 EXIT_CONFIG = 78
@@ -187,6 +191,54 @@ def status_command(config_path: Path | None, dsn: str | None) -> None:
     """
     with _database(_config(config_path, dsn=dsn)) as conn:
         _print(database_status(conn))
+
+
+@main.command("doctor")
+@database_options
+@click.option(
+    "--metrics",
+    "metrics_targets",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="A running core's [metrics] listen address (repeat for each core); default: the config's.",
+)
+@click.option(
+    "--silent-minutes",
+    type=click.IntRange(1, 10_080),
+    default=SILENT_MINUTES,
+    show_default=True,
+    help="An agent not heard from for this long is silent.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def doctor_command(
+    config_path: Path | None,
+    dsn: str | None,
+    metrics_targets: tuple[str, ...],
+    silent_minutes: int,
+    *,
+    as_json: bool,
+) -> None:
+    """Say what is wrong at the center and what to do; exit 1 if anything needs action.
+
+    The database (reachable, versions, schema), each core's pool and OpenLineage backlog,
+    silent agents and refused batches, latency, the suspect-share alert, quarantine and
+    completeness. Connect as a member of operations.
+
+    Example: core-ingest doctor --dsn postgresql://operator@db/meters --metrics core1:9464
+    """
+    config = _config(config_path, dsn=dsn)
+    targets = list(metrics_targets) or ([config.metrics.listen] if config.metrics.listen else [])
+    checked = time.time_ns() // 1_000_000
+    findings = diagnose(
+        config.database.dsn, metrics=targets, silent_minutes=silent_minutes, at_ms=checked
+    )
+    if as_json:
+        _print(diagnosis_json({"metrics": targets}, checked, findings))
+    else:
+        cores = f"{len(targets)} core{'s' if len(targets) != 1 else ''}"
+        title = f"core-ingest doctor: {iso(checked)}; metrics read from {cores}"
+        click.echo(render(title, HEADINGS, findings))
+    sys.exit(1 if needs_action(findings) else 0)
 
 
 @main.command("quality-check")

@@ -35,6 +35,8 @@ from core_ingest.health import check_database
 from core_ingest.lineage.emitter import LineageEmitter
 from core_ingest.store.meters import MeterDirectory
 from core_ingest.store.partitions import Partitions
+from core_ingest.store.reading_rows import ReadingColumns
+from core_ingest.store.refusals import RefusalCounter, record_refusals
 from core_ingest.store.writer import BatchStore, Stored, WriteOutcome, recorded_storage
 from core_ingest.verify import NOT_A_BATCH, Verifier
 from proto import PAYLOAD_SCHEMA_VERSION, EnvelopeError, pb, pb_grpc
@@ -43,6 +45,11 @@ from proto.version import __version__
 log = logging.getLogger(__name__)
 
 LOGGED_REFUSALS_CAP = 10_000  # (peer, reason) pairs remembered for logging once
+REFUSAL_WAIT_SECONDS = 1.0  # for a connection to record a refusal; then it waits for the next
+# Not recorded in batch_refusals: no enrolled agent to attach it to, or not the batch's fault.
+UNRECORDED_REFUSALS = frozenset(
+    {pb.REJECT_REASON_UNKNOWN_AGENT, pb.REJECT_REASON_STORAGE_UNAVAILABLE}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +146,7 @@ def _certified_agent(context: grpc.aio.ServicerContext) -> str | None:
 class IngestService(pb_grpc.IngestServicer):
     """Implements ``meterpipe.v1.Ingest`` on an open connection pool."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only settings, each documented below
         self,
         pool: psycopg_pool.AsyncConnectionPool,
         *,
@@ -147,6 +154,7 @@ class IngestService(pb_grpc.IngestServicer):
         require_certificate: bool = False,
         lineage: LineageEmitter | None = None,
         observe_latency: Callable[[str, float], None] | None = None,
+        observe_readings: Callable[[float, ReadingColumns], None] | None = None,
     ) -> None:
         """Prepare the service.
 
@@ -157,6 +165,8 @@ class IngestService(pb_grpc.IngestServicer):
                 client certificate names.
             lineage: where an OpenLineage event goes for every committed batch, if anywhere.
             observe_latency: told (status, seconds) of every answer, for the metrics.
+            observe_readings: told each committed batch's commit time (Unix seconds) and
+                readings, for the end-to-end latency histogram.
 
         """
         self._pool = pool
@@ -164,6 +174,7 @@ class IngestService(pb_grpc.IngestServicer):
         self._verifier = Verifier(require_certificate=require_certificate)
         self._lineage = lineage
         self._observe_latency = observe_latency
+        self._observe_readings = observe_readings
         self._partitions = Partitions()
         self._meters = MeterDirectory()
         self._storage: str | None = None
@@ -171,6 +182,7 @@ class IngestService(pb_grpc.IngestServicer):
         self.readings_stored = 0
         self._writing: set[asyncio.Task[None]] = set()  # batches being answered, all streams
         self._logged_refusals: set[tuple[str, int]] = set()
+        self._refusals = RefusalCounter()
 
     async def StreamBatches(  # noqa: N802 - name fixed by the generated servicer
         self, request_iterator: AsyncIterator[pb.SignedBatch], context: grpc.aio.ServicerContext
@@ -253,6 +265,28 @@ class IngestService(pb_grpc.IngestServicer):
             reason,
         )
 
+    async def _record_refusal(self, header: pb.BatchHeader, error: EnvelopeError) -> None:
+        """Count the refusal in ``batch_refusals`` (throttled; a failure is only logged)."""
+        if error.reason in UNRECORDED_REFUSALS:
+            return
+        reason = pb.RejectReason.Name(error.reason).removeprefix("REJECT_REASON_")
+        refusals = self._refusals.count(header.agent_id, reason)
+        if not refusals:
+            return
+        try:
+            async with self._pool.connection(timeout=REFUSAL_WAIT_SECONDS) as conn:
+                await record_refusals(
+                    conn,
+                    agent_id=header.agent_id,
+                    reason=reason,
+                    refusals=refusals,
+                    sequence=header.sequence,
+                    detail=error.detail,
+                )
+        except (psycopg_pool.PoolTimeout, psycopg.Error) as exc:
+            self._refusals.put_back(header.agent_id, reason, refusals)
+            log.debug("could not record a refusal of %s: %s", header.agent_id, exc)
+
     async def drain(self) -> None:
         """Wait for the batches still being written (bound it with ``asyncio.timeout``)."""
         if self._writing:
@@ -317,6 +351,8 @@ class IngestService(pb_grpc.IngestServicer):
             _refuse_unstored(header, outcome)
         except EnvelopeError as exc:
             self._log_refusal(peer, exc)
+            if header is not None:
+                await self._record_refusal(header, exc)
             return _rejection(header, exc)
         except (StorageUnavailable, psycopg.OperationalError) as exc:
             log.warning("storage unavailable while storing a batch: %s", exc)
@@ -338,6 +374,8 @@ class IngestService(pb_grpc.IngestServicer):
             return _rejection(header, EnvelopeError(pb.REJECT_REASON_INTERNAL, detail))
         if outcome.committed:
             self.readings_stored += outcome.committed.readings_stored
+            if self._observe_readings is not None:
+                self._observe_readings(outcome.committed.committed_at.timestamp(), verified.columns)
             if self._lineage:
                 self._lineage.emit(outcome.committed)
         return pb.Ack(

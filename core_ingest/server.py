@@ -31,6 +31,7 @@ from core_ingest.quality_watch import QualityWatch
 from core_ingest.receive import IngestService, add_ingest_service
 from proto import limits
 from proto.observability import serve_metrics
+from proto.service_manager import feed_watchdog, notify
 from proto.tls import is_loopback
 from proto.version import __version__
 
@@ -102,6 +103,7 @@ async def serve(config: CoreConfig, *, tls: ServerTls | None = None) -> None:
             observe_latency=lambda outcome, seconds: metrics.commit_seconds.labels(outcome).observe(
                 seconds
             ),
+            observe_readings=metrics.reading_latency.observe,
         )
         add_ingest_service(service, server)
         health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
@@ -124,9 +126,12 @@ async def serve(config: CoreConfig, *, tls: ServerTls | None = None) -> None:
             listen,
             "mutual TLS" if tls else "plaintext",
         )
+        checks.append(background.create_task(feed_watchdog()))
+        notify("READY=1", f"STATUS=listening on {listen}")
         try:
             await server.wait_for_termination()
         finally:
+            notify("STOPPING=1")
             await health.stop()
             await server.stop(grace=5)
             with contextlib.suppress(TimeoutError):

@@ -59,7 +59,9 @@ from edge_agent.transforms.telemetry import (
 )
 from edge_agent.transforms.validate import Validation, Validator
 from proto.observability import serve_metrics
+from proto.progress import Progress
 from proto.quality import SUSPECT, QualityFlag
+from proto.service_manager import feed_watchdog, notify
 from proto.tls import is_loopback
 
 if TYPE_CHECKING:
@@ -82,6 +84,8 @@ COMMITS = frozenset(
 TELEMETRY_KEEP_EVERY_MINUTES = 5  # when shedding, keep one telemetry message in five minutes
 CORE_CHECK_SECONDS = 60.0  # how often the agent asks the core's Health (clock, round trip)
 CORE_CHECK_TIMEOUT_SECONDS = 10.0
+BACKFILL_SHOWN = 4  # intervals read back from a device's history before progress is shown
+BACKLOG_SHOWN = 20  # batches waiting for the core before draining them shows progress
 
 
 def check_environment(config: AgentConfig) -> None:
@@ -271,6 +275,7 @@ class EdgeAgent:
         self.stage_errors: collections.Counter[str] = collections.Counter()
         self._buffer_statistics: BufferStatistics | None = None
         self.started_ms = now_ms()
+        self._backlog: Progress | None = None  # a backlog draining, while there is one
         self.device_health = {
             source.device: DeviceHealth(
                 name=source.config.name,
@@ -383,7 +388,11 @@ class EdgeAgent:
             async with asyncio.TaskGroup() as tasks:
                 for name, loop in loops.items():
                     tasks.create_task(self._supervised(name, loop), name=name)
+                tasks.create_task(feed_watchdog(), name="watchdog")
+                # The buffer is open and every source started: systemd may start what waits.
+                notify("READY=1", f"STATUS=polling {len(self.sources)} concentrators")
         finally:
+            notify("STOPPING=1")
             if stop_metrics:
                 stop_metrics()
 
@@ -426,7 +435,19 @@ class EdgeAgent:
                 await asyncio.to_thread(write_health, self.health(), path)
             except OSError as exc:  # a full disk: the buffer's own alarms say more
                 log.debug("cannot write the health record %s: %s", path, exc)
+            with contextlib.suppress(BufferUnavailable):
+                self._follow_backlog((await self.statistics()).pending_batches)
             await asyncio.sleep(HEALTH_SECONDS)
+
+    def _follow_backlog(self, pending: int) -> None:
+        """Show a backlog of batches draining to the core (after an outage) until it is gone."""
+        if self._backlog is None and pending >= BACKLOG_SHOWN:
+            self._backlog = Progress("backlog to the core", pending, unit="batches", log=log)
+        elif self._backlog is not None:
+            self._backlog.set_done(max(self._backlog.done, self._backlog.total - pending))
+            if pending == 0:
+                self._backlog.close()
+                self._backlog = None
 
     async def _supervised(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
         """Run ``loop`` for ever; after an unexpected error, log it and restart the loop.
@@ -481,22 +502,36 @@ class EdgeAgent:
             await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))
 
     async def poll_once(self, source: ModbusConcentrator) -> int:
-        """Read one device once (backfill first, then live) and commit; return new readings."""
+        """Read one device once (backfill first, then live) and commit; return new readings.
+
+        A backfill of more than a few intervals (after an outage) shows its progress.
+        """
         fresh_total = 0
-        async for poll in source.poll():
-            async with self._buffering:
-                fresh = await self._buffer_poll(source, poll)
-            source.delivered(poll)
-            fresh_total += fresh
-            if fresh:
-                self._pending_readings += fresh
-                self._buffered.set()
-                log.info(
-                    "%s: buffered %d new readings%s",
-                    source.config.name,
-                    fresh,
-                    " from the history" if poll.from_history else "",
-                )
+        backfill: Progress | None = None
+        try:
+            async for poll in source.poll():
+                if backfill is None and poll.backfill >= BACKFILL_SHOWN:
+                    what = f"backfill {source.config.name}"
+                    backfill = Progress(what, poll.backfill, unit="intervals", log=log)
+                async with self._buffering:
+                    fresh = await self._buffer_poll(source, poll)
+                source.delivered(poll)
+                if backfill is not None and poll.from_history:
+                    backfill.advance()
+                fresh_total += fresh
+                if fresh:
+                    self._pending_readings += fresh
+                    self._buffered.set()
+                    log.log(
+                        logging.DEBUG if backfill is not None else logging.INFO,
+                        "%s: buffered %d new readings%s",
+                        source.config.name,
+                        fresh,
+                        " from the history" if poll.from_history else "",
+                    )
+        finally:
+            if backfill is not None:
+                backfill.close()
         return fresh_total
 
     async def _buffer_poll(self, source: ModbusConcentrator, poll: Poll) -> int:

@@ -24,7 +24,7 @@ import click
 from edge_agent import subject as subject_requests
 from edge_agent.agent import EdgeAgent, check_environment
 from edge_agent.config import AgentConfig, load_config
-from edge_agent.doctor import diagnose, render
+from edge_agent.doctor import diagnose
 from edge_agent.dry_run import one_cycle
 from edge_agent.errors import BufferDamaged, ConfigError, EdgeError
 from edge_agent.follow import Follower
@@ -309,7 +309,7 @@ def doctor(config_path: Path, *, as_json: bool) -> None:
     if as_json:
         _print(diagnosis.as_json())
     else:
-        click.echo(render(diagnosis))
+        click.echo(diagnosis.screen())
     sys.exit(1 if diagnosis.needs_action else 0)
 
 

@@ -11,11 +11,9 @@ needs the core to be reachable: an unreachable core is one of the findings.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import shutil
-import textwrap
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +34,8 @@ from edge_agent.keys import load_client_tls, load_pseudonym_key, load_signing_ke
 from edge_agent.probe import probe_modbus, probe_mqtt
 from edge_agent.sinks.buffer import Buffer, BufferStatistics, DeliveryRecord
 from edge_agent.sinks.uplink import check_core
+from proto.diagnosis import ACTION, OK, WARN, Finding, as_json, iso, needs_action, render, when
 
-OK, WARN, ACTION = "ok", "warn", "action"
 CLOCK_RESOLUTION_SECONDS = 1.5  # whole seconds in the register, and half a round trip
 CLOCK_WARN_SECONDS = 10.0  # device or gateway clock off by more: a warning
 CLOCK_ACTION_SECONDS = 30.0  # off by more: set the clock (interval ends carry device time)
@@ -63,15 +61,15 @@ DEVICE_ADVICE = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One thing the doctor looked at: how it stands, and what to do when it needs action."""
-
-    part: str  # agent, device, mqtt, buffer, uplink, clock, keys
-    subject: str  # which one: a device's name, a key file, ...
-    state: str  # ok, warn or action
-    seen: str  # what was seen, in words and readable times
-    todo: str = ""  # what to do (empty when nothing)
+HEADINGS = {
+    "agent": "AGENT",
+    "device": "DEVICES",
+    "mqtt": "MQTT",
+    "buffer": "BUFFER",
+    "uplink": "UPLINK",
+    "clock": "CLOCK",
+    "keys": "KEYS AND CERTIFICATES",
+}
 
 
 @dataclass
@@ -86,17 +84,17 @@ class Diagnosis:
     @property
     def needs_action(self) -> bool:
         """Whether any finding needs action (the command's exit code is then 1)."""
-        return any(finding.state == ACTION for finding in self.findings)
+        return needs_action(self.findings)
 
     def as_json(self) -> dict[str, Any]:
         """For ``--json``: the findings, with times as ISO 8601."""
-        return {
-            "agent_id": self.agent_id,
-            "checked_at": iso(self.checked_ms),
-            "agent_running": self.agent_running,
-            "needs_action": self.needs_action,
-            "findings": [asdict(finding) for finding in self.findings],
-        }
+        title = {"agent_id": self.agent_id, "agent_running": self.agent_running}
+        return as_json(title, self.checked_ms, self.findings)
+
+    def screen(self) -> str:
+        """The findings on one 80-column screen."""
+        title = f"edge-agent doctor: agent {self.agent_id}, {iso(self.checked_ms)}"
+        return render(title, HEADINGS, self.findings)
 
 
 async def diagnose(config: AgentConfig) -> Diagnosis:
@@ -468,76 +466,3 @@ def _size(count: int) -> str:
         if count >= scale:
             return f"{count / scale:.1f} {unit}"
     return f"{count} B"
-
-
-def iso(ms: int) -> str:
-    """Unix milliseconds as ISO 8601 UTC, to the second."""
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds")
-
-
-def when(ms: int, at_ms: int) -> str:
-    """A time a person reads at a glance: ``10:42:03 (14 s ago)``, the date when not today."""
-    moment = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
-    today = dt.datetime.fromtimestamp(at_ms / 1000, dt.UTC).date()
-    shown = moment.strftime("%H:%M:%S" if moment.date() == today else "%Y-%m-%d %H:%M")
-    delta = (at_ms - ms) / 1000
-    return f"{shown} ({_duration(abs(delta))} {'ago' if delta >= 0 else 'from now'})"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:  # noqa: PLR2004
-        return f"{seconds:.0f} s"
-    minutes = seconds / 60
-    if minutes < 90:  # noqa: PLR2004
-        return f"{minutes:.0f} min"
-    hours = minutes / 60
-    if hours < 48:  # noqa: PLR2004
-        return f"{hours:.0f} h {minutes % 60:.0f} min"
-    return f"{hours / 24:.0f} d"
-
-
-HEADINGS = {
-    "agent": "AGENT",
-    "device": "DEVICES",
-    "mqtt": "MQTT",
-    "buffer": "BUFFER",
-    "uplink": "UPLINK",
-    "clock": "CLOCK",
-    "keys": "KEYS AND CERTIFICATES",
-}
-TAGS = {OK: "ok", WARN: "warn", ACTION: "FIX"}
-
-
-def render(diagnosis: Diagnosis, *, width: int = 80) -> str:
-    """The findings on one screen of ``width`` columns, grouped by part, advice under each."""
-    lines = textwrap.wrap(
-        f"edge-agent doctor: agent {diagnosis.agent_id}, {iso(diagnosis.checked_ms)}", width
-    )
-    for part, heading in HEADINGS.items():
-        findings = [f for f in diagnosis.findings if f.part == part]
-        if findings:
-            lines.append(heading)
-        for finding in findings:
-            lines += textwrap.wrap(
-                f"{finding.subject}: {finding.seen}",
-                width,
-                initial_indent=f"  {TAGS[finding.state]:<5} ",
-                subsequent_indent=" " * 8,
-                break_on_hyphens=False,
-            )
-            if finding.todo:
-                lines += textwrap.wrap(
-                    finding.todo,
-                    width,
-                    initial_indent=" " * 8 + "-> ",
-                    subsequent_indent=" " * 11,
-                    break_on_hyphens=False,
-                )
-    actions = sum(finding.state == ACTION for finding in diagnosis.findings)
-    lines.append(
-        f"{actions} finding{'s' if actions != 1 else ''} need{'s' if actions == 1 else ''}"
-        " action (FIX)."
-        if actions
-        else "Nothing needs action."
-    )
-    return "\n".join(lines)

@@ -8,6 +8,7 @@ the old -> new mapping travels to the core in the next signed batch, where it jo
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 from edge_agent.config import AgentConfig
@@ -16,6 +17,9 @@ from edge_agent.keys import load_pseudonym_key
 from edge_agent.sinks.buffer import Buffer
 from edge_agent.sources.modbus import ModbusConcentrator
 from edge_agent.transforms.pseudonymize import Pseudonymizer
+from proto.progress import Progress
+
+log = logging.getLogger(__name__)
 
 
 async def read_serials(config: AgentConfig) -> set[int]:
@@ -26,16 +30,19 @@ async def read_serials(config: AgentConfig) -> set[int]:
 
     """
     serials: set[int] = set()
-    for source_config in config.sources.modbus:
-        source = ModbusConcentrator(source_config)
-        try:
-            header = await source.read_header()
-            records = await source.read_table(
-                header.meter_count, history=False, latest=header.last_interval_end
-            )
-        finally:
-            source.close()
-        serials.update(record.serial for record in records)
+    devices = config.sources.modbus
+    with Progress("reading every concentrator", len(devices), unit="devices", log=log) as read:
+        for source_config in devices:
+            source = ModbusConcentrator(source_config)
+            try:
+                header = await source.read_header()
+                records = await source.read_table(
+                    header.meter_count, history=False, latest=header.last_interval_end
+                )
+            finally:
+                source.close()
+            serials.update(record.serial for record in records)
+            read.advance()
     return serials
 
 
@@ -61,7 +68,12 @@ def rotate_pseudonym_key(config: AgentConfig, *, new_key_file: Path, new_key_id:
             raise ConfigError(
                 "pseudonymization.key_id", f"is {old.key_id!r} but the buffer is under {current!r}"
             )
-        mapping = {old.pseudonym(serial): new.pseudonym(serial) for serial in serials}
+        with Progress("pseudonyms under both keys", len(serials), unit="meters", log=log) as made:
+            mapping = {}
+            for serial in serials:
+                mapping[old.pseudonym(serial)] = new.pseudonym(serial)
+                made.advance()
+        log.info("re-keying the buffer: %d meters", len(mapping))
         return buffer.rotate_pseudonyms(mapping, old_key_id=old.key_id, new_key_id=new_key_id)
     finally:
         buffer.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +24,14 @@ from psycopg.types.json import Jsonb
 
 from governance import audit
 from governance.anonymize import Release, Target, anonymize
-from governance.load_profiles import ProfileQuery, read_profiles
+from governance.load_profiles import LoadProfiles, ProfileQuery, read_profiles
+from proto.progress import Progress
+
+log = logging.getLogger(__name__)
 
 DATASET = "weekly-profiles"  # the one dataset so far: a meter's mean week, generalized
 FORMATS = {".csv": "csv", ".parquet": "parquet"}
+EXPORT_STEPS = ("read profiles", "anonymize", "write", "record")
 
 
 class ExportError(Exception):
@@ -58,12 +63,39 @@ def export(
     file_format = FORMATS.get(out.suffix.lower())
     if file_format is None:
         raise ExportError(f"--out must end in .csv or .parquet, got {out.name!r}")
-    profiles = read_profiles(conn, query)
-    release = anonymize(profiles, target)
+    with Progress("export", len(EXPORT_STEPS), unit="steps", log=log) as steps:
+        profiles = read_profiles(conn, query)
+        steps.advance()
+        release = anonymize(profiles, target)
+        steps.advance()
+        return _place(
+            conn,
+            (profiles, release),
+            out,
+            query=query,
+            target=target,
+            file_format=file_format,
+            steps=steps,
+        )
+
+
+def _place(  # noqa: PLR0913 - the export's parts, from export() only
+    conn: psycopg.Connection,
+    made: tuple[LoadProfiles, Release],
+    out: Path,
+    *,
+    query: ProfileQuery,
+    target: Target,
+    file_format: str,
+    steps: Progress,
+) -> ExportRecord:
+    """Write the release beside ``out``, record it, move it into place (or leave nothing)."""
+    profiles, release = made
     partial = out.with_name(f".{out.name}.partial")
     placed = False
     try:
         _write(release, partial, file_format)
+        steps.advance()
         digest = hashlib.sha256(partial.read_bytes()).digest()
         with conn.transaction():  # the file is moved into place before the record commits
             export_id, entry = _record(
@@ -77,6 +109,7 @@ def export(
             )
             partial.replace(out)
             placed = True
+        steps.advance()
     except BaseException:
         if placed:
             out.unlink(missing_ok=True)  # recorded nowhere: not left behind either

@@ -16,13 +16,23 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
 # pgaudit: reads of personal data by role, for `governance audit report` (docs/governance.md).
 [ -f /usr/lib/postgresql/15/lib/pgaudit.so ] || need+=(postgresql-15-pgaudit)
-if [ ${#need[@]} -gt 0 ] || [ ! -f /usr/lib/postgresql/15/lib/timescaledb.so ]; then
+# systemd-analyze verifies the units in deploy/systemd (tests/test_deploy.py).
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# promtool (Prometheus's own checker) checks and unit-tests the alerting rules in deploy/.
+tools=()
+command -v promtool >/dev/null 2>&1 || tools+=(prometheus)
+if [ ${#need[@]} -gt 0 ] || [ ${#tools[@]} -gt 0 ] \
+    || [ ! -f /usr/lib/postgresql/15/lib/timescaledb.so ]; then
   echo "setup: apt-get update" >&2
   $sudo_cmd apt-get update -q >/dev/null
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   $sudo_cmd apt-get install -y -q "${need[@]}" >/dev/null
+fi
+if [ ${#tools[@]} -gt 0 ]; then
+  echo "setup: installing ${tools[*]} (for its promtool)" >&2
+  $sudo_cmd apt-get install -y -q --no-install-recommends "${tools[@]}" >/dev/null
 fi
 $sudo_cmd bash scripts/install-timescaledb.sh >&2
 

@@ -31,6 +31,7 @@ MIGRATION_NAMES = [
     "partition-function",
     "regions",
     "exports",
+    "operations",
 ]
 
 

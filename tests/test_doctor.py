@@ -18,8 +18,9 @@ from pgcluster import free_loopback_port
 
 from core_ingest.certificates import create_authority, issue_agent_certificate
 from core_ingest.schema import TIMESCALEDB
-from edge_agent.doctor import ACTION, OK, Diagnosis, Finding, render
+from edge_agent.doctor import Diagnosis
 from edge_agent.health import health_path, read_health
+from proto.diagnosis import ACTION, OK, Finding
 
 with_services = pytest.mark.parametrize(
     "storage", [pytest.param(TIMESCALEDB, marks=pytest.mark.integration)]
@@ -153,7 +154,7 @@ def test_the_screen_fits_80_columns_and_says_what_needs_action():
             Finding("buffer", "fill", OK, "3% of 512.0 MB used"),
         ],
     )
-    lines = render(diagnosis).splitlines()
+    lines = diagnosis.screen().splitlines()
     assert max(map(len, lines)) <= 80
     devices = lines.index("DEVICES")
     assert lines[devices + 1].startswith("  FIX   conc-")

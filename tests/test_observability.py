@@ -82,8 +82,40 @@ def test_latency_histograms_move_under_load_and_logs_are_json_lines(
     assert edge_2['meterpipe_edge_buffer_pressure{level="normal"}'] == 1
     assert edge_2["meterpipe_edge_uplink_bytes_total"] > 0
     assert core_2["meterpipe_core_readings_stored_total"] >= 2 * METERS
+    assert_device_health(edge_1, edge_2)
+    assert_reading_latency(core_1, core_2)
     assert_json_lines(tmp_path / "core.log", "core-ingest")
     assert_json_lines(agent.folder / "agent.log", "edge-agent")
+
+
+def assert_device_health(edge_1: dict[str, float], edge_2: dict[str, float]) -> None:
+    """The device answers, its last good poll moves on, its clock agrees with the gateway's."""
+    device = '{device="conc-1"}'
+    assert edge_2[f"meterpipe_edge_device_up{device}"] == 1
+    last_good = f"meterpipe_edge_device_last_good_poll_timestamp_seconds{device}"
+    assert 0 < edge_1[last_good] < edge_2[last_good]
+    assert abs(edge_2[f"meterpipe_edge_device_clock_offset_seconds{device}"]) < 2
+    assert "meterpipe_edge_buffer_oldest_pending_age_seconds" in edge_2
+
+
+def assert_reading_latency(core_1: dict[str, float], core_2: dict[str, float]) -> None:
+    """Every stored reading observed once since its interval end and once since its poll.
+
+    The simulator's intervals end on 2026-11-02 (its scenario's calendar), so their age at
+    commit lies past the last bucket; polls were seconds before the commit.
+    """
+    for since in ("interval_end", "poll"):
+        count = f'meterpipe_core_reading_latency_seconds_count{{since="{since}"}}'
+        assert METERS <= core_1[count] < core_2[count]
+        assert core_2[count] == core_2["meterpipe_core_readings_stored_total"]
+    poll_count = core_2['meterpipe_core_reading_latency_seconds_count{since="poll"}']
+    assert core_2['meterpipe_core_reading_latency_seconds_bucket{le="60",since="poll"}'] == (
+        poll_count
+    )
+    assert (
+        core_2['meterpipe_core_reading_latency_seconds_bucket{le="259200",since="interval_end"}']
+        == 0
+    )
 
 
 def assert_json_lines(log: Path, process: str) -> None:

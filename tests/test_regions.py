@@ -2,7 +2,8 @@
 
 Two agents, one enrolled in North and one in South, send the same kinds of batches through a
 real core (readings, telemetry, a conflicting repeat kept in quarantine, an estimate replaced,
-a refused value, a key rotation). Then logins limited to each region, and one with every
+a refused value, a key rotation, a batch refused for its signature); a third agent in each
+region never sends (silent). Then logins limited to each region, and one with every
 region, read every regional object of the data dictionary, the chunks or partitions directly,
 and a function running with the owner's rights.
 """
@@ -13,6 +14,7 @@ import json
 
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fix_db import operator_dsn, store_one_reading
 from fix_services import governance
 from pgcluster import CORE_LOGIN, OPERATOR_LOGIN, OWNER_LOGIN, as_login
@@ -54,6 +56,8 @@ def regional(storage_dsn: str, core_server: str) -> dict[str | None, str]:
     with psycopg.connect(storage_dsn, autocommit=True) as conn:
         for region, (agent_id, _first) in REGIONS.items():
             agents.enroll(conn, agent_id, public_key_bytes(KEY.public_key()), region=region)
+            silent = public_key_bytes(Ed25519PrivateKey.generate().public_key())
+            agents.enroll(conn, f"{agent_id}-silent", silent, region=region)
         for login in VIEWERS.values():
             if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (login,)).fetchone():
                 conn.execute(f"CREATE ROLE {login} LOGIN")  # roles are the cluster's
@@ -61,6 +65,8 @@ def regional(storage_dsn: str, core_server: str) -> dict[str | None, str]:
         for sequence, body in enumerate(batches_of(first), start=1):  # one at a time: in order
             (ack,) = send(core_server, seal(body, sequence=sequence, agent_id=agent_id))
             assert answer(ack) == "ACK_STATUS_ACCEPTED", ack.detail
+        forged = seal(sequence=99, agent_id=agent_id, key=Ed25519PrivateKey.generate())
+        assert [answer(a) for a in send(core_server, forged)] == ["REJECT_REASON_BAD_SIGNATURE"]
     with psycopg.connect(storage_dsn, autocommit=True) as conn:  # as `governance export` records
         conn.execute(
             "INSERT INTO exports (dataset, filter, k, measured_k, area_level, meters, suppressed,"

@@ -47,6 +47,7 @@ async def insert_row(  # noqa: PLR0913 - keyword-only: the row's derived columns
     quality: dict[str, int],
     suspect: int,
     poll_window: tuple[dt.datetime, dt.datetime] | None,
+    interval_window: tuple[dt.datetime, dt.datetime] | None,
 ) -> LedgerRow | None:
     """The new ledger row, or None when there is none to insert.
 
@@ -61,9 +62,9 @@ async def insert_row(  # noqa: PLR0913 - keyword-only: the row's derived columns
         " schema_version, pseudonym_key_id, software_version, register_map_version,"
         " devices, created_at, received_at, meter_readings, telemetry_points, core_version,"
         " validation_ruleset, substation, region, poll_start, poll_end, readings_stored,"
-        " quality_counts, suspect_readings)"
+        " quality_counts, suspect_readings, oldest_interval_end, newest_interval_end)"
         " SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-        " %s, %s, %s FROM agents a WHERE a.agent_id = %s AND a.public_key = %s"
+        " %s, %s, %s, %s, %s FROM agents a WHERE a.agent_id = %s AND a.public_key = %s"
         " AND a.revoked_at IS NULL"
         " ON CONFLICT (agent_id, sequence) DO NOTHING RETURNING batch_id, committed_at",
         (
@@ -89,6 +90,8 @@ async def insert_row(  # noqa: PLR0913 - keyword-only: the row's derived columns
             readings_within_bounds,
             Jsonb(quality),
             suspect,
+            interval_window[0] if interval_window else None,
+            interval_window[1] if interval_window else None,
             header.agent_id,
             batch.agent.public_key,
         ),

@@ -106,10 +106,17 @@ class ReadingColumns:
 
     def poll_window(self) -> tuple[dt.datetime, dt.datetime] | None:
         """Earliest and latest poll time of the readings, for the batch's lineage."""
-        if not len(self):
-            return None
-        low, high = int(self.poll_time_ms.min()), int(self.poll_time_ms.max())
-        return _utc_ms(low), _utc_ms(high)
+        return _window_ms(self.poll_time_ms)
+
+    def interval_window(self) -> tuple[dt.datetime, dt.datetime] | None:
+        """Earliest and latest interval end of the readings: how late and how far back."""
+        return _window_ms(self.interval_end * 1000)
+
+
+def _window_ms(values: Int64s) -> tuple[dt.datetime, dt.datetime] | None:
+    if not len(values):
+        return None
+    return _utc_ms(int(values.min())), _utc_ms(int(values.max()))
 
 
 def _utc_ms(ms: int) -> dt.datetime:

@@ -130,6 +130,7 @@ class BatchStore:
                 quality=figures.quality,
                 suspect=figures.suspect,
                 poll_window=figures.poll_window,
+                interval_window=figures.interval_window,
             )
             if row is None:
                 return WriteOutcome(_EARLIER[await ledger.earlier_copy(self.conn, batch)])
@@ -241,11 +242,18 @@ class _Figures:
     quality: dict[str, int]
     suspect: int
     poll_window: tuple[dt.datetime, dt.datetime] | None
+    interval_window: tuple[dt.datetime, dt.datetime] | None
 
     @classmethod
     def of(cls, batch: VerifiedBatch) -> _Figures:
-        flags = batch.columns.quality_flags
-        return cls(quality_counts(flags), suspect_count(flags), batch.columns.poll_window())
+        columns = batch.columns
+        flags = columns.quality_flags
+        return cls(
+            quality_counts(flags),
+            suspect_count(flags),
+            columns.poll_window(),
+            columns.interval_window(),
+        )
 
 
 def _committed(

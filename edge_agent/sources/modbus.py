@@ -50,6 +50,7 @@ class Poll:
     poll_time_ms: int
     interval_end: int
     from_history: bool = False
+    backfill: int = 0  # intervals this poll's backfill reads from the history, in all
 
 
 class ModbusConcentrator:
@@ -244,7 +245,8 @@ class ModbusConcentrator:
             if header.last_interval_end < self.last_interval_end:
                 self._clock_went_back(header)
             return
-        for interval_end in self._missed(header):
+        missed = self._missed(header)
+        for interval_end in missed:
             records = await self.read_history(interval_end, header.meter_count)
             if records is None:
                 self.lost_intervals += 1
@@ -253,7 +255,7 @@ class ModbusConcentrator:
                 )
                 continue
             self.backfilled += 1
-            yield Poll(records, _now_ms(), interval_end, from_history=True)
+            yield Poll(records, _now_ms(), interval_end, from_history=True, backfill=len(missed))
         live = await self._read_live(header)
         if live is not None:
             yield live
