@@ -393,6 +393,8 @@ class EdgeAgent:
                 notify("READY=1", f"STATUS=polling {len(self.sources)} concentrators")
         finally:
             notify("STOPPING=1")
+            with contextlib.suppress(OSError):  # the doctor then knows it was stopped in order
+                write_health(self.health(stopped=True), health_path(self.config.buffer.path))
             if stop_metrics:
                 stop_metrics()
 
@@ -403,7 +405,7 @@ class EdgeAgent:
                 await self.statistics()
             await asyncio.sleep(STATISTICS_SECONDS)
 
-    def health(self) -> AgentHealth:
+    def health(self, *, stopped: bool = False) -> AgentHealth:
         """What the agent knows that its buffer does not hold (``edge_agent.health``)."""
         self.core_health.stream_open = self.uplink.stream_open
         self.core_health.last_broken = self.uplink.last_broken
@@ -417,6 +419,7 @@ class EdgeAgent:
             devices=list(self.device_health.values()),
             core=self.core_health,
             mqtt=self.mqtt_health,
+            stopped_ms=now_ms() if stopped else 0,
         )
 
     async def _health_loop(self) -> None:

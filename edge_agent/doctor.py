@@ -26,7 +26,7 @@ from edge_agent.health import (
     CoreHealth,
     DeviceHealth,
     health_path,
-    is_fresh,
+    is_running,
     now_ms,
     read_health,
 )
@@ -101,22 +101,24 @@ async def diagnose(config: AgentConfig) -> Diagnosis:
     """Look at everything and say what stands how."""
     checked = now_ms()
     health = read_health(health_path(config.buffer.path))
-    running = health is not None and is_fresh(health, at_ms=checked)
+    running = health is not None and is_running(health, at_ms=checked)
     diagnosis = Diagnosis(config.agent.id, checked, running)
     found = diagnosis.findings
     found.append(_agent(health if running else None, health, checked))
+    # The core is asked now either way: the agent's own check may be a minute old.
+    core = await check_core(
+        config.uplink.target, _tls_or_none(config), timeout_seconds=CORE_TIMEOUT_SECONDS
+    )
     if running and health is not None:
         found += [_device(device, checked) for device in health.devices]
         found += _mqtt_running(config, health, checked)
-        core = health.core
+        core.stream_open, core.last_broken = health.core.stream_open, health.core.last_broken
     else:
         found += await _devices_probed(config)
         found += await _mqtt_probed(config)
-        core = await check_core(
-            config.uplink.target, _tls_or_none(config), timeout_seconds=CORE_TIMEOUT_SECONDS
-        )
-    found += _buffer(config, checked)
-    found += [_core(core, checked, running=running), _clock(core)]
+    buffered, delivery = _buffer(config, checked)
+    found += buffered
+    found += [_core(core, delivery, checked, running=running), _clock(core)]
     found += _keys(config, checked)
     return diagnosis
 
@@ -130,8 +132,10 @@ def _agent(running: AgentHealth | None, last: AgentHealth | None, at_ms: int) ->
             f"running since {when(running.started_ms, at_ms)}; figures below are its own",
         )
     seen = "not running"
-    if last is not None:
-        seen += f" (last alive {when(last.written_ms, at_ms)})"
+    if last is not None and last.stopped_ms:
+        seen += f" (stopped {when(last.stopped_ms, at_ms)})"
+    elif last is not None:
+        seen += f" (last alive {when(last.written_ms, at_ms)}: killed or crashed)"
     return Finding(
         "agent",
         "edge-agent",
@@ -153,8 +157,10 @@ def _device(device: DeviceHealth, at_ms: int) -> Finding:
         seen += f"; failed polls: {_counts(device.errors)}"
         if device.last_good_ms:
             seen += f"; last good read {when(device.last_good_ms, at_ms)}"
-        if device.breaker == "open" and device.next_trial_ms:
+        if device.breaker == "open" and device.next_trial_ms > at_ms:
             seen += f"; breaker open, next try {when(device.next_trial_ms, at_ms)}"
+        elif device.breaker != "closed":
+            seen += "; breaker open, a try is due now"
         return Finding(
             "device", device.name, ACTION, seen, DEVICE_ADVICE[kind].format(address=address)
         )
@@ -212,7 +218,8 @@ async def _device_probed(source: ModbusSourceConfig) -> Finding:
             advice.format(address=address.replace(" unit ", " --unit ")),
         )
     header = probe.header
-    seen = f"{address}: answers, {header.meter_count} meters"
+    meters = header.meter_count
+    seen = f"{address}: answers, {meters} meter{'s' if meters != 1 else ''}"
     if header.last_interval_end:
         seen += f", newest interval {when(header.last_interval_end * 1000, now_ms())}"
     return _with_clock(Finding("device", source.name, OK, seen), probe.clock_offset_s)
@@ -263,26 +270,28 @@ def _broker_down(broker: str, why: str) -> Finding:
     )
 
 
-def _buffer(config: AgentConfig, at_ms: int) -> list[Finding]:
+def _buffer(config: AgentConfig, at_ms: int) -> tuple[list[Finding], DeliveryRecord | None]:
+    """The buffer's findings, and its delivery record for the uplink's (None: unreadable)."""
     path = config.buffer.path
     if not path.exists():
-        return [Finding("buffer", str(path), WARN, "no buffer yet", "start the agent")]
+        return [Finding("buffer", str(path), WARN, "no buffer yet", "start the agent")], None
     try:
         buffer = Buffer(path, read_only=True)
+        try:
+            stats, delivery = buffer.statistics(), buffer.delivery()
+        finally:
+            buffer.close()
     except EdgeError as exc:
-        return [Finding("buffer", str(path), ACTION, str(exc), "see `edge-agent check-config`")]
-    try:
-        stats, delivery = buffer.statistics(), buffer.delivery()
-    except EdgeError as exc:
-        return [Finding("buffer", str(path), ACTION, str(exc), "see `edge-agent check-config`")]
-    finally:
-        buffer.close()
-    return [
+        return [
+            Finding("buffer", str(path), ACTION, str(exc), "see `edge-agent check-config`")
+        ], None
+    found = [
         _buffer_fill(config, path, stats),
         _disk(path),
         _backlog(stats, delivery, at_ms),
         *_refused(delivery),
     ]
+    return found, delivery
 
 
 def _buffer_fill(config: AgentConfig, path: Path, stats: BufferStatistics) -> Finding:
@@ -345,36 +354,40 @@ def _refused(delivery: DeliveryRecord) -> list[Finding]:
     ]
 
 
-def _core(core: CoreHealth, at_ms: int, *, running: bool) -> Finding:
+def _core(
+    core: CoreHealth, delivery: DeliveryRecord | None, at_ms: int, *, running: bool
+) -> Finding:
+    last = ""
+    if delivery is not None and delivery.last_answer_ms:
+        last = (
+            f"; last answer {when(delivery.last_answer_ms, at_ms)}"
+            f" (batch {delivery.last_answer_sequence})"
+        )
     if not core.reachable:
         return Finding(
             "uplink",
             core.target,
             ACTION,
-            f"core unreachable ({core.detail or 'not checked yet'}); batches wait in the buffer",
+            f"core unreachable ({core.detail.split(';')[0]}){last}; batches wait in the buffer",
             "check the WAN link and the core (`core-ingest doctor` at the center);"
             " nothing is lost while the buffer has room",
         )
-    seen = (
-        f"core {core.version} answers in {core.round_trip_s * 1000:.0f} ms"
-        if core.round_trip_s
-        else "core answers"
-    )
+    seen = f"core {core.version} answers in {(core.round_trip_s or 0) * 1000:.0f} ms"
     if not core.serving:
         return Finding(
             "uplink",
             core.target,
             ACTION,
-            f"{seen} but cannot reach its database ({core.detail}); batches wait",
+            f"{seen} but cannot reach its database ({core.detail}){last}; batches wait",
             "tell central operations: the core's database is down",
         )
     if running:
         seen += (
             "; stream open"
             if core.stream_open
-            else f"; no stream ({core.last_broken or 'opening'})"
+            else f"; no stream ({core.last_broken or 'nothing sent yet'})"
         )
-    return Finding("uplink", core.target, OK, seen + f", checked {when(core.checked_ms, at_ms)}")
+    return Finding("uplink", core.target, OK, seen + last)
 
 
 def _clock(core: CoreHealth) -> Finding:

@@ -11,6 +11,7 @@ the agent stores or sends depends on this file, and losing it loses nothing.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 
@@ -103,6 +104,7 @@ class AgentHealth(msgspec.Struct, kw_only=True):
     devices: list[DeviceHealth]
     core: CoreHealth
     mqtt: MqttHealth | None = None
+    stopped_ms: int = 0  # set by an agent that stopped in order; 0 while it runs
 
 
 def health_path(buffer_path: Path) -> Path:
@@ -124,6 +126,14 @@ def read_health(path: Path) -> AgentHealth | None:
     return None
 
 
-def is_fresh(health: AgentHealth, *, at_ms: int) -> bool:
-    """Whether the record is recent enough to say the agent is running."""
-    return at_ms - health.written_ms <= STALE_AFTER_SECONDS * 1000
+def is_running(health: AgentHealth, *, at_ms: int) -> bool:
+    """Whether the agent that wrote the record runs: not stopped, recent, its process alive."""
+    if health.stopped_ms or at_ms - health.written_ms > STALE_AFTER_SECONDS * 1000:
+        return False
+    try:
+        os.kill(health.pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False  # killed, not stopped in order: its last record is still recent
+    except PermissionError:
+        return True  # it exists, under the agent's user
+    return True

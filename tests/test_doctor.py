@@ -82,6 +82,9 @@ def test_a_running_agent_shows_a_dead_device_a_black_hole_and_a_clock_60_s_ahead
         screen = agent.command("doctor")
     finally:
         stop_process(process)
+    after = json.loads(agent.command("doctor", "--json").stdout)
+    assert after["agent_running"] is False  # its last record says it stopped in order
+    assert "not running (stopped " in _findings(json.dumps(after))["edge-agent"]["seen"]
     assert result.returncode == 1, result.stderr
     found = _findings(result.stdout)
     assert json.loads(result.stdout)["agent_running"] is True
