@@ -84,7 +84,7 @@ COMMITS = frozenset(
 TELEMETRY_KEEP_EVERY_MINUTES = 5  # when shedding, keep one telemetry message in five minutes
 CORE_CHECK_SECONDS = 60.0  # how often the agent asks the core's Health (clock, round trip)
 CORE_CHECK_TIMEOUT_SECONDS = 10.0
-BACKFILL_SHOWN = 4  # intervals read back from a device's history before progress is shown
+BACKFILL_SHOWN = 8  # intervals (2 hours) read back from a history before progress is shown
 BACKLOG_SHOWN = 20  # batches waiting for the core before draining them shows progress
 
 
@@ -519,7 +519,7 @@ class EdgeAgent:
                 async with self._buffering:
                     fresh = await self._buffer_poll(source, poll)
                 source.delivered(poll)
-                if backfill is not None and poll.from_history:
+                if backfill is not None and poll.backfill:  # not the live one read back
                     backfill.advance()
                 fresh_total += fresh
                 if fresh:

@@ -33,6 +33,7 @@ from edge_agent.probe import payload_check, probe_modbus, probe_mqtt, source_for
 from edge_agent.rotation import rotate_pseudonym_key
 from edge_agent.sinks.buffer import Buffer
 from edge_agent.sinks.uplink import ack_label
+from proto.diagnosis import iso
 from proto.observability import LogFormat, configure_logging, log_options
 
 EXIT_CONFIG = 78
@@ -378,7 +379,7 @@ def probe_modbus_command(  # noqa: PLR0913, PLR0917 - one parameter per option
         host, port, unit, timeout_seconds=timeout, word_order=word_order, byte_order=byte_order
     )
     result = asyncio.run(probe_modbus(source, address=register, count=count))
-    _print(dataclasses.asdict(result))
+    _print(result.as_json())
     sys.exit(0 if result.ok else 1)
 
 
@@ -472,7 +473,10 @@ def status(config_path: Path) -> None:
     """
     config = _load(config_path)
     with _read_only_buffer(config) as buffer:
-        _print({"agent_id": config.agent.id, **dataclasses.asdict(buffer.statistics())})
+        shown = dataclasses.asdict(buffer.statistics())
+    oldest = shown.pop("oldest_pending_poll_ms")
+    shown["oldest_pending_poll"] = iso(oldest) if oldest else None  # readable, not epoch ms
+    _print({"agent_id": config.agent.id, **shown})
 
 
 @main.command()
@@ -495,6 +499,7 @@ def quarantine(config_path: Path, limit: int) -> None:
     for item in items:
         payload = bytes(item["payload"])
         item["payload"] = payload.decode("utf-8", errors="replace")
+        item["received"] = iso(item.pop("received_ms"))
     _print(items)
 
 

@@ -31,6 +31,7 @@ from edge_agent.sinks.buffer import Buffer
 from edge_agent.sources.modbus import ModbusConcentrator
 from edge_agent.transforms.pseudonymize import Pseudonymizer, PseudonymousReading
 from edge_agent.transforms.validate import Validator
+from proto.diagnosis import iso
 from proto.quality import QualityFlag
 
 
@@ -99,7 +100,7 @@ async def _device_cycle(step: PollStep, device: ModbusConcentrator) -> dict[str,
             validation = checked.validation
             outcome["intervals"].append(
                 {
-                    "interval_end": poll.interval_end,
+                    "interval_end": iso(poll.interval_end * 1000),
                     "from_history": poll.from_history,
                     "readings": len(validation.readings),
                     "quarantined": len(validation.quarantined),
@@ -121,7 +122,7 @@ async def _device_cycle(step: PollStep, device: ModbusConcentrator) -> dict[str,
 def _shown(reading: PseudonymousReading) -> dict[str, Any]:
     return {
         "meter": reading.meter.hex()[:8],
-        "interval_end": reading.interval_end,
+        "interval_end": iso(reading.interval_end * 1000),
         "energy_wh": reading.energy_wh,
         "register_wh": reading.register_wh,
         "flags": flag_names(reading.quality_flags),

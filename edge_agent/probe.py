@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -22,6 +23,7 @@ from edge_agent.sources import register_map
 from edge_agent.sources.modbus import ModbusConcentrator
 from edge_agent.sources.register_map import ConcentratorHeader
 from edge_agent.transforms.telemetry import Malformed, decode
+from proto.diagnosis import iso
 
 DEFAULT_RECORDS = 3  # records a modbus probe decodes unless told otherwise
 SERIAL_DIGITS_SHOWN = 4
@@ -44,6 +46,24 @@ class ModbusProbe:
     def ok(self) -> bool:
         """Whether the device answered as the register map says."""
         return not self.error
+
+    def as_json(self) -> dict[str, object]:
+        """For a person: times as ISO 8601 UTC, the clock to a tenth of a second."""
+        shown = dataclasses.asdict(self)
+        if self.header is not None:
+            header = shown["header"]
+            for key in ("last_interval_end", "oldest_held"):
+                header[key] = _utc(header[key])
+        for record in shown["records"]:
+            record["interval_end"] = _utc(record["interval_end"])
+        if self.clock_offset_s is not None:
+            shown["clock_offset_s"] = round(self.clock_offset_s, 1)
+        return shown
+
+
+def _utc(seconds: int) -> str | None:
+    """Unix seconds as ISO 8601 UTC; None for the register map's 0 (nothing yet)."""
+    return iso(seconds * 1000) if seconds else None
 
 
 def mask_serial(serial: int) -> str:

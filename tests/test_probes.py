@@ -29,6 +29,10 @@ def _edge_agent(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _utc(seconds: int) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
 def test_probe_modbus_decodes_the_header_the_clock_and_the_first_records(simulator):
     """Records as served, serials shown by their last four digits; raw registers on request."""
     sim = simulator(meters=10)
@@ -37,7 +41,7 @@ def test_probe_modbus_decodes_the_header_the_clock_and_the_first_records(simulat
     assert result.returncode == 0, result.stderr
     probe = json.loads(result.stdout)
     assert probe["header"]["meter_count"] == 10
-    assert probe["header"]["last_interval_end"] == end
+    assert probe["header"]["last_interval_end"] == _utc(end)
     assert abs(probe["clock_offset_s"]) < 1.5
     served = {mask_serial(r.serial): r for r in sim.served() if r.interval_end == end}
     assert len(probe["records"]) == 3
@@ -46,7 +50,7 @@ def test_probe_modbus_decodes_the_header_the_clock_and_the_first_records(simulat
         assert record["serial"].startswith("*")
         reading = served[record["serial"]]
         assert (record["interval_end"], record["energy_wh"], record["register_wh"]) == (
-            end,
+            _utc(end),
             reading.energy_wh,
             reading.register_wh,
         )
@@ -114,7 +118,7 @@ def test_once_reads_every_held_interval_keeps_nothing_and_tail_follows_what_is_s
     assert result.returncode == 0, result.stderr
     cycle = json.loads(result.stdout)
     (device,) = cycle["devices"]
-    assert [i["interval_end"] for i in device["intervals"]] == ends
+    assert [i["interval_end"] for i in device["intervals"]] == [_utc(end) for end in ends]
     assert [i["from_history"] for i in device["intervals"]] == [True, True, False]
     assert device["readings"] == 12 == cycle["would_seal"]["readings"]
     assert device["by_quality"] == {"read": 12}
