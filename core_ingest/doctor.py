@@ -10,6 +10,7 @@ says what to do; the screen is the edge doctor's (``proto.diagnosis``).
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import urllib.error
 import urllib.request
 from collections.abc import Generator, Iterator
@@ -22,7 +23,7 @@ from core_ingest.schema import MIGRATIONS, SCHEMA_VERSION, applied_versions, rec
 from proto.diagnosis import ACTION, OK, WARN, Finding, duration, when
 
 HEADINGS = {"database": "DATABASE", "core": "CORES", "agents": "AGENTS", "data": "DATA"}
-SILENT_MINUTES = 15
+SILENT_MINUTES = 35  # two 15-minute intervals and slack: meters-only agents send per interval
 LATENCY_WARN_SECONDS = 1_800.0  # an agent's p95 over the last hour beyond this: a warning
 LINEAGE_QUEUED_WARN = 10_000  # OpenLineage events waiting in a core's memory
 METRICS_TIMEOUT_SECONDS = 3.0
@@ -130,7 +131,7 @@ def _agents(conn: psycopg.Connection, *, silent_minutes: int, at_ms: int) -> Ite
             ACTION,
             f"{len(silent) - SHOWN_AGENTS} more silent agents",
             f"the whole list (silent for over {silent_minutes} min): agent_activity, or the"
-            " silent_agents view (over 15 min)",
+            " silent_agents view (over 35 min)",
         )
     yield from _refusals(conn, at_ms)
     heard = [r for r in rows if r[4]]
@@ -191,26 +192,30 @@ def _data(conn: psycopg.Connection, *, at_ms: int) -> Iterator[Finding]:
     else:
         yield Finding("data", "suspect share", OK, "no alert in the last hour")
     row = conn.execute(
-        "SELECT coalesce(sum(items), 0), min(first_at) FROM quarantine_awaiting_inspection"
+        "SELECT coalesce(sum(items), 0),"
+        " coalesce(sum(items) FILTER (WHERE last_at > now() - interval '1 day'), 0)"
+        " FROM quarantine_awaiting_inspection"
     ).fetchone()
-    items, first = row or (0, None)
-    if items:
+    month, day = row or (0, 0)
+    seen = f"{month} items set apart in the last 30 days, {day} of them in the last day"
+    if day:
         yield Finding(
             "data",
             "quarantine",
             WARN,
-            f"{items} items set apart since {when(_ms(first), at_ms)}",
-            "inspect them: SELECT * FROM quarantine_awaiting_inspection;",
+            seen,
+            "look at them: SELECT * FROM quarantine_awaiting_inspection ORDER BY last_at DESC;",
         )
     else:
-        yield Finding("data", "quarantine", OK, "nothing set apart")
+        yield Finding("data", "quarantine", OK, seen)
     yield from _completeness(conn)
 
 
 def _completeness(conn: psycopg.Connection) -> Iterator[Finding]:
     rows = conn.execute(
         "SELECT region, completeness, estimated_share FROM region_day_completeness"
-        " WHERE day = (SELECT max(day) FROM region_day_completeness WHERE day < current_date)"
+        " WHERE day = (SELECT max(day) FROM region_day_completeness"
+        "              WHERE day < date_trunc('day', now(), 'UTC'))"
         " ORDER BY region"
     ).fetchall()
     if rows:
@@ -224,7 +229,7 @@ def _core(target: str) -> Iterator[Finding]:
     try:
         with urllib.request.urlopen(url, timeout=METRICS_TIMEOUT_SECONDS) as reply:  # noqa: S310 - the operator's URL
             text = reply.read().decode()
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
         yield Finding(
             "core",
             target,
@@ -233,7 +238,11 @@ def _core(target: str) -> Iterator[Finding]:
             "is it running? `systemctl status core-ingest`; [metrics] listen must be set",
         )
         return
-    samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    try:
+        samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    except ValueError as exc:  # not Prometheus's text format: another service on that port
+        yield Finding("core", target, ACTION, f"answers, but not with metrics ({exc})")
+        return
     yield _pool(target, samples)
     queued = _value(samples, "meterpipe_core_lineage_queued")
     dropped = _value(samples, "meterpipe_core_lineage_events_total", result="dropped")

@@ -31,7 +31,7 @@ import psycopg_pool
 from google.protobuf.message import DecodeError
 
 from core_ingest.errors import StorageUnavailable
-from core_ingest.health import check_database
+from core_ingest.health import DatabaseState, check_database
 from core_ingest.lineage.emitter import LineageEmitter
 from core_ingest.store.meters import MeterDirectory
 from core_ingest.store.partitions import Partitions
@@ -45,7 +45,9 @@ from proto.version import __version__
 log = logging.getLogger(__name__)
 
 LOGGED_REFUSALS_CAP = 10_000  # (peer, reason) pairs remembered for logging once
-REFUSAL_WAIT_SECONDS = 1.0  # for a connection to record a refusal; then it waits for the next
+REFUSAL_WRITE_SECONDS = 1.0  # how often the refusals counted are written to batch_refusals
+REFUSAL_WAIT_SECONDS = 5.0  # for a connection to write them; then they wait for the next time
+HEALTH_CACHE_SECONDS = 5.0  # Health answers from one database check for this long
 # Not recorded in batch_refusals: no enrolled agent to attach it to, or not the batch's fault.
 UNRECORDED_REFUSALS = frozenset(
     {pb.REJECT_REASON_UNKNOWN_AGENT, pb.REJECT_REASON_STORAGE_UNAVAILABLE}
@@ -183,6 +185,8 @@ class IngestService(pb_grpc.IngestServicer):
         self._writing: set[asyncio.Task[None]] = set()  # batches being answered, all streams
         self._logged_refusals: set[tuple[str, int]] = set()
         self._refusals = RefusalCounter()
+        self._health_lock = asyncio.Lock()
+        self._health: tuple[float, DatabaseState] | None = None  # (when checked, state)
 
     async def StreamBatches(  # noqa: N802 - name fixed by the generated servicer
         self, request_iterator: AsyncIterator[pb.SignedBatch], context: grpc.aio.ServicerContext
@@ -265,27 +269,41 @@ class IngestService(pb_grpc.IngestServicer):
             reason,
         )
 
-    async def _record_refusal(self, header: pb.BatchHeader, error: EnvelopeError) -> None:
-        """Count the refusal in ``batch_refusals`` (throttled; a failure is only logged)."""
-        if error.reason in UNRECORDED_REFUSALS:
+    def _count_refusal(
+        self, header: pb.BatchHeader | None, error: EnvelopeError, certified_as: str | None
+    ) -> None:
+        """Count the refusal for ``batch_refusals`` (written by ``record_refusals``).
+
+        Under mutual TLS it is counted for the agent the client certificate names, the one
+        identity the core has established; without it, for the agent the header names.
+        """
+        if header is None or error.reason in UNRECORDED_REFUSALS:
             return
         reason = pb.RejectReason.Name(error.reason).removeprefix("REJECT_REASON_")
-        refusals = self._refusals.count(header.agent_id, reason)
-        if not refusals:
+        self._refusals.count(
+            certified_as or header.agent_id,
+            reason,
+            sequence=header.sequence,
+            detail=error.detail,
+        )
+
+    async def record_refusals(self) -> None:
+        """Write the refusals counted, every ``REFUSAL_WRITE_SECONDS``, until cancelled."""
+        while True:
+            await asyncio.sleep(REFUSAL_WRITE_SECONDS)
+            await self.flush_refusals()
+
+    async def flush_refusals(self) -> None:
+        """Write the refusals counted so far (a failure is logged; they wait for the next)."""
+        taken = self._refusals.take()
+        if not taken:
             return
         try:
             async with self._pool.connection(timeout=REFUSAL_WAIT_SECONDS) as conn:
-                await record_refusals(
-                    conn,
-                    agent_id=header.agent_id,
-                    reason=reason,
-                    refusals=refusals,
-                    sequence=header.sequence,
-                    detail=error.detail,
-                )
+                await record_refusals(conn, taken)
         except (psycopg_pool.PoolTimeout, psycopg.Error) as exc:
-            self._refusals.put_back(header.agent_id, reason, refusals)
-            log.debug("could not record a refusal of %s: %s", header.agent_id, exc)
+            self._refusals.put_back(taken)
+            log.warning("could not record %d kinds of refused batches yet: %s", len(taken), exc)
 
     async def drain(self) -> None:
         """Wait for the batches still being written (bound it with ``asyncio.timeout``)."""
@@ -351,8 +369,7 @@ class IngestService(pb_grpc.IngestServicer):
             _refuse_unstored(header, outcome)
         except EnvelopeError as exc:
             self._log_refusal(peer, exc)
-            if header is not None:
-                await self._record_refusal(header, exc)
+            self._count_refusal(header, exc, certified_as)
             return _rejection(header, exc)
         except (StorageUnavailable, psycopg.OperationalError) as exc:
             log.warning("storage unavailable while storing a batch: %s", exc)
@@ -366,12 +383,16 @@ class IngestService(pb_grpc.IngestServicer):
             return _rejection(header, _STORAGE_UNAVAILABLE)
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
             log.warning("database refused a batch: %s", exc)
-            return _rejection(header, EnvelopeError(pb.REJECT_REASON_MALFORMED, str(exc)))
+            refusal = EnvelopeError(pb.REJECT_REASON_MALFORMED, str(exc))
+            self._count_refusal(header, refusal, certified_as)
+            return _rejection(header, refusal)
         except Exception as exc:
             # A bug of ours must not end the stream and block every batch behind this one.
             log.exception("failed on a batch")
             detail = f"core failed on this batch: {type(exc).__name__}"
-            return _rejection(header, EnvelopeError(pb.REJECT_REASON_INTERNAL, detail))
+            refusal = EnvelopeError(pb.REJECT_REASON_INTERNAL, detail)
+            self._count_refusal(header, refusal, certified_as)
+            return _rejection(header, refusal)
         if outcome.committed:
             self.readings_stored += outcome.committed.readings_stored
             if self._observe_readings is not None:
@@ -390,14 +411,25 @@ class IngestService(pb_grpc.IngestServicer):
             ),
         )
 
+    async def _database_state(self) -> DatabaseState:
+        """``check_database``, once per ``HEALTH_CACHE_SECONDS`` whoever asks.
+
+        Every agent asks Health once a minute: answering each with a database connection of
+        its own would have thousands of gateways open connections for nothing.
+        """
+        async with self._health_lock:
+            if self._health is None or time.monotonic() - self._health[0] >= HEALTH_CACHE_SECONDS:
+                self._health = (time.monotonic(), await check_database(str(self._pool.conninfo)))
+            return self._health[1]
+
     async def Health(  # noqa: N802 - name fixed by the generated servicer
         self,
         request: pb.HealthRequest,  # noqa: ARG002 - empty message
         context: grpc.aio.ServicerContext,  # noqa: ARG002
     ) -> pb.HealthReply:
         """Whether the database answers, and which storage and schema version the core speaks."""
-        state = await check_database(str(self._pool.conninfo))
-        now_ms = time.time_ns() // 1_000_000  # a gateway compares its clock with this
+        now_ms = time.time_ns() // 1_000_000  # as the request arrives: gateways compare clocks
+        state = await self._database_state()
         if not state.serving:
             return pb.HealthReply(
                 serving=False, version=__version__, detail=state.detail, time_ms=now_ms

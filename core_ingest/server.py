@@ -127,6 +127,7 @@ async def serve(config: CoreConfig, *, tls: ServerTls | None = None) -> None:
             "mutual TLS" if tls else "plaintext",
         )
         checks.append(background.create_task(feed_watchdog()))
+        checks.append(background.create_task(service.record_refusals()))
         notify("READY=1", f"STATUS=listening on {listen}")
         try:
             await server.wait_for_termination()
@@ -137,6 +138,7 @@ async def serve(config: CoreConfig, *, tls: ServerTls | None = None) -> None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
                     await service.drain()
+                    await service.flush_refusals()
             for check in checks:
                 check.cancel()
             if stop_metrics:

@@ -36,10 +36,10 @@ from edge_agent.health import (
     AgentHealth,
     CoreHealth,
     DeviceHealth,
+    HealthWriter,
     MqttHealth,
     health_path,
     now_ms,
-    write_health,
 )
 from edge_agent.keys import ClientTls, load_client_tls, load_pseudonym_key, load_signing_key
 from edge_agent.poll_step import PollStep
@@ -276,6 +276,7 @@ class EdgeAgent:
         self._buffer_statistics: BufferStatistics | None = None
         self.started_ms = now_ms()
         self._backlog: Progress | None = None  # a backlog draining, while there is one
+        self._health_writer = HealthWriter(health_path(config.buffer.path))
         self.device_health = {
             source.device: DeviceHealth(
                 name=source.config.name,
@@ -394,7 +395,7 @@ class EdgeAgent:
         finally:
             notify("STOPPING=1")
             with contextlib.suppress(OSError):  # the doctor then knows it was stopped in order
-                write_health(self.health(stopped=True), health_path(self.config.buffer.path))
+                self._health_writer.write(self.health(stopped=True))
             if stop_metrics:
                 stop_metrics()
 
@@ -424,7 +425,6 @@ class EdgeAgent:
 
     async def _health_loop(self) -> None:
         """Ask the core's Health every minute; write the health record every few seconds."""
-        path = health_path(self.config.buffer.path)
         checked = -CORE_CHECK_SECONDS
         while True:
             if time.monotonic() - checked >= CORE_CHECK_SECONDS:
@@ -435,9 +435,9 @@ class EdgeAgent:
                     timeout_seconds=CORE_CHECK_TIMEOUT_SECONDS,
                 )
             try:
-                await asyncio.to_thread(write_health, self.health(), path)
+                await asyncio.to_thread(self._health_writer.write, self.health())
             except OSError as exc:  # a full disk: the buffer's own alarms say more
-                log.debug("cannot write the health record %s: %s", path, exc)
+                log.debug("cannot write the health record: %s", exc)
             with contextlib.suppress(BufferUnavailable):
                 self._follow_backlog((await self.statistics()).pending_batches)
             await asyncio.sleep(HEALTH_SECONDS)

@@ -29,7 +29,7 @@ from edge_agent.dry_run import one_cycle
 from edge_agent.errors import BufferDamaged, ConfigError, EdgeError
 from edge_agent.follow import Follower
 from edge_agent.keys import generate_pseudonym_key, generate_signing_key, load_signing_key
-from edge_agent.probe import payload_check, probe_modbus, probe_mqtt, source_for
+from edge_agent.probe import probe_modbus, probe_mqtt, source_for
 from edge_agent.rotation import rotate_pseudonym_key
 from edge_agent.sinks.buffer import Buffer
 from edge_agent.sinks.uplink import ack_label
@@ -378,7 +378,10 @@ def probe_modbus_command(  # noqa: PLR0913, PLR0917 - one parameter per option
     source = source_for(
         host, port, unit, timeout_seconds=timeout, word_order=word_order, byte_order=byte_order
     )
-    result = asyncio.run(probe_modbus(source, address=register, count=count))
+    try:
+        result = asyncio.run(probe_modbus(source, address=register, count=count))
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     _print(result.as_json())
     sys.exit(0 if result.ok else 1)
 
@@ -403,16 +406,8 @@ def probe_mqtt_command(config_path: Path, seconds: float) -> None:
     config = _load(config_path)
     if config.mqtt is None:
         raise click.ClickException("no [mqtt] section in the configuration")
-    topics = config.mqtt.topics
-    result = asyncio.run(
-        probe_mqtt(config.mqtt.host, config.mqtt.port, list(topics), listen_seconds=seconds)
-    )
-    for message in result.messages:
-        topic = str(message["topic"])
-        message["transformer"] = topics.get(topic, "")
-        message["check"] = payload_check(
-            str(message["payload"]).encode(), transformer=topics.get(topic, ""), topic=topic
-        )
+    mqtt = config.mqtt
+    result = asyncio.run(probe_mqtt(mqtt.host, mqtt.port, mqtt.topics, listen_seconds=seconds))
     _print(dataclasses.asdict(result))
     sys.exit(0 if result.connected else 1)
 

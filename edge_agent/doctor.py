@@ -100,11 +100,24 @@ class Diagnosis:
 async def diagnose(config: AgentConfig) -> Diagnosis:
     """Look at everything and say what stands how."""
     checked = now_ms()
-    health = read_health(health_path(config.buffer.path))
+    path = health_path(config.buffer.path)
+    unreadable: Finding | None = None
+    try:
+        health = read_health(path)
+    except PermissionError:
+        health = None
+        unreadable = Finding(
+            "agent",
+            str(path),
+            ACTION,
+            "this user may not read the agent's health record; devices, broker and core"
+            " probed by the doctor itself",
+            "run the doctor as the agent's user or root: `sudo -u edge-agent edge-agent doctor`",
+        )
     running = health is not None and is_running(health, at_ms=checked)
     diagnosis = Diagnosis(config.agent.id, checked, running)
     found = diagnosis.findings
-    found.append(_agent(health if running else None, health, checked))
+    found.append(unreadable or _agent(health if running else None, health, checked))
     # The core is asked now either way: the agent's own check may be a minute old.
     core = await check_core(
         config.uplink.target, _tls_or_none(config), timeout_seconds=CORE_TIMEOUT_SECONDS
@@ -254,7 +267,7 @@ async def _mqtt_probed(config: AgentConfig) -> list[Finding]:
     mqtt = config.mqtt
     if mqtt is None:
         return []
-    probe = await probe_mqtt(mqtt.host, mqtt.port, [], listen_seconds=0)
+    probe = await probe_mqtt(mqtt.host, mqtt.port, {}, listen_seconds=0)
     if not probe.connected:
         return [_broker_down(probe.broker, probe.error)]
     return [Finding("mqtt", probe.broker, OK, "the broker accepts connections")]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -112,17 +113,46 @@ def health_path(buffer_path: Path) -> Path:
     return buffer_path.with_name(buffer_path.name + ".health.json")
 
 
-def write_health(health: AgentHealth, path: Path) -> None:
-    """Replace the health record in one rename (no fsync: it is rewritten in seconds)."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_bytes(msgspec.json.encode(health))
-    temporary.replace(path)
+class HealthWriter:
+    """Writes one agent's health record, one write at a time; nothing after the last one.
+
+    The agent writes from a worker thread every few seconds and once more, marked stopped,
+    as it stops: a write still in flight then must not land after (and over) the last one.
+    """
+
+    def __init__(self, path: Path) -> None:
+        """Write to ``path`` (``health_path`` of the buffer)."""
+        self.path = path
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def write(self, health: AgentHealth) -> None:
+        """Replace the record in one rename (no fsync: it is rewritten in seconds)."""
+        with self._lock:
+            if self._stopped:
+                return
+            temporary = self.path.with_name(self.path.name + ".tmp")
+            temporary.write_bytes(msgspec.json.encode(health))
+            temporary.replace(self.path)
+            self._stopped = bool(health.stopped_ms)
 
 
 def read_health(path: Path) -> AgentHealth | None:
-    """The record the running agent last wrote, or None (never written, or unreadable)."""
-    with contextlib.suppress(OSError, msgspec.DecodeError, msgspec.ValidationError):
-        return msgspec.json.decode(path.read_bytes(), type=AgentHealth)
+    """The record the agent last wrote, or None (never written, or not a record).
+
+    Raises:
+        PermissionError: the record exists and this user may not read it (the doctor says so
+            rather than taking the agent for stopped).
+
+    """
+    try:
+        data = path.read_bytes()
+    except PermissionError:
+        raise
+    except OSError:
+        return None
+    with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+        return msgspec.json.decode(data, type=AgentHealth)
     return None
 
 

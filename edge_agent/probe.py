@@ -101,7 +101,17 @@ async def probe_modbus(
 
     By default the first ``DEFAULT_RECORDS`` meter records. Registers that are whole records
     of the meter table are decoded; anything else is shown raw.
+
+    Raises:
+        ValueError: the registers asked for cut meter records (they would show serials).
+
     """
+    in_table = address is not None and count and address + count > register_map.METER_TABLE_ADDRESS
+    if in_table and not _whole_records(address or 0, count or 0):
+        raise ValueError(
+            "registers from 100 on hold meter records, serials included: read whole records"
+            " (--address 100 + 16 x i, --count a multiple of 16), shown with masked serials"
+        )
     device = ModbusConcentrator(source)
     probe = ModbusProbe(device=source.device)
     try:
@@ -146,12 +156,19 @@ class MqttProbe:
 
 
 async def probe_mqtt(
-    host: str, port: int, topics: list[str], *, listen_seconds: float, timeout_seconds: float = 5.0
+    host: str,
+    port: int,
+    topics: dict[str, str],
+    *,
+    listen_seconds: float,
+    timeout_seconds: float = 5.0,
 ) -> MqttProbe:
     """Connect with a throwaway session and listen on ``topics`` for ``listen_seconds``.
 
-    A clean session under its own client id, at QoS 0: the agent's persistent session and
-    the messages queued for it are left alone.
+    ``topics`` maps each topic to its transformer, as ``[[mqtt.transformers]]`` does; each
+    message is checked as the agent would check it, on the bytes received. A clean session
+    under its own client id, at QoS 0: the agent's persistent session and the messages
+    queued for it are left alone.
     """
     import aiomqtt  # noqa: PLC0415 - MQTT is optional: loaded only when probed
 
@@ -167,7 +184,7 @@ async def probe_mqtt(
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(listen_seconds):
                         async for message in client.messages:
-                            probe.messages.append(_message(message))
+                            probe.messages.append(_message(message, topics))
     except aiomqtt.MqttError as exc:
         probe.error = str(exc) or type(exc).__name__
     return probe
@@ -182,12 +199,16 @@ def payload_check(payload: bytes, *, transformer: str, topic: str) -> str:
     return f"ok: {len(message.points)} values, seq {message.seq}"
 
 
-def _message(message: object) -> dict[str, object]:
+def _message(message: object, topics: dict[str, str]) -> dict[str, object]:
     payload = getattr(message, "payload", b"")
     raw = payload if isinstance(payload, bytes) else str(payload).encode()
+    topic = str(getattr(message, "topic", ""))
+    transformer = topics.get(topic, "")
     return {
-        "topic": str(getattr(message, "topic", "")),
-        "received_ms": time.time_ns() // 1_000_000,
+        "topic": topic,
+        "transformer": transformer,
+        "received": iso(time.time_ns() // 1_000_000),
         "bytes": len(raw),
         "payload": raw.decode("utf-8", errors="replace"),
+        "check": payload_check(raw, transformer=transformer, topic=topic),
     }

@@ -32,7 +32,19 @@ def write_secret(path: Path, data: bytes, error: ErrorFactory) -> None:
 
 
 def read_secret(path: Path, error: ErrorFactory) -> bytes:
-    """Read a key file after checking that only its owner can read it."""
+    """Read a key file after checking that only its owner can read it.
+
+    A service that systemd started with ``LoadCredential=NAME:PATH`` reads systemd's copy
+    instead, when ``$CREDENTIALS_DIRECTORY`` holds one named like ``path``: the original stays
+    where only root reads it (``/etc/credstore``), and the commands a technician runs as root
+    read it there. The copy's folder is the service's alone, so its mode is systemd's affair.
+    """
+    credential = _credential(path)
+    if credential is not None:
+        try:
+            return credential.read_bytes()
+        except OSError as exc:
+            raise error(str(credential), f"cannot read: {exc.strerror}") from None
     try:
         mode = path.stat().st_mode
         data = path.read_bytes()
@@ -41,6 +53,15 @@ def read_secret(path: Path, error: ErrorFactory) -> bytes:
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise error(str(path), f"mode {stat.S_IMODE(mode):04o} lets others read it; run chmod 600")
     return data
+
+
+def _credential(path: Path) -> Path | None:
+    """systemd's copy of ``path`` for this service, if it was given one."""
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not folder:
+        return None
+    copy = Path(folder) / path.name
+    return copy if copy.is_file() else None
 
 
 def generate_signing_key(path: Path, error: ErrorFactory) -> bytes:

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fix_db import operator_dsn
-from fix_services import BIN, serving_core
+from fix_services import BIN, serving_core, wait_until
 from pgcluster import free_loopback_port
 from signed_batches import AGENT, KEY, answer, seal, send
 
@@ -50,6 +50,9 @@ def test_silent_agents_refused_batches_and_each_core_are_found(storage_dsn, tmp_
         ] * 2
         refused = [seal(sequence=n, agent_id="refused-1") for n in (1, 2)]
         assert {answer(a) for a in send(core, *refused)} == {"REJECT_REASON_BAD_SIGNATURE"}
+        wait_until(  # counted as the core answers, written within a second
+            lambda: _refusals(storage_dsn) == 2, timeout=30, what="the refusals recorded"
+        )
         result = _doctor("--dsn", operator_dsn(storage_dsn), "--metrics", metrics, "--json")
         screen = _doctor("--dsn", operator_dsn(storage_dsn), "--metrics", metrics)
     assert result.returncode == 1, result.stderr
@@ -60,7 +63,7 @@ def test_silent_agents_refused_batches_and_each_core_are_found(storage_dsn, tmp_
     assert found["silent-1"]["state"] == ACTION
     assert "never sent a batch" in found["silent-1"]["seen"]
     assert found["refused-1"]["state"] == ACTION
-    assert "BAD_SIGNATURE" in found["refused-1"]["seen"]
+    assert "batches refused: 2 BAD_SIGNATURE" in found["refused-1"]["seen"]
     assert "edge-agent resend" in found["refused-1"]["todo"]
     assert AGENT not in found  # heard from, nothing refused
     assert "1 of 3 agents sent in the last hour" in found["latency"]["seen"]
@@ -82,6 +85,12 @@ def test_silent_agents_refused_batches_and_each_core_are_found(storage_dsn, tmp_
     assert activity[AGENT] == (2, 1, 0, True)  # sequence 2 never arrived: a gap
     assert activity["refused-1"][2] >= 1
     assert sorted(silent) == ["refused-1", "silent-1"]
+
+
+def _refusals(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT coalesce(sum(refusals), 0) FROM batch_refusals").fetchone()
+    return int(row[0]) if row else 0
 
 
 def test_a_database_down_and_a_core_not_answering_need_action():

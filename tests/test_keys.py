@@ -68,6 +68,30 @@ def test_bad_pseudonym_key_is_refused(tmp_path, content, problem):
         load_pseudonym_key(path)
 
 
+def test_a_service_reads_systemds_copy_of_its_key(tmp_path, monkeypatch):
+    """With LoadCredential, the copy in $CREDENTIALS_DIRECTORY is read, whatever its mode.
+
+    The original (here unreadable, as /etc/credstore is to the service's user) is not opened;
+    without the variable, or without a copy of that name, the configured file is read.
+    """
+    original = tmp_path / "credstore" / "pseudonym.key"
+    original.parent.mkdir()
+    generate_pseudonym_key(original)
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    copy = credentials / "pseudonym.key"
+    copy.write_bytes(original.read_bytes())
+    copy.chmod(0o440)  # as newer systemd releases expose credentials
+    expected = load_pseudonym_key(original)
+    original.write_bytes(b"unreadable to the service")
+    original.chmod(0o000)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    assert load_pseudonym_key(original) == expected
+    signing = tmp_path / "agent.key"
+    generate_signing_key(signing)  # no copy of that name: the configured file
+    assert load_signing_key(signing).public_key()
+
+
 def test_missing_key_names_the_path(tmp_path):
     """A missing key file is reported with its path."""
     with pytest.raises(KeyFileError, match="nothere"):

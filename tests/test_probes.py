@@ -61,6 +61,11 @@ def test_probe_modbus_decodes_the_header_the_clock_and_the_first_records(simulat
     )
     assert raw["registers"][:2] == [1, 10]  # map version, meter count
     assert raw["records"] == []
+    torn = _edge_agent(
+        "probe", "modbus", f"127.0.0.1:{sim.port}", "--address", "104", "--count", "8"
+    )
+    assert torn.returncode == 2  # part of a record would show a serial in clear: refused
+    assert "read whole records" in torn.stderr
 
 
 def test_probe_modbus_names_an_unreachable_device():

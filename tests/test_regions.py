@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fix_db import operator_dsn, store_one_reading
-from fix_services import governance
+from fix_services import governance, wait_until
 from pgcluster import CORE_LOGIN, OPERATOR_LOGIN, OWNER_LOGIN, as_login
 from signed_batches import KEY, answer, meter, payload, seal, send
 
@@ -67,6 +67,11 @@ def regional(storage_dsn: str, core_server: str) -> dict[str | None, str]:
             assert answer(ack) == "ACK_STATUS_ACCEPTED", ack.detail
         forged = seal(sequence=99, agent_id=agent_id, key=Ed25519PrivateKey.generate())
         assert [answer(a) for a in send(core_server, forged)] == ["REJECT_REASON_BAD_SIGNATURE"]
+    wait_until(  # refusals are written within a second of the answer
+        lambda: len(rows(storage_dsn, "SELECT agent_id FROM batch_refusals")) == len(REGIONS),
+        timeout=30,
+        what="both refusals recorded",
+    )
     with psycopg.connect(storage_dsn, autocommit=True) as conn:  # as `governance export` records
         conn.execute(
             "INSERT INTO exports (dataset, filter, k, measured_k, area_level, meters, suppressed,"

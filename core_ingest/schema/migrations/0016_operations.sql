@@ -36,7 +36,7 @@ CREATE VIEW agent_activity AS
            hour.batches AS batches_last_hour,
            hour.readings AS readings_last_hour,
            hour.latency_p50_s, hour.latency_p95_s, hour.oldest_reading_age_s,
-           hour.sequence_gaps,
+           recent.sequence_gaps,
            coalesce(refused.batches, 0) AS refused_batches,
            refused.last_at AS last_refused_at
     FROM agents a
@@ -53,33 +53,40 @@ CREATE VIEW agent_activity AS
                    ORDER BY extract(epoch FROM b.committed_at - b.newest_interval_end))
                    AS latency_p95_s,
                max(extract(epoch FROM b.committed_at - b.oldest_interval_end))
-                   AS oldest_reading_age_s,
-               max(b.sequence) - min(b.sequence) + 1 - count(*) AS sequence_gaps
+                   AS oldest_reading_age_s
         FROM batches b
         WHERE b.agent_id = a.agent_id AND b.committed_at > now() - interval '1 hour'
     ) hour ON true
+    LEFT JOIN LATERAL (
+        SELECT max(s.sequence) - min(s.sequence) + 1 - count(*) AS sequence_gaps
+        FROM (SELECT b.sequence FROM batches b WHERE b.agent_id = a.agent_id
+              ORDER BY b.sequence DESC LIMIT 1000) s
+    ) recent ON true
     LEFT JOIN LATERAL (
         SELECT sum(r.refusals) AS batches, max(r.last_at) AS last_at FROM batch_refusals r
         WHERE r.agent_id = a.agent_id
     ) refused ON true;
 
--- Enrolled agents not heard from for 15 minutes (a poll cycle and a batch age, many times
--- over), or never: `core-ingest doctor --silent-minutes N` asks with another threshold.
+-- Enrolled agents not heard from for 35 minutes, or never. An agent reading meters only
+-- sends once an interval closes (every 15 minutes): two intervals and some slack.
+-- `core-ingest doctor --silent-minutes N` asks with another threshold.
 -- (How long, as a column, would change from one query to the next: `now() - last_committed_at`.)
 CREATE VIEW silent_agents AS
     SELECT agent_id, region, substation, last_committed_at
     FROM agent_activity
     WHERE NOT revoked
-      AND (last_committed_at IS NULL OR last_committed_at < now() - interval '15 minutes');
+      AND (last_committed_at IS NULL OR last_committed_at < now() - interval '35 minutes');
 
--- What the core set apart and nobody has looked at: quarantined readings and values refused
--- one by one, per region, agent and reason, oldest first.
+-- What the core set apart in the last 30 days, for someone to look at: quarantined readings
+-- and values refused one by one, per region, agent and reason. (Nothing records that someone
+-- looked yet: the window is what keeps old items from being shown for ever.)
 CREATE VIEW quarantine_awaiting_inspection AS
     SELECT 'reading_quarantine' AS kept_in, g.name AS region, b.agent_id, q.reason,
            count(*) AS items, min(q.quarantined_at) AS first_at, max(q.quarantined_at) AS last_at
     FROM reading_quarantine q
     JOIN batches b USING (batch_id)
     JOIN regions g ON g.region_id = q.region_id
+    WHERE q.quarantined_at > now() - interval '30 days'
     GROUP BY g.name, b.agent_id, q.reason
     UNION ALL
     SELECT 'refused_values', g.name, b.agent_id, v.reason,
@@ -87,6 +94,7 @@ CREATE VIEW quarantine_awaiting_inspection AS
     FROM refused_values v
     JOIN batches b USING (batch_id)
     JOIN regions g ON g.name = b.region
+    WHERE b.committed_at > now() - interval '30 days'
     GROUP BY g.name, b.agent_id, v.reason;
 
 -- How complete each region's day is: of the readings expected (96 a customer meter), how many
