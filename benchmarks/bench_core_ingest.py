@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import subprocess
 import sys
 import tempfile
@@ -41,11 +42,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from core_ingest import agents
 from core_ingest.store.reading_rows import COPY_COLUMNS, ReadingColumns, copy_buffer
 from proto import pb, public_key_bytes, seal_batch
+from proto.progress import Progress
 
 # The throwaway PostgreSQL clusters of the tests (test infrastructure, not a product module).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fix_db import core_dsn, set_up
 from pgcluster import PostgresCluster, free_loopback_port
+
+log = logging.getLogger(__name__)
 
 BIN = Path(sys.executable).parent
 T0 = 1_793_577_600  # 2026-11-03 00:00 UTC
@@ -251,6 +255,7 @@ def main() -> None:
         "--batches-per-stream", type=int, default=4, help="core server.batches_per_stream"
     )
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     scale = 10 if args.quick else 1
     settings = (
         f"[database]\npool_size = {args.pool_size}\n"
@@ -265,7 +270,9 @@ def main() -> None:
             ("1 agent", 1, 10_000 // scale),
             ("50 agents", 50, 2_000 // scale),
         ):
+            steps = Progress(label, 6, unit="steps", log=log)  # build, 4 baselines, the core
             fleet = build_fleet(agent_count, meters, 24, key)
+            steps.advance()
             slug = label.replace(" ", "_")
             baselines: dict[bool, dict[int, float]] = {True: {}, False: {}}
             for connections in (1, 2):
@@ -273,7 +280,10 @@ def main() -> None:
                 for first in (True, False):
                     rows = fleet.phase(first=first)[1]
                     baselines[first][connections] = raw_copy(dsn, rows, connections)
+                    steps.advance()
             first, steady, memory = through_core(cluster, fleet, f"core_{slug}", key, settings)
+            steps.advance()
+            steps.close()
             readings = {phase: fleet.phase(first=phase)[2] for phase in (True, False)}
             report(f"{label}, steady state", readings[False], steady, baselines[False])
             report(f"{label}, first contact", readings[True], first, baselines[True])

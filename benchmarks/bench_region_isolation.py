@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import statistics
 import sys
 import time
@@ -37,9 +38,12 @@ from year_of_readings import (
 )
 
 from governance import access
+from proto.progress import Progress
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from pgcluster import as_login
+
+log = logging.getLogger(__name__)
 
 BASELINE, LIMITED = "bench_ops_all", "bench_ops_north"
 REGION = REGIONS[0]
@@ -100,15 +104,17 @@ def compare(dsn: str, query: str, params: dict[str, object], repeat: int) -> dic
     )
     base: list[float] = []
     ratios: dict[str, list[float]] = {"North": [], "North, unnamed": []}
-    for _ in range(repeat):
-        seconds, expected = timed(as_login(dsn, BASELINE), query, params)
-        limited, got = timed(as_login(dsn, LIMITED), query, params)
-        alone, alone_got = timed(as_login(dsn, LIMITED), unscoped, params)
-        if not (got == expected == alone_got) or not expected:
-            raise SystemExit(f"answers differ or are empty for: {query}")
-        base.append(seconds)
-        ratios["North"].append(limited / seconds)
-        ratios["North, unnamed"].append(alone / seconds)
+    with Progress("interleaved runs", repeat, unit="runs", log=log) as runs:
+        for _ in range(repeat):
+            seconds, expected = timed(as_login(dsn, BASELINE), query, params)
+            limited, got = timed(as_login(dsn, LIMITED), query, params)
+            alone, alone_got = timed(as_login(dsn, LIMITED), unscoped, params)
+            if not (got == expected == alone_got) or not expected:
+                raise SystemExit(f"answers differ or are empty for: {query}")
+            base.append(seconds)
+            ratios["North"].append(limited / seconds)
+            ratios["North, unnamed"].append(alone / seconds)
+            runs.advance()
     return {"operations": statistics.median(base)} | {
         who: statistics.median(values) for who, values in ratios.items()
     }
@@ -120,6 +126,7 @@ def main() -> None:
     size_options(parser)
     parser.add_argument("--repeat", type=int, default=15, help="runs per question and login")
     options = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     with year_database(options.meters, options.days) as (dsn, built):
         logins(dsn)
         with psycopg.connect(dsn) as conn:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import subprocess
 import sys
 import time
@@ -26,6 +27,10 @@ from pathlib import Path
 
 import psycopg
 from year_of_readings import START, TRACED, readings_count, size_options, year_database
+
+from proto.progress import Progress
+
+log = logging.getLogger(__name__)
 
 BIN = Path(sys.executable).parent
 
@@ -55,11 +60,15 @@ def baseline_seconds(dsn: str, days: int) -> tuple[float, int]:
     return time.perf_counter() - started, len(rows)
 
 
+RUNS = 3  # trace and baseline, each
+
+
 def main() -> None:
     """Build the database, then time the trace and the baseline."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     size_options(parser)
     options = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     with year_database(options.meters, options.days) as (dsn, built):
         readings = readings_count(dsn)
         with psycopg.connect(dsn) as conn:
@@ -72,14 +81,17 @@ def main() -> None:
             f" ({options.meters:,} meters x {options.days} days) built in"
             f" {built:,.0f} s"
         )
-        for run in range(1, 4):
-            seconds = trace_seconds(dsn, pseudonym, options.days)
-            base, rows = baseline_seconds(dsn, options.days)
-            print(
-                f"run {run}: governance trace subject, one meter, {options.days} days:"
-                f" {seconds:.2f} s (a new process, JSON); baseline: fetching its {rows:,}"
-                f" readings alone {base:.2f} s"
-            )
+        with Progress("trace and baseline", RUNS, unit="runs", log=log) as runs:
+            for run in range(1, RUNS + 1):
+                seconds = trace_seconds(dsn, pseudonym, options.days)
+                base, rows = baseline_seconds(dsn, options.days)
+                print(
+                    f"run {run}: governance trace subject, one meter, {options.days} days:"
+                    f" {seconds:.2f} s (a new process, JSON); baseline: fetching its {rows:,}"
+                    f" readings alone {base:.2f} s",
+                    flush=True,
+                )
+                runs.advance()
 
 
 if __name__ == "__main__":

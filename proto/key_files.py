@@ -56,7 +56,7 @@ def read_secret(path: Path, error: ErrorFactory) -> bytes:
 
 
 def _credential(path: Path) -> Path | None:
-    """systemd's copy of ``path`` for this service, if it was given one."""
+    """The copy systemd made of ``path`` for this service, if it was given one."""
     folder = os.environ.get("CREDENTIALS_DIRECTORY")
     if not folder:
         return None
