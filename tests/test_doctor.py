@@ -25,6 +25,7 @@ from proto.diagnosis import ACTION, OK, Finding
 with_services = pytest.mark.parametrize(
     "storage", [pytest.param(TIMESCALEDB, marks=pytest.mark.integration)]
 )
+TOPIC = "grid/North/N-S01/N-S01-T1/telemetry"
 CLOCK_SKEW = {"kind": "clock_skew", "start_hour": 0, "hours": 1_000, "seconds": 60}
 
 
@@ -51,16 +52,22 @@ def _findings(stdout: str) -> dict[str, dict]:
 
 @with_services
 def test_a_running_agent_shows_a_dead_device_a_black_hole_and_a_clock_60_s_ahead(
-    simulator, core_server, agent_setup, black_hole
+    simulator, core_server, agent_setup, black_hole, mosquitto
 ):
-    """Each failing device named with how it fails and what to do; exit code 1."""
-    sim = simulator(meters=5, faults=(CLOCK_SKEW,))
+    """Each failing device named with how it fails and what to do; exit code 1.
+
+    The broker is up and one configured transformer publishes, the other never does.
+    """
+    sim = simulator(meters=5, faults=(CLOCK_SKEW,), mqtt_port=mosquitto)
     sim.close_interval()
     dead = free_loopback_port()
     agent = agent_setup(
         core=core_server,
         modbus_port=sim.port,
         extra_sources=(_device("dead", dead), _device("black-hole", black_hole)),
+        extra=f'\n[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto}\n\n[[mqtt.transformers]]\n'
+        f'topic = "{TOPIC}"\ntransformer_id = "N-S01-T1"\n\n[[mqtt.transformers]]\n'
+        'topic = "grid/North/N-S01/N-S01-T9/telemetry"\ntransformer_id = "N-S01-T9"\n',
     )
     process = agent.run()
     path = health_path(agent.folder / "buffer.sqlite")
@@ -71,12 +78,21 @@ def test_a_running_agent_shows_a_dead_device_a_black_hole_and_a_clock_60_s_ahead
             if health is None or not health.core.checked_ms:
                 return False
             devices = {d.name: d for d in health.devices}
+            mqtt = health.mqtt
             return (
-                devices["conc-1"].last_good_ms > 0
+                mqtt is not None
+                and "N-S01-T1" in mqtt.last_message_ms
+                and devices["conc-1"].last_good_ms > 0
                 and devices["dead"].errors.get("unreachable", 0) > 0
                 and devices["black-hole"].errors.get("no_reply", 0) > 0
             )
 
+        wait_until(
+            lambda: "subscribed" in (agent.folder / "agent.log").read_text(),
+            timeout=30,
+            what="the subscription",
+        )
+        sim.run_clock(speed=900, intervals=1)  # a minute's telemetry, published
         wait_until(seen_everything, timeout=60, what="the health record to show every device")
         result = agent.command("doctor", "--json")
         screen = agent.command("doctor")
@@ -99,6 +115,11 @@ def test_a_running_agent_shows_a_dead_device_a_black_hole_and_a_clock_60_s_ahead
     assert "breaker open, next try" in found["black-hole"]["seen"]
     assert found[core_server]["state"] == OK
     assert found["gateway"]["state"] == OK  # the core's clock is this machine's
+    assert found[f"127.0.0.1:{mosquitto}"]["seen"] == "connected"
+    assert found["N-S01-T1"]["state"] == OK
+    assert "last message" in found["N-S01-T1"]["seen"]
+    assert found["N-S01-T9"]["state"] == "warn"
+    assert "no message since the agent started" in found["N-S01-T9"]["seen"]
     assert screen.returncode == 1
     lines = screen.stdout.splitlines()
     assert max(len(line) for line in lines) <= 80, screen.stdout
