@@ -18,7 +18,7 @@ from substation_sim.faults import MeterEffect, apply_value_faults, fault_rng, ta
 from substation_sim.record import FieldRecord, TruthRow
 from substation_sim.register_map import INTERVAL_SECONDS
 from substation_sim.scenario import Scenario
-from substation_sim.thermal import Reading, TransformerSensors
+from substation_sim.thermal import FAULT_SIGNATURE, Reading, TransformerSensors
 from substation_sim.topology import (
     ConcentratorSpec,
     MeterSet,
@@ -117,6 +117,7 @@ class Field:
                     and fault.region in (None, transformer.region)
                 ):
                     sensors.fault_start = self.scenario.start + int(fault.start_hour * 3600)
+                    sensors.fault_nature = fault.nature
             self.sensors[transformer.name] = sensors
 
     # -- time -------------------------------------------------------------------------------
@@ -391,7 +392,7 @@ class Field:
                         TruthRow(
                             fault.index,
                             "incipient_fault",
-                            "thermal: CH4, C2H4, H2 rising",
+                            f"{fault.nature}: {FAULT_SIGNATURE[fault.nature]}",
                             name,
                             name,
                             sensors.fault_start,

@@ -59,6 +59,7 @@ class FaultSpec:
     factor: float
     seconds: float
     index: int  # position in the scenario file, to name it in the ground truth
+    nature: str = "thermal"  # an incipient_fault's: thermal, partial_discharge or arcing
 
     def active(self, hour: float) -> bool:
         """Whether simulated hour ``hour`` (since the start) lies in this fault's window."""
@@ -197,6 +198,10 @@ class FaultSection(Settings, frozen=True):
     share: Share = 0.01
     factor: Annotated[float, Meta(ge=-1000.0, le=1000.0)] = 10.0
     seconds: Annotated[float, Meta(ge=-86_400, le=86_400)] = 30.0
+    nature: Annotated[
+        Literal["thermal", "partial_discharge", "arcing"],
+        Meta(description="An incipient_fault's: which gases it makes"),
+    ] = "thermal"
 
 
 class ScenarioFile(Settings, frozen=True, kw_only=True):  # required keys among optional ones

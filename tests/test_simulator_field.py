@@ -209,6 +209,10 @@ def test_incipient_fault_makes_gases_rise_over_days(tmp_path):
     assert later["CH4"] > 2 * start["CH4"]
     (row,) = field.incipient_fault_truth()
     assert (row.kind, row.start) == ("incipient_fault", MONDAY + 3600)
+    assert row.detail == "thermal: C2H4, CH4, H2 rising"
+    # the gases alone, as the fault scorecard samples them, are what the transformer publishes
+    reading = field.telemetry(MONDAY + 4 * 86_400)[0]
+    assert field.sensors[reading.transformer].gases_at(MONDAY + 4 * 86_400) == later
 
 
 @pytest.mark.parametrize("name", ["small", "storm", "outage", "national-slice"])
