@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import dataclasses
 import json
 import logging
@@ -166,6 +167,24 @@ def describe(scenario: str) -> None:
             "faults": [dataclasses.asdict(f) for f in chosen.faults],
         }
     )
+
+
+@main.command()
+@click.argument("scenario")
+def assets(scenario: str) -> None:
+    """Print the scenario's transformers as an asset registry CSV (for `analytics assets load`).
+
+    The simulator's transformers are oil-immersed ONAN units with normal Kraft paper, as its
+    thermal model (IEC 60076-7, transformer-thermal-model's distribution transformer) runs them.
+
+    Example: substation-sim assets national-slice > assets.csv
+    """
+    chosen = _scenario(scenario)
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(["transformer_id", "substation", "region", "rated_kva", "cooling", "insulation"])
+    for substation in build_topology(chosen):
+        for t in substation.transformers:
+            out.writerow([t.name, t.substation, t.region, t.rated_kva, "ONAN", "normal"])
 
 
 @main.command()

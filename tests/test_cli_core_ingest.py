@@ -32,6 +32,7 @@ MIGRATION_NAMES = [
     "regions",
     "exports",
     "operations",
+    "transformer-health",
 ]
 
 

@@ -82,6 +82,19 @@ def regional(storage_dsn: str, core_server: str) -> dict[str | None, str]:
             "INSERT INTO export_meters SELECT 1, m.meter_id, r.region_id FROM meters m"
             " JOIN regions r ON r.name = m.region"
         )
+        for region in REGIONS:  # as `analytics assets load` and `analytics health run` write
+            conn.execute(
+                "INSERT INTO transformer_assets (transformer_id, substation, region, rated_kva)"
+                " VALUES (%s, %s, %s, 630)",
+                (f"{region}-T1", f"{region}-S1", region),
+            )
+            conn.execute(
+                "INSERT INTO transformer_health (transformer_id, day, region, samples,"
+                " minutes_over_hot_spot_limit, minutes_over_top_oil_limit, model,"
+                " model_version, input_from, input_to) VALUES (%s, '2026-11-02', %s, 0, 0, 0,"
+                " 'test', 'test', '2026-10-26', '2026-11-03')",
+                (f"{region}-T1", region),
+            )
     for region, login in VIEWERS.items():
         where = ("--region", region) if region else ("--all-regions",)
         done = governance(
