@@ -15,7 +15,7 @@ from typing import Any
 import click
 import psycopg
 
-from analytics import health
+from analytics import health, load_forecasts
 from analytics.assets import AssetFileError, load_assets, read_assets
 
 APPLICATION = "analytics"  # its application_name in PostgreSQL, named by the audit trail
@@ -83,18 +83,28 @@ def health_group() -> None:
     """Transformer health by day: limits, ageing, dissolved gases."""
 
 
+def day_range(option: str, help_text: str, *, default_days: int) -> Callable[..., Any]:
+    """``--day``/``--from`` (the first UTC day, passed as ``first``) and ``--days``."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        command = click.option(
+            "--days",
+            type=click.IntRange(1, 3_660),
+            default=default_days,
+            show_default=True,
+            help="Days from it.",
+        )(command)
+        return click.option(
+            option, "first", type=click.DateTime(["%Y-%m-%d"]), required=True, help=help_text
+        )(command)
+
+    return decorate
+
+
 @health_group.command("run")
-@click.option(
-    "--day",
-    type=click.DateTime(["%Y-%m-%d"]),
-    required=True,
-    help="The first UTC day to compute.",
-)
-@click.option(
-    "--days", type=click.IntRange(1, 3_660), default=1, show_default=True, help="Days from it."
-)
+@day_range("--day", "The first UTC day to compute.", default_days=1)
 @dsn_option
-def health_run(day: dt.datetime, days: int, dsn: str) -> None:
+def health_run(first: dt.datetime, days: int, dsn: str) -> None:
     """Compute and store transformer_health for each registered transformer and day.
 
     Run again, a day's rows are recomputed in place (their lineage says when and by whom).
@@ -105,11 +115,75 @@ def health_run(day: dt.datetime, days: int, dsn: str) -> None:
         stored = [
             row
             for offset in range(days)
-            for row in health.run_day(conn, day.date() + dt.timedelta(days=offset))
+            for row in health.run_day(conn, first.date() + dt.timedelta(days=offset))
         ]
     _print(
         [
             {k: v for k, v in row.items() if k not in ("gases_ppm", "input_from", "input_to")}
             for row in stored
         ]
+    )
+
+
+@main.group("forecast")
+def forecast_group() -> None:
+    """Day-ahead load forecasts per substation and region."""
+
+
+day_option = click.option(
+    "--day", type=click.DateTime(["%Y-%m-%d"]), required=True, help="The UTC day to forecast."
+)
+
+
+@forecast_group.command("predict")
+@day_option
+@dsn_option
+def forecast_predict(day: dt.datetime, dsn: str) -> None:
+    """Forecast a day, hour by hour with an 80 % band, for every substation and region.
+
+    Stored in load_forecasts with the model, its version and the training window (a day
+    forecast again replaces its rows). Needs three weeks of rollups before the day.
+
+    Example: analytics forecast predict --day 2026-12-03 --dsn postgresql://ops@db/meters
+    """
+    with _database(dsn) as conn:
+        try:
+            stored = load_forecasts.predict(conn, day.date())
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+    totals: dict[str, float] = {}
+    for row in stored:
+        totals[row["series"]] = totals.get(row["series"], 0.0) + row["point_kwh"]
+    _print({"day": day.date().isoformat(), "kwh_by_series": totals, "rows": len(stored)})
+
+
+@forecast_group.command("backtest")
+@day_range("--from", "The first day forecast.", default_days=14)
+@dsn_option
+def forecast_backtest(first: dt.datetime, days: int, dsn: str) -> None:
+    """Forecast past days from their own past; MAPE against seasonal naive and a random forest.
+
+    Each day is forecast from everything before it (rolling origins); the 80 % band's coverage
+    is the share of hours inside it. Nothing is stored.
+
+    Example: analytics forecast backtest --from 2026-11-16 --days 14 --dsn postgresql://ops@db/m
+    """
+    wanted = [first.date() + dt.timedelta(days=i) for i in range(days)]
+    with _database(dsn) as conn:
+        try:
+            found = load_forecasts.backtests(conn, wanted)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+    _print(
+        {
+            name: {
+                "days": result.days,
+                "mape": round(result.mape, 5),
+                "mape_seasonal_naive": round(result.mape_seasonal_naive, 5),
+                "mape_random_forest": round(result.mape_random_forest, 5),
+                "lower_than_seasonal_naive": round(result.gain_over_naive, 3),
+                "coverage_80": round(result.coverage, 3),
+            }
+            for name, result in found.items()
+        }
     )

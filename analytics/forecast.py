@@ -90,6 +90,14 @@ def _usable(table: pd.DataFrame, day: dt.date) -> np.ndarray:
     return before & table.notna().all(axis=1).to_numpy()
 
 
+def _through(load: pd.Series, day: dt.date) -> pd.Series:
+    """``load`` with every hour up to the end of ``day`` (NaN where not known yet)."""
+    end = pd.Timestamp(day, tz="UTC") + pd.Timedelta(hours=HOURS - 1)
+    if load.index[-1] >= end:
+        return load
+    return load.reindex(pd.date_range(load.index[0], end, freq="1h"))
+
+
 def relative_errors(load: pd.Series, point: pd.Series) -> np.ndarray:
     """(actual - forecast) / forecast, hour by hour."""
     actual = load.reindex(point.index).to_numpy()
@@ -109,6 +117,7 @@ def day_ahead(
         ValueError: too little history before ``day``.
 
     """
+    load = _through(load, day)  # the day's hours, unknown, so that they have features
     table = features(load, ambient_c)
     if errors is None:
         errors = np.concatenate(

@@ -33,6 +33,7 @@ MIGRATION_NAMES = [
     "exports",
     "operations",
     "transformer-health",
+    "load-forecasts",
 ]
 
 

@@ -95,6 +95,12 @@ def regional(storage_dsn: str, core_server: str) -> dict[str | None, str]:
                 " 'test', 'test', '2026-10-26', '2026-11-03')",
                 (f"{region}-T1", region),
             )
+            conn.execute(  # as `analytics forecast predict` writes
+                "INSERT INTO load_forecasts (series, region, hour, point_kwh, lower_kwh,"
+                " upper_kwh, model, model_version, training_from, training_to) VALUES"
+                " (%s, %s, '2026-11-03', 10, 9, 11, 'test', 'test', '2026-10-01', '2026-11-03')",
+                (f"region:{region}", region),
+            )
     for region, login in VIEWERS.items():
         where = ("--region", region) if region else ("--all-regions",)
         done = governance(
