@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+from threadpoolctl import threadpool_limits
 
+Regressor = TypeVar("Regressor", HistGradientBoostingRegressor, RandomForestRegressor)
 FEATURES = ("hour", "weekday", "ambient_c", "load_day_before", "load_week_before")
 CALIBRATION_DAYS = 14  # the band comes from the errors of the last two weeks' forecasts
 MIN_HISTORY_DAYS = 14  # a week of lags, then two weeks to learn from
@@ -49,6 +52,16 @@ def features(load: pd.Series, ambient_c: pd.Series) -> pd.DataFrame:
 
 def _model() -> HistGradientBoostingRegressor:
     return HistGradientBoostingRegressor(max_iter=300, learning_rate=0.05, random_state=0)
+
+
+def _fit(model: Regressor, table: pd.DataFrame, target: pd.Series) -> Regressor:
+    """Fit on one thread.
+
+    The models are small, and OpenMP's threads fighting over a busy machine's cores made each
+    fit several times slower than alone.
+    """
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return model.fit(table, target)
 
 
 def _forest() -> RandomForestRegressor:
@@ -80,7 +93,7 @@ def point_forecast(table: pd.DataFrame, load: pd.Series, day: dt.date) -> pd.Ser
     if usable.sum() < MIN_HISTORY_DAYS * HOURS:
         raise ValueError(f"forecasting {day} needs three weeks of hourly history before it")
     columns = list(FEATURES)
-    model = _model().fit(table.loc[usable, columns], load[usable])
+    model = _fit(_model(), table.loc[usable, columns], load[usable])
     target = _day(table.index, day)
     return pd.Series(model.predict(table.loc[target, columns]), index=table.index[target])
 
@@ -186,7 +199,7 @@ def _forest_forecast(
 ) -> np.ndarray:
     usable = _usable(table, day)
     columns = list(FEATURES)
-    forest = _forest().fit(table.loc[usable, columns], load[usable])
+    forest = _fit(_forest(), table.loc[usable, columns], load[usable])
     return forest.predict(table.loc[target, columns])
 
 
