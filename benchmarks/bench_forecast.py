@@ -39,6 +39,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     first = dt.date(2026, 9, 7) + dt.timedelta(days=HISTORY_DAYS - TEST_DAYS)
     days = [first + dt.timedelta(days=i) for i in range(TEST_DAYS)]
+    coverages = []
     with Progress("series backtested", 3 * len(options.seeds), unit="series", log=log) as done:
         for seed in options.seeds:
             load, ambient = hourly_load(scenario(seed=seed), HISTORY_DAYS)
@@ -52,7 +53,12 @@ def main() -> None:
                     f" {found.coverage:.1%} of {found.days * 24} hours",
                     flush=True,
                 )
+                coverages.append(found.coverage)
                 done.advance()
+    print(
+        f"all {len(coverages)} series: the 80 % band covers"
+        f" {sum(coverages) / len(coverages):.1%} of {len(coverages) * TEST_DAYS * 24} hours"
+    )
 
 
 if __name__ == "__main__":
