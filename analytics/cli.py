@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import psycopg
 
-from analytics import health, load_forecasts
+from analytics import daily_report, health, load_forecasts
 from analytics.assets import AssetFileError, load_assets, read_assets
+from analytics.forecast import DEFAULT_MODEL, MODELS
 
 APPLICATION = "analytics"  # its application_name in PostgreSQL, named by the audit trail
 
@@ -51,7 +54,7 @@ def _database(dsn: str) -> Iterator[psycopg.Connection]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
-    """Analytics over the meterpipe database: transformer health."""
+    """Analytics over the meterpipe database: transformer health, load forecasts, reports."""
 
 
 @main.group("assets")
@@ -141,6 +144,7 @@ day_option = click.option(
 def forecast_predict(day: dt.datetime, dsn: str) -> None:
     """Forecast a day, hour by hour with an 80 % band, for every substation and region.
 
+    Each series with the model train chose for it (gradient boosting before any training).
     Stored in load_forecasts with the model, its version and the training window (a day
     forecast again replaces its rows). Needs three weeks of rollups before the day.
 
@@ -157,10 +161,59 @@ def forecast_predict(day: dt.datetime, dsn: str) -> None:
     _print({"day": day.date().isoformat(), "kwh_by_series": totals, "rows": len(stored)})
 
 
+Result = TypeVar("Result")
+
+
+def _over_days(
+    dsn: str,
+    first: dt.datetime,
+    days: int,
+    job: Callable[[psycopg.Connection, list[dt.date]], Result],
+) -> Result:
+    """``job`` over ``days`` days from ``first``; too little history is a handled error."""
+    wanted = [first.date() + dt.timedelta(days=i) for i in range(days)]
+    with _database(dsn) as conn:
+        try:
+            return job(conn, wanted)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@forecast_group.command("train")
+@day_range("--from", "The first day of the backtest that chooses.", default_days=14)
+@dsn_option
+def forecast_train(first: dt.datetime, days: int, dsn: str) -> None:
+    """Choose each series' model: the candidate with the lowest MAPE over past days.
+
+    Every candidate (gradient boosting, random forest) forecasts each day from everything
+    before it; the choice, each candidate's MAPE and the history used are stored in
+    forecast_models, and predict uses it from then on. Train again as history grows.
+
+    Example: analytics forecast train --from 2026-11-16 --days 14 --dsn postgresql://ops@db/m
+    """
+    chosen = _over_days(dsn, first, days, load_forecasts.train)
+    _print(
+        {
+            row["series"]: {
+                "model": row["model"],
+                "mape": {name: round(v, 5) for name, v in row["mape"].obj.items()},
+            }
+            for row in chosen
+        }
+    )
+
+
 @forecast_group.command("backtest")
 @day_range("--from", "The first day forecast.", default_days=14)
+@click.option(
+    "--model",
+    type=click.Choice(sorted(MODELS)),
+    default=DEFAULT_MODEL,
+    show_default=True,
+    help="The model backtested, with its own band (train chooses per series).",
+)
 @dsn_option
-def forecast_backtest(first: dt.datetime, days: int, dsn: str) -> None:
+def forecast_backtest(first: dt.datetime, days: int, model: str, dsn: str) -> None:
     """Forecast past days from their own past; MAPE against seasonal naive and a random forest.
 
     Each day is forecast from everything before it (rolling origins); the 80 % band's coverage
@@ -168,12 +221,7 @@ def forecast_backtest(first: dt.datetime, days: int, dsn: str) -> None:
 
     Example: analytics forecast backtest --from 2026-11-16 --days 14 --dsn postgresql://ops@db/m
     """
-    wanted = [first.date() + dt.timedelta(days=i) for i in range(days)]
-    with _database(dsn) as conn:
-        try:
-            found = load_forecasts.backtests(conn, wanted)
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from None
+    found = _over_days(dsn, first, days, partial(load_forecasts.backtests, model=model))
     _print(
         {
             name: {
@@ -187,3 +235,37 @@ def forecast_backtest(first: dt.datetime, days: int, dsn: str) -> None:
             for name, result in found.items()
         }
     )
+
+
+@main.group("report")
+def report_group() -> None:
+    """Reports for management and the regulator."""
+
+
+@report_group.command("daily")
+@click.option(
+    "--date", "day", type=click.DateTime(["%Y-%m-%d"]), required=True, help="The UTC day."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for index.html and its PNG charts (created if need be).",
+)
+@dsn_option
+def report_daily(day: dt.datetime, out: Path, dsn: str) -> None:
+    """Write a day's report: consumption vs forecast, losses, quality, alerts, transformers, ingest.
+
+    Reads the rollups, the analytics tables and the batch ledger (run health run and forecast
+    predict first for those sections). A bar shows progress on a terminal.
+
+    Example: analytics report daily --date 2026-11-02 --out reports/2026-11-02 --dsn ...
+    """
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with _database(dsn) as conn:
+        try:
+            written = daily_report.write(conn, day.date(), out)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write the report into {out}: {exc}") from None
+    _print({"day": day.date().isoformat(), "page": str(written[0]),
+            "files": sorted(path.name for path in written)})  # fmt: skip

@@ -4,7 +4,8 @@ The history is the core's ``substation_hourly`` rollup (kWh per substation and h
 meters, estimates included) and the hourly mean of the ambient temperature the region's
 transformers report. Each substation is one series, each region's sum another
 (``region:<name>``). ``predict`` forecasts a day for every series and stores it in
-``load_forecasts``; ``backtest`` scores rolling-origin forecasts of past days.
+``load_forecasts``, each series with the model ``train`` chose for it (``forecast_models``);
+``backtest`` scores rolling-origin forecasts of past days.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from typing import Any
 import pandas as pd
 import psycopg
 import sklearn
+from psycopg.types.json import Jsonb
 
-from analytics.forecast import Backtest, backtest, day_ahead
+from analytics.forecast import DEFAULT_MODEL, Backtest, backtest, choose, day_ahead
 from analytics.upsert import upsert
 from proto.version import __version__
 
-MODEL = "HistGradientBoostingRegressor"
+MODEL_VERSION = f"analytics {__version__}, scikit-learn {sklearn.__version__}"
 
 
 def history(
@@ -62,20 +64,26 @@ def history(
 def predict(conn: psycopg.Connection, day: dt.date) -> list[dict[str, Any]]:
     """Forecast ``day`` for every series and store it (a day forecast again is replaced).
 
+    Each series uses the model ``train`` chose for it, ``DEFAULT_MODEL`` until then.
+
     Raises:
         ValueError: a series has too little history before ``day`` (named).
 
     """
     series, ambient = history(conn, day)
+    chosen: dict[str, str] = dict(
+        conn.execute("SELECT series, model FROM forecast_models").fetchall()
+    )
     stored = []
     for name, (region, load) in series.items():
+        model = chosen.get(name, DEFAULT_MODEL)
         try:
-            forecast = day_ahead(load, ambient, day)
+            forecast = day_ahead(load, ambient, day, model=model)
         except ValueError as exc:
             raise ValueError(f"{name}: {exc}") from None
         lineage = {
-            "model": MODEL,
-            "model_version": f"analytics {__version__}, scikit-learn {sklearn.__version__}",
+            "model": model,
+            "model_version": MODEL_VERSION,
             "training_from": load.index[0].to_pydatetime(),
             "training_to": dt.datetime.combine(day, dt.time(), dt.UTC),
         }
@@ -96,7 +104,43 @@ def predict(conn: psycopg.Connection, day: dt.date) -> list[dict[str, Any]]:
     return stored
 
 
-def backtests(conn: psycopg.Connection, days: list[dt.date]) -> dict[str, Backtest]:
+def backtests(
+    conn: psycopg.Connection, days: list[dt.date], model: str = DEFAULT_MODEL
+) -> dict[str, Backtest]:
     """Rolling-origin backtest of every series over ``days`` (history up to the last of them)."""
     series, ambient = history(conn, max(days) + dt.timedelta(days=1))
-    return {name: backtest(load, ambient, days) for name, (_, load) in series.items()}
+    return {name: backtest(load, ambient, days, model) for name, (_, load) in series.items()}
+
+
+def train(conn: psycopg.Connection, days: list[dt.date]) -> list[dict[str, Any]]:
+    """Choose each series' model by a rolling-origin backtest over ``days``, and record it.
+
+    Raises:
+        ValueError: a series has too little history before the first of ``days`` (named).
+
+    """
+    series, ambient = history(conn, max(days) + dt.timedelta(days=1))
+    chosen = []
+    for name, (region, load) in series.items():
+        try:
+            choice = choose(load, ambient, days)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+        chosen.append(
+            {
+                "series": name,
+                "region": region,
+                "model": choice.model,
+                "model_version": MODEL_VERSION,
+                "mape": Jsonb(choice.mape),
+                "backtest_from": min(days),
+                "backtest_days": len(days),
+                "training_from": load.index[0].to_pydatetime(),
+                "training_to": dt.datetime.combine(max(days), dt.time(), dt.UTC)
+                + dt.timedelta(days=1),
+            }
+        )
+    with conn.transaction():
+        for row in chosen:
+            upsert(conn, "forecast_models", row, key=("series",), stamped=True)
+    return chosen

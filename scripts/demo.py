@@ -7,12 +7,20 @@ runs the simulator's ``small`` scenario (1,000 meters in two concentrators, one 
 publishing over MQTT), the agent and the core with their real commands, waits until every
 served meter reading is stored, prints what was stored next to what was served, and cleans up.
 
-Usage: python scripts/demo.py [--intervals 4]
+With ``--report DIR`` (best with ``--intervals 96``, a whole day), the analytics run over the
+stored day as an operator would, and the daily report is written into DIR: the transformer
+registry loaded (``substation-sim assets``) and its health computed, five weeks of history
+before the day seeded as the core's rollups would hold them (the simulator's own load model,
+``tests/load_history.py``: five weeks through the pipeline would take an hour), the forecast
+model chosen and the day forecast, then ``analytics report daily``.
+
+Usage: python scripts/demo.py [--intervals 4] [--report DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -28,6 +36,7 @@ import psycopg
 
 # The throwaway PostgreSQL clusters of the tests (test infrastructure, not a product module).
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from load_history import hourly_load
 from pgcluster import (
     CORE_LOGIN,
     OPERATOR_LOGIN,
@@ -38,9 +47,13 @@ from pgcluster import (
     free_loopback_ports,
 )
 
+from substation_sim.scenario import load_scenario
+
 BIN = Path(sys.executable).parent
-WAIT_SECONDS = 120
+WAIT_SECONDS = 120  # and one more per interval run
 SMALL_METERS = 1_000  # the small scenario: two concentrators of 500 meters
+DAY = "2026-11-02"  # the small scenario's first day
+HISTORY_DAYS = 35  # seeded before it for the forecast: three weeks to learn, one to choose
 
 
 def command(*args: str, env: dict[str, str] | None = None) -> dict:
@@ -154,6 +167,7 @@ def main() -> int:
     """Run the demo; exit 0 when the database holds exactly what the simulator served."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--intervals", type=int, default=4)
+    parser.add_argument("--report", type=Path, help="write the day's analytics report here")
     options = parser.parse_args()
     cluster = PostgresCluster(port=free_loopback_port())
     processes: list[subprocess.Popen] = []
@@ -174,6 +188,10 @@ def main() -> int:
                 "demo-substation-1",
                 "--public-key-file",
                 str(work / "agent.key.pub"),
+                "--substation",
+                "N-S01",
+                "--region",
+                "North",
                 env={**os.environ, "CORE_INGEST_DSN": as_login(dsn, OPERATOR_LOGIN)},
             )
             broker, mqtt_port = start_broker(work)
@@ -206,8 +224,10 @@ def main() -> int:
             )
             processes.append(spawn("edge-agent", "run", "--config", str(config), log=logs))
             expected = (SMALL_METERS + 1) * options.intervals  # customers and the feeder head
-            stored = wait_for_readings(dsn, expected)
+            stored = wait_for_readings(dsn, expected, WAIT_SECONDS + options.intervals)
             report(dsn, work / "record.sqlite", expected, stored)
+            if options.report:
+                analyse(dsn, work, options.report.resolve())
             return 0 if stored == expected else 1
         finally:
             for process in processes:
@@ -216,9 +236,9 @@ def main() -> int:
             cluster.stop()
 
 
-def wait_for_readings(dsn: str, expected: int) -> int:
-    """Poll the database until ``expected`` readings are stored or the wait runs out."""
-    deadline = time.monotonic() + WAIT_SECONDS
+def wait_for_readings(dsn: str, expected: int, seconds: float) -> int:
+    """Poll the database until ``expected`` readings are stored or ``seconds`` run out."""
+    deadline = time.monotonic() + seconds
     stored, shown = 0, -1
     with psycopg.connect(dsn, autocommit=True) as conn:
         while time.monotonic() < deadline and stored < expected:
@@ -283,6 +303,46 @@ def report(dsn: str, record_path: Path, expected: int, stored: int) -> None:
             indent=2,
         )
     )
+
+
+def seed_history(dsn: str) -> None:
+    """Five weeks before the day, as the core's rollups and the transformer's ambient hold them."""
+    scenario = load_scenario("small")
+    before = dataclasses.replace(scenario, start=scenario.start - HISTORY_DAYS * 86_400)
+    load, ambient = hourly_load(before, HISTORY_DAYS)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        region_id = conn.execute("SELECT region_id FROM regions WHERE name = 'North'").fetchone()
+        with conn.cursor().copy(
+            "COPY substation_hourly (substation, region, hour, energy_wh, received, estimated,"
+            " suspect) FROM STDIN"
+        ) as copy:
+            for hour, kwh in load["N-S01"].items():
+                copy.write_row(("N-S01", "North", hour, round(kwh * 1000), 4 * SMALL_METERS, 0, 0))
+        with conn.cursor().copy(
+            "COPY transformer_telemetry (transformer_id, time, metric, value, quality_flags,"
+            " agent_id, batch_sequence, region_id) FROM STDIN"
+        ) as copy:
+            for hour, value in ambient.items():
+                copy.write_row(
+                    ("N-S01-T1", hour, "ambient_c", value, 0, "demo-substation-1", 0, region_id[0])
+                )
+
+
+def analyse(dsn: str, work: Path, out: Path) -> None:
+    """Transformer health, the forecast and the daily report of the day, as an operator would."""
+    assets = work / "assets.csv"
+    assets.write_text(run("substation-sim", "assets", "small"))
+    seed_history(dsn)
+    operator = {**os.environ, "ANALYTICS_DSN": as_login(dsn, OPERATOR_LOGIN)}
+    steps = (
+        ("assets", "load", str(assets)),
+        ("health", "run", "--day", DAY),
+        ("forecast", "train", "--from", "2026-10-26", "--days", "7"),
+        ("forecast", "predict", "--day", DAY),
+        ("report", "daily", "--date", DAY, "--out", str(out)),
+    )
+    for step in steps:
+        print(f"analytics {' '.join(step[:2])}:", run("analytics", *step, env=operator).strip())
 
 
 if __name__ == "__main__":

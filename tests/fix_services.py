@@ -216,6 +216,20 @@ def simulator(tmp_path: Path) -> Iterator[Callable[..., RunningSimulator]]:
         sim.stop()
 
 
+def mqtt_section(port: int, *transformers: str) -> str:
+    """An agent's ``[mqtt]`` table for the broker on ``port``: each transformer's topic, by id.
+
+    ``transformers`` are ids of the test scenario's North N-S01 substation, e.g. ``N-S01-T1``.
+    """
+    section = f'\n[mqtt]\nhost = "127.0.0.1"\nport = {port}\n'
+    for transformer in transformers:
+        section += (
+            f'\n[[mqtt.transformers]]\ntopic = "grid/North/N-S01/{transformer}/telemetry"\n'
+            f'transformer_id = "{transformer}"\n'
+        )
+    return section
+
+
 def stored_readings(dsn: str) -> int:
     """Meter readings in the core's database."""
     with psycopg.connect(dsn) as conn:
@@ -381,6 +395,14 @@ class AgentSetup:
         log = (self.folder / "agent.log").open("a")
         return subprocess.Popen(
             [str(BIN / "edge-agent"), "run", "--config", str(self.config_path)], stderr=log
+        )
+
+    def wait_subscribed(self) -> None:
+        """Wait until the running agent has subscribed to its MQTT topics."""
+        wait_until(
+            lambda: "subscribed" in (self.folder / "agent.log").read_text(),
+            timeout=30,
+            what="the agent's subscription",
         )
 
     def command(self, *args: str) -> subprocess.CompletedProcess[str]:

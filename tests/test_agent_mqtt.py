@@ -9,7 +9,7 @@ import json
 import aiomqtt
 import psycopg
 import pytest
-from fix_services import stop_process, wait_until
+from fix_services import mqtt_section, stop_process, wait_until
 
 from core_ingest.schema import TIMESCALEDB
 from edge_agent.agent import EdgeAgent
@@ -41,18 +41,11 @@ def test_telemetry_arrives_once_and_bad_messages_wait_in_quarantine(
         {"kind": "out_of_order", "start_hour": 0, "hours": 2, "share": 0.05},
     )
     sim = simulator(meters=20, faults=faults, mqtt_port=mosquitto)
-    mqtt = (
-        f'\n[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto}\n\n[[mqtt.transformers]]\n'
-        f'topic = "{TOPIC}"\ntransformer_id = "N-S01-T1"\n'
-    )
+    mqtt = mqtt_section(mosquitto, "N-S01-T1")
     agent = agent_setup(core=core_server, modbus_port=sim.port, extra=mqtt)
     process = agent.run()
     try:
-        wait_until(
-            lambda: "subscribed" in (agent.folder / "agent.log").read_text(),
-            timeout=30,
-            what="the agent's subscription",
-        )
+        agent.wait_subscribed()
         sim.run_clock(speed=36_000, intervals=4)  # one simulated hour: 60 messages
         truth = sim.record.truth()
         malformed = sum(t.kind == "malformed" for t in truth)

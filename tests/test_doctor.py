@@ -13,7 +13,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from fix_services import stop_process, wait_until
+from fix_services import mqtt_section, stop_process, wait_until
 from pgcluster import free_loopback_port
 
 from core_ingest.certificates import create_authority, issue_agent_certificate
@@ -25,7 +25,6 @@ from proto.diagnosis import ACTION, OK, Finding
 with_services = pytest.mark.parametrize(
     "storage", [pytest.param(TIMESCALEDB, marks=pytest.mark.integration)]
 )
-TOPIC = "grid/North/N-S01/N-S01-T1/telemetry"
 CLOCK_SKEW = {"kind": "clock_skew", "start_hour": 0, "hours": 1_000, "seconds": 60}
 
 
@@ -65,9 +64,7 @@ def test_a_running_agent_shows_a_dead_device_a_black_hole_and_a_clock_60_s_ahead
         core=core_server,
         modbus_port=sim.port,
         extra_sources=(_device("dead", dead), _device("black-hole", black_hole)),
-        extra=f'\n[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto}\n\n[[mqtt.transformers]]\n'
-        f'topic = "{TOPIC}"\ntransformer_id = "N-S01-T1"\n\n[[mqtt.transformers]]\n'
-        'topic = "grid/North/N-S01/N-S01-T9/telemetry"\ntransformer_id = "N-S01-T9"\n',
+        extra=mqtt_section(mosquitto, "N-S01-T1", "N-S01-T9"),
     )
     process = agent.run()
     path = health_path(agent.folder / "buffer.sqlite")
@@ -87,11 +84,7 @@ def test_a_running_agent_shows_a_dead_device_a_black_hole_and_a_clock_60_s_ahead
                 and devices["black-hole"].errors.get("no_reply", 0) > 0
             )
 
-        wait_until(
-            lambda: "subscribed" in (agent.folder / "agent.log").read_text(),
-            timeout=30,
-            what="the subscription",
-        )
+        agent.wait_subscribed()
         sim.run_clock(speed=900, intervals=1)  # a minute's telemetry, published
         wait_until(seen_everything, timeout=60, what="the health record to show every device")
         result = agent.command("doctor", "--json")

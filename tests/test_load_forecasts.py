@@ -101,3 +101,51 @@ def test_a_backtest_of_past_days_and_too_little_history(rollups, storage_dsn):
     )
     assert early.returncode == 1
     assert "needs three weeks of hourly history" in early.stderr
+
+
+def test_training_chooses_each_series_model_and_predict_uses_it(rollups, storage_dsn):
+    operator = operator_dsn(storage_dsn)
+    days = ("--from", "2026-10-12", "--days", "1")  # the backtest's first day with a band
+    trained = _analytics("forecast", "train", *days, "--dsn", operator)
+    assert trained.returncode == 0, trained.stderr
+    chosen = json.loads(trained.stdout)
+    assert set(chosen) == {"N-S01", "region:North"}
+    scored = _analytics("forecast", "backtest", *days, "--dsn", operator)  # the same days
+    assert scored.returncode == 0, scored.stderr
+    backtested = json.loads(scored.stdout)
+    with psycopg.connect(storage_dsn) as conn:
+        recorded = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                "SELECT series, model, mape, backtest_from, backtest_days, training_to,"
+                " computed_by FROM forecast_models"
+            ).fetchall()
+        }
+    for series, choice in chosen.items():
+        model, mape, first, count, trained_to, by = recorded[series]
+        # each candidate scored as the backtest scores it: the same fits of the same days
+        assert mape["HistGradientBoostingRegressor"] == pytest.approx(
+            backtested[series]["mape"], abs=1e-5
+        )
+        assert mape["RandomForestRegressor"] == pytest.approx(
+            backtested[series]["mape_random_forest"], abs=1e-5
+        )
+        assert model == choice["model"] == min(mape, key=mape.get)  # the lower one chosen
+        assert (first, count) == (dt.date(2026, 10, 12), 1)
+        assert trained_to == dt.datetime(2026, 10, 13, tzinfo=dt.UTC)  # history read up to
+        assert by == "meterpipe_operator"
+    with psycopg.connect(storage_dsn, autocommit=True) as conn:  # a choice predict must follow
+        conn.execute("UPDATE forecast_models SET model = 'RandomForestRegressor', mape ="
+                     " mape || '{\"RandomForestRegressor\": 0}'")  # fmt: skip
+    done = _analytics("forecast", "predict", "--day", FORECAST_DAY.isoformat(), "--dsn", operator)
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(storage_dsn) as conn:
+        models = conn.execute("SELECT DISTINCT model FROM load_forecasts").fetchall()
+    assert models == [("RandomForestRegressor",)]
+    with psycopg.connect(storage_dsn, autocommit=True) as conn:  # a model of another release
+        conn.execute("UPDATE forecast_models SET model = 'Prophet', mape = '{\"Prophet\": 0}'")
+    unknown = _analytics(
+        "forecast", "predict", "--day", FORECAST_DAY.isoformat(), "--dsn", operator
+    )
+    assert unknown.returncode == 1
+    assert "no model 'Prophet' in this release" in unknown.stderr

@@ -101,6 +101,13 @@ def regional(storage_dsn: str, core_server: str) -> dict[str | None, str]:
                 " (%s, %s, '2026-11-03', 10, 9, 11, 'test', 'test', '2026-10-01', '2026-11-03')",
                 (f"region:{region}", region),
             )
+            conn.execute(  # as `analytics forecast train` writes
+                "INSERT INTO forecast_models (series, region, model, model_version, mape,"
+                " backtest_from, backtest_days, training_from, training_to) VALUES (%s, %s,"
+                " 'test', 'test', '{\"test\": 0.01}', '2026-10-20', 14, '2026-10-01',"
+                " '2026-11-03')",
+                (f"region:{region}", region),
+            )
     for region, login in VIEWERS.items():
         where = ("--region", region) if region else ("--all-regions",)
         done = governance(

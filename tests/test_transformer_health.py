@@ -17,7 +17,7 @@ import pandas as pd
 import psycopg
 import pytest
 from fix_db import operator_dsn
-from fix_services import BIN, stop_process, wait_until
+from fix_services import BIN, mqtt_section, stop_process, wait_until
 from transformer_thermal_model.aging import days_aged
 from transformer_thermal_model.transformer import PaperInsulationType
 
@@ -27,7 +27,6 @@ from core_ingest.schema import TIMESCALEDB
 from proto.version import __version__
 
 pytestmark = [pytest.mark.integration, pytest.mark.parametrize("storage", [TIMESCALEDB])]
-TOPIC = "grid/North/N-S01/N-S01-T1/telemetry"
 DAY = dt.date(2026, 11, 2)  # the test scenario's first day
 
 
@@ -49,18 +48,11 @@ def test_a_day_of_health_from_stored_telemetry(  # noqa: PLR0913, PLR0917 - fixt
     simulator, mosquitto, agent_setup, core_server, storage_dsn, tmp_path
 ):
     sim = simulator(meters=5, mqtt_port=mosquitto)
-    extra = (
-        f'\n[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto}\n\n[[mqtt.transformers]]\n'
-        f'topic = "{TOPIC}"\ntransformer_id = "N-S01-T1"\n'
-    )
+    extra = mqtt_section(mosquitto, "N-S01-T1")
     agent = agent_setup(core=core_server, modbus_port=sim.port, extra=extra)
     process = agent.run()
     try:
-        wait_until(
-            lambda: "subscribed" in (agent.folder / "agent.log").read_text(),
-            timeout=30,
-            what="the subscription",
-        )
+        agent.wait_subscribed()
         clock = threading.Thread(target=lambda: sim.run_clock(speed=900, intervals=8))
         clock.start()
         clock.join(timeout=120)
