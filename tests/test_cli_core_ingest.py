@@ -34,6 +34,7 @@ MIGRATION_NAMES = [
     "operations",
     "transformer-health",
     "load-forecasts",
+    "forecast-models-report",
 ]
 
 
