@@ -109,6 +109,10 @@ class FieldRecord:
         )
         return [ServedReading(*row) for row in rows]
 
+    def published(self) -> list[tuple[str, int]]:
+        """Every MQTT message published: (topic, simulated time), in the order published."""
+        return list(self._db.execute("SELECT topic, time FROM telemetry ORDER BY rowid"))
+
     def truth(self) -> list[TruthRow]:
         """Every injected fault instance, in the order injected."""
         return [TruthRow(*row) for row in self._db.execute("SELECT * FROM truth ORDER BY rowid")]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import ipaddress
 import json
 import shutil
@@ -23,6 +21,7 @@ import psycopg
 import pytest
 from fix_db import core_dsn
 from pgcluster import free_loopback_port, free_loopback_ports
+from scorecard import score
 
 from core_ingest import agents
 from core_ingest.certificates import (
@@ -39,7 +38,6 @@ from edge_agent.keys import (
     load_pseudonym_key,
 )
 from proto import pb, pb_grpc
-from proto.quality import QualityFlag
 from substation_sim import (
     Field,
     FieldRecord,
@@ -50,7 +48,6 @@ from substation_sim import (
 )
 
 BIN = Path(sys.executable).parent
-ESTIMATE = int(QualityFlag.ESTIMATED)
 
 
 def wait_until(predicate: Callable[[], object], *, timeout: float, what: str) -> object:
@@ -248,29 +245,12 @@ def stored_and_sent(dsn: str) -> tuple[int, int]:
 def assert_stored_as_served(agent: AgentSetup, served_by: list[ServedReading], dsn: str) -> None:
     """The database holds what the devices served, each read (never ESTIMATED), as served.
 
-    An estimate is allowed only where nothing was served (a meter that missed the interval).
-    Interval ends are compared as the devices sent them (the grid point plus the offset).
+    An estimate is allowed only where nothing was served (a meter that missed the interval);
+    nothing is stored as read that was not served. Interval ends are compared as the devices
+    sent them (the grid point plus the offset). Nothing waits in the agent's quarantine.
     """
-    served = {
-        (
-            hmac.digest(agent.pseudonym_key, str(r.serial).encode(), hashlib.sha256),
-            r.interval_end,
-        ): (r.energy_wh, r.register_wh)
-        for r in served_by
-    }
-    with psycopg.connect(dsn) as conn:
-        rows = conn.execute(
-            "SELECT m.pseudonym, extract(epoch FROM interval_end)::bigint + clock_offset_s,"
-            " energy_wh, register_wh, quality_flags FROM meter_readings"
-            " JOIN meters m USING (meter_id)"
-        ).fetchall()
-    read = {(bytes(m), end): (wh, reg) for m, end, wh, reg, flags in rows if not flags & ESTIMATE}
-    estimated = [(bytes(m), end) for m, end, *_, flags in rows if flags & ESTIMATE]
-    held = [key for key in estimated if key in served]
-    assert held == [], f"{len(held)} readings the devices served stored as estimates"
-    assert len(read) == len(served)
-    wrong = [key for key, value in served.items() if read.get(key) != value]
-    assert wrong == [], f"{len(wrong)} served readings missing or with another value"
+    card = score("stored as served", served=served_by, pseudonym_key=agent.pseudonym_key, dsn=dsn)
+    assert card.problems() == [], "; ".join(card.problems())
     status = json.loads(agent.command("status").stdout)
     assert status["quarantined"] == 0
 
@@ -293,6 +273,18 @@ def core_healthy(target: str, *, tls: ClientTls | None = None) -> bool:
     return reply.serving
 
 
+def start_core(
+    dsn: str, target: str, log_path: Path, *options: str, tls: ClientTls | None = None
+) -> subprocess.Popen:
+    """Start ``core-ingest serve`` on ``target`` as the core's login; return once it serves."""
+    process = subprocess.Popen(
+        [str(BIN / "core-ingest"), "serve", "--dsn", core_dsn(dsn), "--listen", target, *options],
+        stderr=log_path.open("a"),
+    )
+    wait_until(lambda: core_healthy(target, tls=tls), timeout=30, what=f"core at {target}")
+    return process
+
+
 def serving_core(
     dsn: str, log_path: Path, *options: str, tls: ClientTls | None = None
 ) -> Iterator[str]:
@@ -301,12 +293,8 @@ def serving_core(
     It connects as the core's login (``core_dsn``), a member of ``ingest`` only.
     """
     target = f"127.0.0.1:{free_loopback_port()}"
-    process = subprocess.Popen(
-        [str(BIN / "core-ingest"), "serve", "--dsn", core_dsn(dsn), "--listen", target, *options],
-        stderr=log_path.open("w"),
-    )
+    process = start_core(dsn, target, log_path, *options, tls=tls)
     try:
-        wait_until(lambda: core_healthy(target, tls=tls), timeout=30, what=f"core at {target}")
         yield target
     finally:
         stop_process(process)

@@ -35,6 +35,7 @@ MIGRATION_NAMES = [
     "transformer-health",
     "load-forecasts",
     "forecast-models-report",
+    "telemetry-once",
 ]
 
 

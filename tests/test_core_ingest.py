@@ -72,6 +72,24 @@ def test_batch_is_stored_once_and_its_resend_is_a_duplicate(core_server, enrolle
     assert counts(enrolled) == (2, 8, 6)
 
 
+def test_telemetry_sent_again_in_another_batch_is_stored_once(core_server, enrolled):
+    """Points stored before are skipped, the rest of the batch stored and accepted.
+
+    As a message the broker delivered again comes back, after the agent was killed between
+    its buffer commit and its acknowledgement, in a batch of its own with new readings.
+    """
+    (first,) = send(core_server, seal(payload(readings=2, telemetry=6), sequence=1))
+    again = payload(readings=2, telemetry=8, interval=1)  # the same 6 points and 2 new ones
+    (second,) = send(core_server, seal(again, sequence=2))
+    assert [answer(first), answer(second)] == ["ACK_STATUS_ACCEPTED", "ACK_STATUS_ACCEPTED"]
+    assert counts(enrolled) == (2, 4, 8)
+    with psycopg.connect(enrolled) as conn:
+        kept = conn.execute(
+            "SELECT batch_sequence, count(*) FROM transformer_telemetry GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    assert kept == [(1, 6), (2, 2)]  # each point from the batch that brought it first
+
+
 def test_known_sequence_with_other_content_is_a_conflict(core_server, enrolled):
     """Same (agent, sequence), different payload: refused, and the stored batch is untouched."""
     (first,) = send(core_server, seal(payload(energy=100)))

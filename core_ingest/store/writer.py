@@ -95,7 +95,7 @@ class BatchStore:
         """Commit the batch once, or say why nothing was written.
 
         A transaction that loses a deadlock against another core's is tried again; one that
-        finds readings stored before runs again through the staging path.
+        finds readings or telemetry points stored before runs again through the staging path.
         """
         if self.storage == NATIVE:
             telemetry = batch.opened.payload.transformer_telemetry
@@ -109,7 +109,7 @@ class BatchStore:
             except psycopg.errors.UniqueViolation:
                 if staged:
                     raise
-                staged = True  # some readings were stored before: only the new ones go in
+                staged = True  # some readings or points were stored before: only new ones go in
             except psycopg.errors.TransactionRollback as exc:
                 if attempt == WRITE_ATTEMPTS:
                     raise
@@ -152,7 +152,7 @@ class BatchStore:
                     self.conn, columns, meters.ids, batch_id=row.batch_id, region_id=region_id
                 )
                 stored = columns
-            await copy_telemetry(self.conn, batch.opened, batch.points, region_id)
+            await copy_telemetry(self.conn, batch.opened, batch.points, region_id, staged=staged)
             await ledger.keep_refused(
                 self.conn,
                 batch.refused,
