@@ -19,8 +19,9 @@ from pathlib import Path
 BEGIN, END = "<!-- reliability:begin -->", "<!-- reliability:end -->"
 HEADER = (
     "| scenario | readings served | stored as received | stored as estimated | other value"
-    " | lost | duplicated | telemetry published / stored (duplicated) | complete after |\n"
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+    " | lost | duplicated | stored, never served | telemetry published / stored (duplicated)"
+    " | complete after |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
 )
 
 
@@ -37,7 +38,7 @@ def row(card: dict) -> str:
     return (
         f"| {card['scenario']}{detail} | {card['served']:,} | {card['as_received']:,}"
         f" | {card['as_estimated']:,} | {card['wrong_value']:,} | {card['lost']:,}"
-        f" | {card['duplicated']:,} | {telemetry}"
+        f" | {card['duplicated']:,} | {card['invented']:,} | {telemetry}"
         f" | {'not complete' if recovery is None else f'{recovery:.1f} s'} |\n"
     )
 
