@@ -5,7 +5,7 @@ minute over MQTT) while the agent is killed at random moments, polling, backfill
 sending, and started again at once or after a pause (intervals then close while it is down and
 must be read back from the concentrator's history, not estimated). Afterwards every reading
 served is in the database exactly once, as served, read, and every message the broker accepted
-is stored once. ``MP_CHAOS=full`` (``scripts/chaos.sh``) kills it 24 times; the test suite 6.
+is stored once. ``MP_CHAOS=full`` (``scripts/chaos.sh``) kills it 24 times; the test suite 4.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ pytestmark = [
     pytest.mark.parametrize("storage", [TIMESCALEDB]),
 ]
 METERS = 300
-KILLS = scaled(6, 24)
+KILLS = scaled(4, 24)
 SPEED = 900  # an interval a (wall-clock) second
 
 

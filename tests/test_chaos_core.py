@@ -4,7 +4,7 @@ The simulator's clock runs (an interval a second) while the agent streams to its
 is SIGKILLed at random moments and started again on the same address; or two cores serve
 behind one address (a TCP proxy standing for the load balancer) and one is SIGKILLed for good.
 Afterwards every reading served is in the database exactly once, as served, read.
-``MP_CHAOS=full`` kills the lone core 12 times; the test suite 3.
+``MP_CHAOS=full`` kills the lone core 12 times; the test suite 2.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ METERS = 300
 
 
 def test_the_core_sigkilled_and_restarted_mid_stream(simulator, agent_setup, storage_dsn, tmp_path):
-    kills = scaled(3, 12)
+    kills = scaled(2, 12)
     target = f"127.0.0.1:{free_loopback_port()}"
     log = tmp_path / "core.log"
     cores = [start_core(storage_dsn, target, log)]

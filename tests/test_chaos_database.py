@@ -4,7 +4,7 @@ The simulator's clock runs (an interval a second) while the agent streams to a c
 database is stopped as a crash would stop it, kept down, then started on its files. The core
 answers STORAGE_UNAVAILABLE meanwhile, the agent keeps polling into its buffer, and the core
 heals on its own (no restart). Afterwards every reading served is in the database exactly once,
-as served, read. ``MP_CHAOS=full``: down 60 s; the test suite: 10 s.
+as served, read. ``MP_CHAOS=full``: down 60 s; the test suite: 6 s.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ pytestmark = [
     pytest.mark.parametrize("storage", [TIMESCALEDB]),
 ]
 METERS = 300
-DOWN_S = scaled(10, 60)
+DOWN_S = scaled(6, 60)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ connection closed and new ones refused while the simulator's clock runs through 
 intervals, the concentrator's whole history), the agent polling into its buffer; restored, the
 backlog drains. Slow and lossy: each chunk delayed and connections reset now and then while the
 clock runs. Afterwards every reading served is in the database exactly once, as served, read.
-``MP_CHAOS=full``: the cut lasts a simulated day; the test suite: 3 hours.
+``MP_CHAOS=full``: the cut lasts a simulated day; the test suite: 2 hours.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ pytestmark = [
     pytest.mark.parametrize("storage", [TIMESCALEDB]),
 ]
 METERS = 200
-CUT_INTERVALS = scaled(12, 96)
+CUT_INTERVALS = scaled(8, 96)
 
 
 def test_the_link_cut_for_a_simulated_day(simulator, agent_setup, core_server, storage_dsn):
