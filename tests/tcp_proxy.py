@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from pgcluster import free_loopback_port
 
@@ -80,9 +80,11 @@ class TcpProxy:
         finally:
             writer.close()
 
-    def _call(self, function: object) -> None:
+    def _call(self, function: Callable[[], object]) -> None:
+        """Run ``function`` on the proxy's loop (where its connections live) and wait for it."""
+
         async def run() -> None:
-            function()  # type: ignore[operator]
+            function()
 
         asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
 
