@@ -7,4 +7,5 @@ bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
-exec .venv/bin/pytest "$@"
+# Two workers or more (one per core): the integration tests mostly wait on services.
+exec .venv/bin/pytest --numprocesses=auto "$@"

@@ -133,15 +133,22 @@ class MqttPublisher:
         await self._queue.join()
 
     async def run(self) -> None:
-        """Publish queued messages until cancelled, reconnecting to the broker as needed."""
+        """Publish queued messages until cancelled, reconnecting to the broker as needed.
+
+        A message is done only once the broker acknowledged it (PUBACK): one in flight when the
+        link fails is sent again after reconnecting, as a sensor's MQTT client does (the
+        broker may then see it twice; subscribers drop the copy by its ``seq``).
+        """
+        in_flight: tuple[str, bytes] | None = None
         while True:
             try:
                 async with aiomqtt.Client(
                     self.host, port=self.port, identifier="substation-sim"
                 ) as client:
                     while True:
-                        where, message = await self._queue.get()
-                        await client.publish(where, message, qos=1)
+                        in_flight = in_flight or await self._queue.get()
+                        await client.publish(*in_flight, qos=1)
+                        in_flight = None
                         self.published += 1
                         self._queue.task_done()
             except aiomqtt.MqttError as exc:

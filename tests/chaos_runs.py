@@ -11,21 +11,26 @@ from scorecard import Scorecard, score, settle
 SPEED = 900  # an interval a (wall-clock) second
 
 
-def run_and_drain(
+def run_and_drain(  # noqa: PLR0913 - keyword-only, each a part of the scenario
     sim: RunningSimulator,
     agent: AgentSetup,
     dsn: str,
     *,
     intervals: int,
     chaos: Callable[[], str],
+    telemetry: bool = False,
+    complete: Callable[[Scorecard], bool] = lambda card: not card.problems(),
 ) -> Scorecard:
     """Start the agent, run the clock for ``intervals`` with ``chaos()`` meanwhile, then score.
 
-    ``chaos`` breaks something and returns the scenario's name. The card counts once every
-    served reading is stored, or after two minutes of waiting; ``recovery_s`` is how long the
-    store took to become complete after the clock stopped (None: it did not).
+    ``chaos`` breaks something and returns the scenario's name. With ``telemetry`` the MQTT
+    messages published count too. The card counts once ``complete`` (by default: no problem
+    left), or after two minutes of waiting; ``recovery_s`` is how long the store took to become
+    complete after the clock stopped (None: it did not).
     """
     process = agent.run()
+    if telemetry:
+        agent.wait_subscribed()
     clock = threading.Thread(target=lambda: sim.run_clock(speed=SPEED, intervals=intervals))
     clock.start()
     try:
@@ -33,11 +38,17 @@ def run_and_drain(
         clock.join(timeout=600)
         assert not clock.is_alive(), "the simulator's clock did not finish"
         served = sim.served()  # the concentrator the agent polls (not the feeder head)
-        recovery = settle(lambda: score("", served=served, pseudonym_key=agent.pseudonym_key,
-                                        dsn=dsn))  # fmt: skip
+        published = sim.record.published() if telemetry else []
+
+        meters = len({reading.serial for reading in served})
+        detail = f"{meters} meters, {intervals} intervals at speed {SPEED}"
+        detail += ", MQTT telemetry" if telemetry else ""
+
+        def card(name: str = "", recovery_s: float | None = None) -> Scorecard:
+            return score(name, served=served, pseudonym_key=agent.pseudonym_key, dsn=dsn,
+                         published=published, recovery_s=recovery_s, detail=detail)  # fmt: skip
+
+        recovery = settle(card, done=complete)
     finally:
         stop_process(process)
-    meters = len({reading.serial for reading in served})
-    return score(scenario, served=served, pseudonym_key=agent.pseudonym_key, dsn=dsn,
-                 recovery_s=recovery,
-                 detail=f"{meters} meters, {intervals} intervals at speed {SPEED}")  # fmt: skip
+    return card(scenario, recovery)

@@ -83,17 +83,32 @@ def stop_process(process: subprocess.Popen) -> None:
             process.wait()
 
 
-@pytest.fixture(scope="session")
-def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """A Mosquitto broker on a free loopback port; yields the port."""
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    port = free_loopback_port()
-    config = tmp_path_factory.mktemp("mosquitto") / "mosquitto.conf"
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    process = subprocess.Popen([binary, "-c", str(config)], stderr=subprocess.PIPE)
-    try:
+class Broker:
+    """A Mosquitto broker on a free loopback port that a test can stop and start again.
+
+    With ``persistence`` it saves its sessions and queued messages on the way down (SIGTERM)
+    and loads them on start, as a substation's broker should run.
+    """
+
+    def __init__(self, folder: Path, *, persistence: bool = False) -> None:
+        """Write the configuration in ``folder``; do not start."""
+        self.port = free_loopback_port()
+        self.config = folder / "mosquitto.conf"
+        # As root, mosquitto would switch to its own user, who cannot write in the test's folder.
+        stored = f"persistence true\npersistence_location {folder}/\nuser root\n"
+        self.config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            + (stored if persistence else "persistence false\n")
+        )
+        self._process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Start the broker and wait until it listens."""
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        process = subprocess.Popen([binary, "-c", str(self.config)], stderr=subprocess.PIPE)
+        self._process = process
         wait_until(
-            lambda: _accepts(port) or process.poll() is not None,
+            lambda: _accepts(self.port) or process.poll() is not None,
             timeout=10,
             what="mosquitto to listen",
         )
@@ -101,9 +116,23 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
             pytest.fail(
                 f"mosquitto exited: {process.stderr.read().decode() if process.stderr else ''}"
             )
-        yield port
+
+    def stop(self) -> None:
+        """Stop the broker in order (SIGTERM: it saves what it persists)."""
+        if self._process is not None:
+            stop_process(self._process)
+            self._process = None
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A Mosquitto broker (no persistence) on a free loopback port; yields the port."""
+    broker = Broker(tmp_path_factory.mktemp("mosquitto"))
+    broker.start()
+    try:
+        yield broker.port
     finally:
-        stop_process(process)
+        broker.stop()
 
 
 def _accepts(port: int) -> bool:

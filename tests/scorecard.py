@@ -59,6 +59,10 @@ class Scorecard:
     recovery_s: float | None = None
     detail: str = ""
 
+    def named(self, scenario: str) -> Scorecard:
+        """The same card under the scenario's name."""
+        return dataclasses.replace(self, scenario=scenario)
+
     def problems(self) -> list[str]:
         """Every way the scenario broke a guarantee (empty: none)."""
         found = [
@@ -138,13 +142,31 @@ def score(  # noqa: PLR0913 - what the card is computed from
     )
 
 
-def settle(card_now: Callable[[], Scorecard], *, timeout: float = 120) -> float | None:
-    """Seconds until ``card_now()`` shows no problem; None if it still does after ``timeout``.
+def telemetry_missing(published: Sequence[tuple[str, int]], dsn: str) -> list[tuple[str, int]]:
+    """The ``published`` messages (topic, simulated time) not stored, in publishing order."""
+    with psycopg.connect(dsn) as conn:
+        stored = set(
+            conn.execute(
+                "SELECT transformer_id, extract(epoch FROM time)::bigint"
+                " FROM transformer_telemetry WHERE metric = 'hot_spot_c'"
+            ).fetchall()
+        )
+    # topics are grid/<region>/<substation>/<transformer>/telemetry
+    return [(t, at) for t, at in published if (t.split("/")[3], at) not in stored]
+
+
+def settle(
+    card_now: Callable[[], Scorecard],
+    *,
+    done: Callable[[Scorecard], bool] = lambda card: not card.problems(),
+    timeout: float = 120,
+) -> float | None:
+    """Seconds until ``card_now()`` is ``done`` (no problem); None if not after ``timeout``.
 
     Score the scenario afterwards either way: the card says what is still wrong.
     """
     started = time.monotonic()
-    while card_now().problems():
+    while not done(card_now()):
         if time.monotonic() - started > timeout:
             return None
         time.sleep(0.5)

@@ -25,7 +25,10 @@ from edge_agent.config import MqttConfig
 log = logging.getLogger(__name__)
 
 RECONNECT_FIRST_SECONDS = 1.0
-RECONNECT_CAP_SECONDS = 60.0
+# The broker is the substation's own, with this agent its one subscriber: no herd of clients to
+# spread out (unlike the core's uplink). A short cap keeps the window short in which a broker
+# restarted without persistence drops what is published before the agent subscribes again.
+RECONNECT_CAP_SECONDS = 5.0
 
 Handler = Callable[[str, str, bytes], Awaitable[None]]  # (topic, transformer id, payload)
 
