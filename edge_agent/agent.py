@@ -71,6 +71,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+BUFFER_RETRY_SECONDS = 1  # an MQTT message the buffer refused (disk full) is committed again
 SEAL_RETRY_SECONDS = 5  # after a failed seal (e.g. disk full): readings stay pending, retried
 PRUNE_INTERVAL_SECONDS = 60  # retention is in hours; checking every minute is plenty
 RESTART_SECONDS = 5  # pause before a loop that failed unexpectedly starts again
@@ -488,7 +489,14 @@ class EdgeAgent:
                     if self.metrics is not None:
                         elapsed = time.monotonic() - started
                         self.metrics.poll_seconds.labels(source.config.name).observe(elapsed)
-                except (SourceError, BufferUnavailable) as exc:
+                except BufferUnavailable as exc:  # the disk, not the device: breaker untouched
+                    log.warning(
+                        "poll of %s not kept (%s); the concentrator keeps its intervals,"
+                        " read again at the next poll",
+                        source.config.name,
+                        exc,
+                    )
+                except SourceError as exc:
                     self.source_errors[source.config.name] += 1
                     breaker.record_failure()
                     health.failed(exc)
@@ -565,12 +573,14 @@ class EdgeAgent:
             if self.telemetry[f"malformed:{kind}"] == 0:
                 log.warning("quarantined a malformed message on %s: %s", topic, reason)
             self.telemetry[f"malformed:{kind}"] += 1
-            await self.buffer_call(
-                self.buffer.put_quarantine,
-                source="mqtt",
-                device=topic,
-                reason=reason,
-                payload=payload,
+            await self._waiting_for_space(
+                functools.partial(
+                    self.buffer.put_quarantine,
+                    source="mqtt",
+                    device=topic,
+                    reason=reason,
+                    payload=payload,
+                )
             )
             return
         if self.pressure == "paused" or (
@@ -585,9 +595,29 @@ class EdgeAgent:
         if points is None:
             self.telemetry["duplicate"] += 1
             return
-        self._pending_readings += await self.buffer_call(self.buffer.put_telemetry, points)
+        self._pending_readings += await self._waiting_for_space(
+            functools.partial(self.buffer.put_telemetry, points)
+        )
+        self.telemetry_validator.adopt(message)  # only now: the commit succeeded
         self.telemetry["messages"] += 1
         self._buffered.set()
+
+    async def _waiting_for_space(self, commit: Callable[[], int | None]) -> int:
+        """Commit one MQTT message's rows, trying again every second while the buffer refuses.
+
+        The message stays unacknowledged with the broker meanwhile (its in-flight limit holds
+        the rest back), and is acknowledged once on disk, without a reconnect or a copy.
+        Returns the rows committed (0 for a quarantined message).
+        """
+        waiting = False
+        while True:
+            try:
+                return await self.buffer_call(commit) or 0
+            except BufferUnavailable as exc:
+                if not waiting:
+                    log.warning("MQTT message waits for the buffer (%s), tried every second", exc)
+                waiting = True
+                await asyncio.sleep(BUFFER_RETRY_SECONDS)
 
     async def _seal_loop(self) -> None:
         """Seal pending readings once a batch is full or its oldest reading is old enough."""
@@ -604,7 +634,9 @@ class EdgeAgent:
                 await self.seal_pending()
             except BufferUnavailable as exc:
                 log.error("cannot seal, retrying in %d s: %s", SEAL_RETRY_SECONDS, exc)  # noqa: TRY400
-                await asyncio.sleep(SEAL_RETRY_SECONDS)
+                # Sooner when a poll or a message commits again: the disk has room again.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._buffered.wait(), SEAL_RETRY_SECONDS)
                 self._buffered.set()
 
     async def seal_pending(self) -> int:

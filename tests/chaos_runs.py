@@ -5,9 +5,18 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import pytest
 from fix_services import AgentSetup, RunningSimulator, stop_process
 from scorecard import Scorecard, score, settle
 
+from core_ingest.schema import TIMESCALEDB
+
+# Every chaos scenario's marks: real services, the chaos suite, on TimescaleDB.
+CHAOS = [
+    pytest.mark.integration,
+    pytest.mark.chaos,
+    pytest.mark.parametrize("storage", [TIMESCALEDB]),
+]
 SPEED = 900  # an interval a (wall-clock) second
 
 

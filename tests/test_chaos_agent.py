@@ -15,17 +15,11 @@ import signal
 import threading
 import time
 
-import pytest
+from chaos_runs import CHAOS
 from fix_services import mqtt_section, stop_process
 from scorecard import assert_clean, scaled, score, settle
 
-from core_ingest.schema import TIMESCALEDB
-
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.chaos,
-    pytest.mark.parametrize("storage", [TIMESCALEDB]),
-]
+pytestmark = CHAOS
 METERS = 300
 KILLS = scaled(4, 24)
 SPEED = 900  # an interval a (wall-clock) second

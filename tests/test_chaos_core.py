@@ -14,20 +14,13 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
-from chaos_runs import run_and_drain
+from chaos_runs import CHAOS, run_and_drain
 from fix_services import start_core, stop_process, wait_until
 from pgcluster import free_loopback_port
 from scorecard import assert_clean, scaled
 from tcp_proxy import tcp_proxy
 
-from core_ingest.schema import TIMESCALEDB
-
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.chaos,
-    pytest.mark.parametrize("storage", [TIMESCALEDB]),
-]
+pytestmark = CHAOS
 METERS = 300
 
 

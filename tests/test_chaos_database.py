@@ -13,19 +13,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from chaos_runs import run_and_drain
+from chaos_runs import CHAOS, run_and_drain
 from fix_db import running_cluster, set_up
 from fix_services import start_core, stop_process
 from pgcluster import PostgresCluster, free_loopback_port
 from scorecard import assert_clean, scaled
 
-from core_ingest.schema import TIMESCALEDB
-
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.chaos,
-    pytest.mark.parametrize("storage", [TIMESCALEDB]),
-]
+pytestmark = CHAOS
 METERS = 300
 DOWN_S = scaled(6, 60)
 

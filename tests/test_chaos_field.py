@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import time
 
-import pytest
-from chaos_runs import SPEED, run_and_drain
+from chaos_runs import CHAOS, SPEED, run_and_drain
 from fix_services import Broker, mqtt_section, wait_until
 from scorecard import (
     Scorecard,
@@ -24,13 +23,7 @@ from scorecard import (
     telemetry_missing,
 )
 
-from core_ingest.schema import TIMESCALEDB
-
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.chaos,
-    pytest.mark.parametrize("storage", [TIMESCALEDB]),
-]
+pytestmark = CHAOS
 METERS = 200
 OFFLINE_HOURS = scaled(2, 8)
 BROKER_DOWN_INTERVALS = scaled(4, 8)

@@ -12,19 +12,12 @@ from __future__ import annotations
 
 import time
 
-import pytest
-from chaos_runs import SPEED, run_and_drain
+from chaos_runs import CHAOS, SPEED, run_and_drain
 from fix_services import wait_until
 from scorecard import assert_clean, scaled
 from tcp_proxy import tcp_proxy
 
-from core_ingest.schema import TIMESCALEDB
-
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.chaos,
-    pytest.mark.parametrize("storage", [TIMESCALEDB]),
-]
+pytestmark = CHAOS
 METERS = 200
 CUT_INTERVALS = scaled(8, 96)
 

@@ -7,7 +7,13 @@ import re
 
 import pytest
 
-from edge_agent.transforms.telemetry import Malformed, TelemetryValidator, decode
+from edge_agent.transforms.telemetry import (
+    Malformed,
+    Message,
+    TelemetryPoint,
+    TelemetryValidator,
+    decode,
+)
 from proto.quality import QualityFlag as Q
 
 GOOD = {
@@ -75,13 +81,31 @@ def test_an_unmapped_topic_is_malformed():
         decode(payload(), transformer="", topic="grid/x/y")
 
 
+def taken(validator: TelemetryValidator, message: Message) -> list[TelemetryPoint] | None:
+    """Validate ``message`` and, when not a repeat, adopt it as the agent does after its commit."""
+    points = validator.validate(message)
+    if points is not None:
+        validator.adopt(message)
+    return points
+
+
 def test_repeated_sequence_numbers_are_dropped_even_out_of_order():
     validator = TelemetryValidator()
     first, second = (decode(payload(seq=s), transformer="T1") for s in (1, 2))
-    assert validator.validate(second) is not None
-    assert validator.validate(first) is not None  # late, not a duplicate
-    assert validator.validate(second) is None
-    assert validator.validate(first) is None
+    assert taken(validator, second) is not None
+    assert taken(validator, first) is not None  # late, not a duplicate
+    assert taken(validator, second) is None
+    assert taken(validator, first) is None
+
+
+def test_a_message_not_committed_is_judged_again_when_it_comes_again():
+    """The agent adopts a message only after its commit: a failed commit is no duplicate."""
+    validator = TelemetryValidator()
+    message = decode(payload(seq=1), transformer="T1")
+    assert validator.validate(message) is not None  # the commit then fails: nothing adopted
+    again = validator.validate(message)
+    assert again is not None
+    assert again == validator.validate(message)
 
 
 def test_range_rate_and_stuck_rules():
@@ -96,7 +120,7 @@ def test_range_rate_and_stuck_rules():
             ),
             transformer="T1",
         )
-        return {p.metric: p.quality_flags for p in validator.validate(message)}
+        return {p.metric: p.quality_flags for p in taken(validator, message) or []}
 
     assert flags_at(0)["top_oil_c"] == 0
     assert flags_at(1, top_oil_c=55.0)["top_oil_c"] == Q.RATE_OF_CHANGE  # 15 degrees a minute

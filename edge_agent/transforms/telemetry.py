@@ -158,7 +158,13 @@ class _MetricState:
 
 
 class TelemetryValidator:
-    """Duplicate detection and range, rate-of-change and stuck-sensor rules for telemetry."""
+    """Duplicate detection and range, rate-of-change and stuck-sensor rules for telemetry.
+
+    Two steps, as the meter readings' validation: ``validate`` judges a message against what
+    was taken before and remembers nothing; ``adopt`` remembers it once its points are
+    committed. A message whose commit failed (a full disk) comes again from the broker and is
+    judged afresh, not dropped as a copy of itself.
+    """
 
     def __init__(self) -> None:
         """Start with no memory: the first value of each metric is judged by range alone."""
@@ -167,19 +173,29 @@ class TelemetryValidator:
 
     def validate(self, message: Message) -> list[TelemetryPoint] | None:
         """The message's points with flags set, or None when it repeats one already taken."""
-        seen = self._seen.setdefault(message.transformer, collections.deque(maxlen=SEEN_SEQUENCES))
-        if message.seq in seen:
+        if message.seq in self._seen.get(message.transformer, ()):
             return None
-        seen.append(message.seq)
         return [self._check(point) for point in message.points]
+
+    def adopt(self, message: Message) -> None:
+        """Remember ``message`` as taken: its sequence number and each metric's last value."""
+        seen = self._seen.setdefault(message.transformer, collections.deque(maxlen=SEEN_SEQUENCES))
+        seen.append(message.seq)
+        for point in message.points:
+            key = (point.transformer, point.metric)
+            last = self._metrics.get(key)
+            if last is None:
+                self._metrics[key] = _MetricState(point.time_ms, point.value, 0)
+            elif point.time_ms > last.time_ms:
+                repeats = last.repeats + 1 if point.value == last.value else 0
+                self._metrics[key] = _MetricState(point.time_ms, point.value, repeats)
 
     def _check(self, point: TelemetryPoint) -> TelemetryPoint:
         limits = LIMITS[point.metric]
         flags = QualityFlag(0)
         if not limits.low <= point.value <= limits.high:
             flags |= QualityFlag.OUT_OF_RANGE
-        key = (point.transformer, point.metric)
-        last = self._metrics.get(key)
+        last = self._metrics.get((point.transformer, point.metric))
         if last is not None and point.time_ms > last.time_ms:
             minutes = (point.time_ms - last.time_ms) / 60_000
             if (
@@ -190,7 +206,4 @@ class TelemetryValidator:
             repeats = last.repeats + 1 if point.value == last.value else 0
             if limits.stuck_after is not None and repeats + 1 >= limits.stuck_after:
                 flags |= QualityFlag.STUCK
-            self._metrics[key] = _MetricState(point.time_ms, point.value, repeats)
-        elif last is None:
-            self._metrics[key] = _MetricState(point.time_ms, point.value, 0)
         return dataclasses.replace(point, quality_flags=int(flags)) if flags else point
