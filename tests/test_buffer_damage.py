@@ -73,6 +73,28 @@ def test_a_damaged_buffer_is_found_and_its_intact_rows_salvaged(tmp_path):
     buffer.close()
 
 
+def test_a_truncated_buffer_is_found_and_what_remains_salvaged(tmp_path):
+    """The file cut short (a copy interrupted, a filesystem repair): found, the rest kept."""
+    path = tmp_path / "buffer.sqlite"
+    filled_buffer(path)
+    with sqlite3.connect(path) as db:
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+    with path.open("r+b") as file:
+        file.truncate(page_size * (pages * 3 // 4))
+    problems = damage(path)
+    assert problems
+    report = salvage(path, problems)
+    assert report.damaged_file.exists()
+    assert READINGS // 4 < report.kept["readings"] < READINGS  # a quarter of the pages gone
+    assert report.kept["batches"] == 2
+    assert damage(path) == []
+    buffer = Buffer(path)
+    assert buffer.statistics().pending_readings == report.kept["readings"]
+    assert buffer.statistics().next_sequence >= 3  # never a sequence number handed out twice
+    buffer.close()
+
+
 def test_check_config_says_the_buffer_is_damaged_and_the_agent_salvages_it(tmp_path):
     """check-config exits 1 naming the damage; the agent starts on the salvaged buffer."""
     generate_signing_key(tmp_path / "agent.key")

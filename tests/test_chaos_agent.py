@@ -19,6 +19,8 @@ from chaos_runs import CHAOS
 from fix_services import mqtt_section, stop_process
 from scorecard import assert_clean, scaled, score, settle
 
+from edge_agent.sinks.salvage import damage
+
 pytestmark = CHAOS
 METERS = 300
 KILLS = scaled(4, 24)
@@ -44,6 +46,7 @@ def test_sigkill_at_random_moments_under_load(
             time.sleep(chance.uniform(0.2, 2.5))  # polling, backfilling, sealing or sending
             process.send_signal(signal.SIGKILL)
             process.wait()
+            assert damage(agent.folder / "buffer.sqlite") == []  # as the next start checks
             kills += 1
             time.sleep(chance.choice([0.0, 0.0, 1.5, 4.0]))  # intervals close while it is down
             process = agent.run()

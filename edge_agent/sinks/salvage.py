@@ -4,10 +4,12 @@ A gateway's disk can flip bits (power cuts on cheap flash, a failing SD card). S
 answers "database disk image is malformed" somewhere in the middle of the agent's work, and
 everything buffered is stranded. ``damage`` runs SQLite's own check; ``salvage`` moves the damaged
 file (and its WAL) aside, keeps it for the operator, and copies into a new buffer every row it
-can still read, table by table and, where a table is damaged, range by range of row ids. What
-could not be read is counted. Delivery stays at-least-once: a lost delivery cursor means the
-history is read again (copies of what the core holds are stored once there), lost validation
-state means meters start afresh; only what was in the damaged pages themselves is gone.
+can still read, table by table and, where a table is damaged, in row id order, jumping over
+the damaged pages to where reading works again; a file cut short (truncated) gives up the
+pages past its end only. What could not be read is counted. Delivery stays at-least-once: a
+lost delivery cursor means the history is read again (copies of what the core holds are
+stored once there), lost validation state means meters start afresh; only what was in the
+damaged pages themselves is gone.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ ROWID_CHUNK = 256  # rows read at once from a damaged table; a failing chunk is 
 # sequence still on disk: a sequence must never be handed out twice (the core would refuse
 # the second batch as SEQUENCE_CONFLICT), and gaps cost nothing.
 SEQUENCE_GAP = 1_000_000
+MAX_ROWID = 2**63 - 1  # SQLite's
 
 
 @dataclass
@@ -74,6 +77,9 @@ def salvage(path: Path, problems: list[str], **buffer_options: Any) -> SalvageRe
             part.rename(f"{damaged}{suffix}")
     report = SalvageReport(damaged, problems)
     source = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+    # A file shorter than its header says (truncated) is refused whole unless the schema is
+    # "writable": SQLite then reads the pages there are. Nothing is written: read-only.
+    source.execute("PRAGMA writable_schema=ON")
     target = Buffer(path, **buffer_options)
     try:
         for table in TABLES:
@@ -90,42 +96,61 @@ def salvage(path: Path, problems: list[str], **buffer_options: Any) -> SalvageRe
 
 
 def _readable_rows(db: sqlite3.Connection, table: str) -> tuple[list[tuple[Any, ...]], int | str]:
-    """Every row of ``table`` that can be read, and how many could not ("all": none known)."""
+    """Every row of ``table`` that can be read, and how many could not.
+
+    The count is of row ids skipped over damage (an upper bound: an id may never have been
+    used); "the rest" when the table's end is unreadable (a truncated file), "all" when
+    nothing is.
+    """
     try:
         return db.execute(f"SELECT * FROM {table}").fetchall(), 0  # noqa: S608 - fixed names
     except sqlite3.DatabaseError:
         pass
-    try:
-        (highest,) = db.execute(f"SELECT max(rowid) FROM {table}").fetchone()  # noqa: S608
-    except sqlite3.DatabaseError:
-        return [], "all"  # not even its row ids are readable (or it has none)
-    try:
-        (lowest,) = db.execute(f"SELECT min(rowid) FROM {table}").fetchone()  # noqa: S608
-    except sqlite3.DatabaseError:
-        lowest = 1  # the damage is on the way to the lowest: scan from the first possible
     rows: list[tuple[Any, ...]] = []
     lost = 0
-    # Pending rows are the newest: between the lowest and the highest row id, not from 1.
-    for low in range(lowest or 1, (highest or 0) + 1, ROWID_CHUNK):
-        chunk, missing = _rows_between(db, table, low, low + ROWID_CHUNK - 1)
-        rows += chunk
-        lost += missing
-    return rows, lost
+    after = -MAX_ROWID  # every row id is above it
+    while True:
+        chunk = _rows_after(db, table, after, ROWID_CHUNK) or _rows_after(db, table, after, 1)
+        if chunk is None:  # the next row lies in damaged pages: find where reading resumes
+            resumed = _readable_after(db, table, after)
+            if resumed is None:
+                return rows, "all" if not rows else "the rest"
+            lost += resumed - after - 1
+            after = resumed - 1
+            continue
+        if not chunk:
+            return rows, lost
+        rows += [row[1:] for row in chunk]
+        after = chunk[-1][0]
 
 
-def _rows_between(
-    db: sqlite3.Connection, table: str, low: int, high: int
-) -> tuple[list[tuple[Any, ...]], int]:
-    """Rows with row ids low..high; a damaged range is read row by row."""
-    query = f"SELECT * FROM {table} WHERE rowid BETWEEN ? AND ?"  # noqa: S608 - fixed names
+def _rows_after(
+    db: sqlite3.Connection, table: str, after: int, limit: int
+) -> list[tuple[Any, ...]] | None:
+    """Up to ``limit`` rows (row id first) with row ids above ``after``; None if unreadable."""
+    query = f"SELECT rowid, * FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?"  # noqa: S608
     try:
-        return db.execute(query, (low, high)).fetchall(), 0
+        return db.execute(query, (after, limit)).fetchall()
     except sqlite3.DatabaseError:
-        pass
-    rows, lost = [], 0
-    for rowid in range(low, high + 1):
-        try:
-            rows += db.execute(query, (rowid, rowid)).fetchall()
-        except sqlite3.DatabaseError:
-            lost += 1  # a row id that may never have been used counts too: an upper bound
-    return rows, lost
+        return None
+
+
+def _readable_after(db: sqlite3.Connection, table: str, after: int) -> int | None:
+    """The lowest row id above ``after`` from which rows can be read again, if any.
+
+    Jumps ever further (1, 2, 4, ... ids) until a read succeeds, then narrows down between
+    the last failing and the first succeeding jump.
+    """
+    failed, step = after, 1
+    while _rows_after(db, table, after + step - 1, 1) is None:
+        failed, step = after + step, step * 2
+        if after + step >= MAX_ROWID:
+            return None
+    resumed = after + step
+    while resumed - failed > 1:  # reading works from ``resumed``, not from ``failed``
+        middle = (failed + resumed) // 2
+        if _rows_after(db, table, middle - 1, 1) is None:
+            failed = middle
+        else:
+            resumed = middle
+    return resumed
