@@ -140,17 +140,18 @@ def _accepts(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def field_scenario(
+def field_scenario(  # noqa: PLR0913 - keyword-only, each a part of the scenario
     *,
     meters: int,
     concentrators: int = 1,
     faults: tuple[dict, ...] = (),
     base_port: int = 5020,
     mqtt_port: int | None = None,
+    start: str = "2026-11-02T00:00:00Z",
 ) -> Scenario:
-    """One North substation with ``concentrators`` of ``meters`` each, from 2026-11-02 00:00 UTC."""
+    """One North substation with ``concentrators`` of ``meters`` each, from ``start``."""
     data = {
-        "scenario": {"name": "test", "seed": 7, "start": "2026-11-02T00:00:00Z"},
+        "scenario": {"name": "test", "seed": 7, "start": start},
         "modbus": {"host": "127.0.0.1", "base_port": base_port},
         "regions": [
             {
@@ -170,7 +171,7 @@ def field_scenario(
 class RunningSimulator:
     """A simulator serving in a background thread's event loop; step it with ``close_interval``."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only, each a part of the scenario
         self,
         *,
         meters: int,
@@ -178,6 +179,7 @@ class RunningSimulator:
         concentrators: int = 1,
         faults: tuple[dict, ...] = (),
         mqtt_port: int | None = None,
+        start: str = "2026-11-02T00:00:00Z",
     ) -> None:
         self.port = free_loopback_ports(concentrators + 1)
         scenario = field_scenario(
@@ -186,6 +188,7 @@ class RunningSimulator:
             faults=faults,
             base_port=self.port,
             mqtt_port=mqtt_port,
+            start=start,
         )
         self.record = FieldRecord(record_path)
         self.field = Field(scenario, record=self.record)
@@ -407,11 +410,13 @@ class AgentSetup:
     config_path: Path
     pseudonym_key: bytes
 
-    def run(self) -> subprocess.Popen:
-        """Start ``edge-agent run`` with this configuration."""
+    def run(self, *, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start ``edge-agent run`` with this configuration (``env``: its environment)."""
         log = (self.folder / "agent.log").open("a")
         return subprocess.Popen(
-            [str(BIN / "edge-agent"), "run", "--config", str(self.config_path)], stderr=log
+            [str(BIN / "edge-agent"), "run", "--config", str(self.config_path)],
+            stderr=log,
+            env=env,
         )
 
     def wait_subscribed(self) -> None:
