@@ -123,6 +123,45 @@ def test_revoked_agent_is_refused(core_server, enrolled):
 
 
 @one_storage
+def test_a_re_enrolled_agents_old_key_is_refused_and_its_new_key_goes_on(core_server, enrolled):
+    """A gateway given a new key: the retired key's batches refused, the new key's go on.
+
+    The retired key's batch stores nothing; the new key's batches continue the sequence.
+    The core knows the retired key from the first batch: the signature verifies, and the
+    store finds the key changed (a core that never saw it answers BAD_SIGNATURE).
+    """
+    (first,) = send(core_server, seal(payload(interval=0)))
+    new_key = Ed25519PrivateKey.generate()
+    with psycopg.connect(enrolled, autocommit=True) as conn:
+        agents.enroll(conn, AGENT, public_key_bytes(new_key.public_key()))
+    retired, renewed = send(
+        core_server,
+        seal(payload(interval=1), sequence=2),
+        seal(payload(interval=1), sequence=2, key=new_key),
+    )
+    assert [answer(a) for a in (first, retired, renewed)] == [
+        "ACK_STATUS_ACCEPTED",
+        "REJECT_REASON_REVOKED_AGENT",
+        "ACK_STATUS_ACCEPTED",
+    ]
+    assert "given a new key" in retired.detail
+    assert counts(enrolled) == (2, 8, 0)
+
+
+@one_storage
+def test_a_batch_under_another_agents_id_is_refused(core_server, enrolled):
+    """An enrolled agent signing with its own key under another's id: refused, nothing stored."""
+    other = Ed25519PrivateKey.generate()
+    with psycopg.connect(enrolled, autocommit=True) as conn:
+        agents.enroll(conn, "agent-next-door", public_key_bytes(other.public_key()))
+    (ack,) = send(core_server, seal(agent_id=AGENT, key=other))
+    assert (answer(ack), ack.agent_id) == ("REJECT_REASON_BAD_SIGNATURE", AGENT)
+    assert counts(enrolled) == (0, 0, 0)
+    (own,) = send(core_server, seal(agent_id="agent-next-door", key=other))
+    assert answer(own) == "ACK_STATUS_ACCEPTED"
+
+
+@one_storage
 def test_tampered_and_forged_batches_are_refused_with_their_reasons(core_server, enrolled):
     """Forged signature, edited payload, unknown schema and garbage each get their own reason."""
     forged = seal(key=Ed25519PrivateKey.generate())
