@@ -22,6 +22,7 @@ import tomli_w
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from signed_batches import seal
 from test_telemetry import GOOD
 
 from core_ingest.config import load_config as load_core_config
@@ -29,7 +30,7 @@ from core_ingest.errors import ConfigError as CoreConfigError
 from edge_agent.config import load_config as load_agent_config
 from edge_agent.errors import ConfigError as AgentConfigError
 from edge_agent.transforms.telemetry import Malformed, decode
-from proto import EnvelopeError, open_batch, pb, read_header, seal_batch
+from proto import EnvelopeError, open_batch, pb, read_header
 from substation_sim.scenario import ScenarioError, load_scenario
 
 KEY = Ed25519PrivateKey.generate()
@@ -138,25 +139,12 @@ def payloads(draw: st.DrawFn) -> pb.BatchPayload:
     return body
 
 
-def sealed(body: pb.BatchPayload, sequence: int = 1) -> pb.SignedBatch:
-    """``body`` signed as a well-behaved agent would sign it."""
-    return seal_batch(
-        body,
-        agent_id="fuzz",
-        sequence=sequence,
-        created_ms=1_790_000_000_000,
-        pseudonym_key_id="k1",
-        software_version="fuzz",
-        register_map_version=1,
-        private_key=KEY,
-        validation_ruleset="vee-1",
-    )
-
-
 @FUZZ
 @given(payloads())
 def test_validly_signed_payloads_with_any_columns(body):
-    opened = decoded(lambda: open_batch(sealed(body), KEY.public_key()), EnvelopeError)
+    opened = decoded(
+        lambda: open_batch(seal(body, agent_id="fuzz", key=KEY), KEY.public_key()), EnvelopeError
+    )
     if isinstance(opened, EnvelopeError):
         return
     table = opened.payload.meter_readings  # what opens is one row per index, references held

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paho.mqtt import publish
 from signed_batches import answer, payload, seal, send
-from test_fuzz_decoders import KEY, json_values, payloads, sealed
+from test_fuzz_decoders import KEY, json_values, payloads
 from test_telemetry import GOOD
 
 from core_ingest import agents
@@ -49,7 +49,9 @@ def test_the_core_answers_any_signed_payload_and_serves_on(core_server, storage_
     @SERVICE_FUZZ
     @given(bodies=st.lists(payloads(), min_size=25, max_size=25))
     def hostile_stream(bodies):
-        batches = [sealed(body, next(sequences)) for body in bodies]
+        batches = [
+            seal(body, sequence=next(sequences), agent_id="fuzz", key=KEY) for body in bodies
+        ]
         answered.extend(answer(ack) for ack in send(core_server, *batches))
 
     hostile_stream()
