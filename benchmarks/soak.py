@@ -11,8 +11,8 @@ While it runs, every SAMPLE seconds: the resident memory (RSS) of the core and o
 - nothing lost: per agent, the readings stored as read against meters x intervals the
   concentrator and the feeder head served (each is served once an interval); none estimated,
   none twice (the database's key);
-- memory: the curves (``memory.csv``, ``memory.png``), and the growth of each from the end of
-  the first simulated day to the end (flat: a few per cent);
+- memory: the curves (``memory.csv`` as sampled, ``memory.png``), and the growth of each
+  from the end of the first simulated day to the end (flat: a few per cent);
 - latency from poll to commit (``meter_readings.poll_time`` to ``batches.committed_at``), p50,
   p95, p99 per simulated day.
 
@@ -157,17 +157,24 @@ def sample(  # noqa: PLR0913 - what to watch, where to write, how often, until w
     processes: dict[str, subprocess.Popen], metrics: str, closes: list[int], *, into: Samples,
     every: float, stop: threading.Event,
 ) -> None:  # fmt: skip
-    """Every ``every`` seconds until ``stop``: RSS of the core and the first agent, stored."""
+    """Every ``every`` seconds until ``stop``: RSS of the core and the first agent, stored.
+
+    Each sample is appended to ``memory.csv`` at once: an interrupted soak keeps its curve.
+    """
     started = time.monotonic()
-    while not stop.wait(every):
-        try:
-            stored = stored_readings(metrics)
-        except OSError:
-            stored = into.rows[-1][4] if into.rows else 0
-        into.rows.append((
-            time.monotonic() - started, closes[-1] if closes else START,
-            rss_kb(processes["core"].pid), rss_kb(processes["agent"].pid), stored,
-        ))  # fmt: skip
+    with (OPTIONS.out / "memory.csv").open("w", newline="", buffering=1) as out:
+        writer = csv.writer(out)
+        writer.writerow(["seconds", "simulated_end", "core_rss_kb", "agent_rss_kb", "stored"])
+        while not stop.wait(every):
+            try:
+                stored = stored_readings(metrics)
+            except OSError:
+                stored = into.rows[-1][4] if into.rows else 0
+            into.rows.append((
+                time.monotonic() - started, closes[-1] if closes else START,
+                rss_kb(processes["core"].pid), rss_kb(processes["agent"].pid), stored,
+            ))  # fmt: skip
+            writer.writerow(into.rows[-1])
 
 
 def follow_closes(simulator: subprocess.Popen, closes: list[int], log_file: Path) -> None:
@@ -309,11 +316,7 @@ def report(dsn: str, samples: Samples) -> None:
 
 
 def memory(samples: Samples) -> None:
-    """The RSS curves as CSV and PNG; growth from the end of day 1 to the end."""
-    with (OPTIONS.out / "memory.csv").open("w", newline="") as out:
-        writer = csv.writer(out)
-        writer.writerow(["seconds", "simulated_end", "core_rss_kb", "agent_rss_kb", "stored"])
-        writer.writerows(samples.rows)
+    """The RSS curves as PNG (the CSV is written as sampled); growth from day 1 to the end."""
     days = [(end - START) / 86_400 for _, end, *_ in samples.rows]
     figure, axis = plt.subplots(figsize=(9, 4))
     for column, name in ((2, "core-ingest"), (3, "edge-agent (soak-001)")):
