@@ -271,7 +271,8 @@ def run(folder: Path, dsn: str) -> Samples:
                     log.warning("the store did not complete %d s after the last interval",
                                 DRAIN_LIMIT_SECONDS)  # fmt: skip
                     break
-                    log.info("simulated day %.2f of %g, %s readings stored",
+            time.sleep(5)
+            log.info("simulated day %.2f of %g, %s readings stored",
                      len(closes) / 96, OPTIONS.days, f"{stored:,}")  # fmt: skip
     finally:
         stop.set()
