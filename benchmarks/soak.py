@@ -45,6 +45,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from core_ingest import agents
 from edge_agent.keys import generate_pseudonym_key, generate_signing_key
+from proto.quality import QualityFlag
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fix_db import core_dsn, set_up
@@ -290,12 +291,14 @@ def report(dsn: str, samples: Samples) -> None:
     intervals = math.ceil(OPTIONS.days * 96)
     with psycopg.connect(dsn) as conn:
         per_agent = conn.execute(
-            "SELECT b.agent_id, count(*) FILTER (WHERE r.quality_flags & 1 = 0),"
-            " count(*) FILTER (WHERE r.quality_flags & 1 <> 0)"
-            " FROM meter_readings r JOIN batches b USING (batch_id) GROUP BY 1 ORDER BY 1"
+            "SELECT a.agent_id, count(r.*) FILTER (WHERE r.quality_flags & %(estimated)s = 0),"
+            " count(r.*) FILTER (WHERE r.quality_flags & %(estimated)s <> 0)"
+            " FROM agents a LEFT JOIN batches b USING (agent_id)"
+            " LEFT JOIN meter_readings r USING (batch_id) GROUP BY 1 ORDER BY 1",
+            {"estimated": int(QualityFlag.ESTIMATED)},
         ).fetchall()
-        latency = conn.execute(
-            "SELECT (extract(epoch FROM r.interval_end)::bigint - %s) / 86400 AS day,"
+        latency = conn.execute(  # day 1 holds the intervals ending after 00:00 up to 24:00
+            "SELECT (extract(epoch FROM r.interval_end)::bigint - 900 - %s) / 86400 AS day,"
             " percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP"
             " (ORDER BY extract(epoch FROM b.committed_at - r.poll_time))"
             " FROM meter_readings r JOIN batches b USING (batch_id) GROUP BY 1 ORDER BY 1",
@@ -329,7 +332,9 @@ def memory(samples: Samples) -> None:
     axis.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(OPTIONS.out / "memory.png", dpi=100)
-    after_day_one = [row for row, day in zip(samples.rows, days, strict=True) if day >= 1]
+    after_day_one = [
+        row for row, day in zip(samples.rows, days, strict=True) if day >= 1 and all(row[2:4])
+    ]  # a process gone (RSS 0) is no figure
     if after_day_one:
         for column, name in ((2, "core"), (3, "agent")):
             first, last = after_day_one[0][column], after_day_one[-1][column]

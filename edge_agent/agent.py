@@ -73,6 +73,7 @@ log = logging.getLogger(__name__)
 
 BUFFER_RETRY_SECONDS = 1  # an MQTT message the buffer refused (disk full) is committed again
 SEAL_RETRY_SECONDS = 5  # after a failed seal (e.g. disk full): readings stay pending, retried
+SEAL_RETRY_MIN_SECONDS = 1  # ... sooner once something commits again, but not sooner than this
 PRUNE_INTERVAL_SECONDS = 60  # retention is in hours; checking every minute is plenty
 RESTART_SECONDS = 5  # pause before a loop that failed unexpectedly starts again
 BREAKER_MAX_RESET_SECONDS = 600  # a dead device is still tried at least every 10 minutes
@@ -634,9 +635,13 @@ class EdgeAgent:
                 await self.seal_pending()
             except BufferUnavailable as exc:
                 log.error("cannot seal, retrying in %d s: %s", SEAL_RETRY_SECONDS, exc)  # noqa: TRY400
-                # Sooner when a poll or a message commits again: the disk has room again.
+                # Sooner when a poll or a message commits again (the disk has room again),
+                # but never more than once a second: small commits may pass where a seal fails.
+                await asyncio.sleep(SEAL_RETRY_MIN_SECONDS)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._buffered.wait(), SEAL_RETRY_SECONDS)
+                    await asyncio.wait_for(
+                        self._buffered.wait(), SEAL_RETRY_SECONDS - SEAL_RETRY_MIN_SECONDS
+                    )
                 self._buffered.set()
 
     async def seal_pending(self) -> int:

@@ -73,6 +73,41 @@ def test_a_damaged_buffer_is_found_and_its_intact_rows_salvaged(tmp_path):
     buffer.close()
 
 
+def readings_leaves(path: Path) -> list[int]:
+    """The page numbers of the readings table's leaf pages, in row id order."""
+    with sqlite3.connect(path) as db:
+        return [
+            page
+            for (page,) in db.execute(
+                "SELECT pageno FROM dbstat WHERE name = 'readings' AND pagetype = 'leaf'"
+                " ORDER BY path"
+            )
+        ]
+
+
+def overwrite(path: Path, *pages: int) -> None:
+    """Overwrite pages (numbered from 1) with garbage."""
+    with sqlite3.connect(path) as db:
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+    with path.open("r+b") as file:
+        for page in pages:
+            file.seek(page_size * (page - 1))
+            file.write(bytes(range(256)) * (page_size // 256))
+
+
+def test_damage_at_the_start_and_twice_in_the_middle_costs_only_those_pages(tmp_path):
+    """The first leaf lost, and two leaves with a readable one between: the rest all kept."""
+    path = tmp_path / "buffer.sqlite"
+    filled_buffer(path)
+    leaves = readings_leaves(path)
+    middle = len(leaves) // 2
+    overwrite(path, leaves[0], leaves[middle], leaves[middle + 2])
+    report = salvage(path, damage(path))
+    per_leaf = READINGS / len(leaves)
+    assert report.kept["readings"] >= READINGS - 4 * per_leaf  # three leaves lost, no more
+    assert 0 < report.lost["readings"] <= 4 * per_leaf
+
+
 def test_a_truncated_buffer_is_found_and_what_remains_salvaged(tmp_path):
     """The file cut short (a copy interrupted, a filesystem repair): found, the rest kept."""
     path = tmp_path / "buffer.sqlite"

@@ -40,6 +40,7 @@ def test_the_gateway_clock_stepped_an_hour_forward_and_back(
     step_file.write_text("0")
     env = {**os.environ, "PYTHONPATH": str(STEP_CODE), "MP_CLOCK_STEP_FILE": str(step_file)}
     process = agent.run(env=env)
+    log = agent.folder / "agent.log"
 
     def card(recovery_s: float | None = None) -> Scorecard:
         return score(
@@ -60,6 +61,13 @@ def test_the_gateway_clock_stepped_an_hour_forward_and_back(
             assert newest <= time.time() + 900  # never ahead of the true clock
             if offset >= 0:  # a clock ahead of or on time: read at once
                 wait_until(lambda: not card().problems(), timeout=60, what="the new interval")
+            else:  # an hour behind: the newest interval looks an hour ahead, not trusted
+                wait_until(
+                    lambda: "ahead of the gateway clock" in log.read_text(),
+                    timeout=60,
+                    what="the agent to refuse the header",
+                )
+                assert card().lost == METERS  # nothing of the new interval read meanwhile
         recovery = settle(card)
     finally:
         stop_process(process)

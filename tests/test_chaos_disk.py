@@ -102,5 +102,9 @@ def test_the_edge_disk_full_then_freed(  # noqa: PLR0913, PLR0917 - fixtures
             telemetry=True,
         )
     assert_clean(card)
+    log = (agent.folder / "agent.log").read_text()
+    assert FULL_ERROR in log  # the disk was full for the agent
+    assert "breaker open" not in log  # no fault of the device's
+    assert "failed unexpectedly" not in log  # nothing restarted: the MQTT message waited
     with psycopg.connect(storage_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM meter_readings").fetchone()[0] == card.served

@@ -52,8 +52,8 @@ def broker_restarted(  # noqa: PLR0913 - fixtures and the scenario's broker
     """Run the clock with the broker stopped for a while, then score.
 
     ``lossy``: the broker forgets (no persistence); the card is then complete once the meter
-    readings are. Returns the card and the messages published after the agent had subscribed
-    again.
+    readings and every message published after the agent had subscribed again are stored.
+    Returns the card and those messages.
     """
     broker.start()
     sim = simulator(meters=METERS, mqtt_port=broker.port)
@@ -61,6 +61,10 @@ def broker_restarted(  # noqa: PLR0913 - fixtures and the scenario's broker
         core=core_server, modbus_port=sim.port, extra=mqtt_section(broker.port, "N-S01-T1")
     )
     subscribed_again = 0
+
+    def after() -> list[tuple[str, int]]:
+        """The messages published once the agent had subscribed again."""
+        return sim.record.published()[subscribed_again:]
 
     def restart() -> str:
         nonlocal subscribed_again
@@ -87,11 +91,15 @@ def broker_restarted(  # noqa: PLR0913 - fixtures and the scenario's broker
             intervals=BROKER_DOWN_INTERVALS + 14,  # the agent is back within 5 s
             chaos=restart,
             telemetry=True,
-            complete=readings_complete if lossy else lambda card: not card.problems(),
+            complete=(
+                (lambda card: readings_complete(card) and not telemetry_missing(after(), dsn))
+                if lossy
+                else lambda card: not card.problems()
+            ),
         )
     finally:
         broker.stop()
-    return card, sim.record.published()[subscribed_again:]
+    return card, after()
 
 
 def readings_complete(card: Scorecard) -> bool:

@@ -99,13 +99,22 @@ def test_repeated_sequence_numbers_are_dropped_even_out_of_order():
 
 
 def test_a_message_not_committed_is_judged_again_when_it_comes_again():
-    """The agent adopts a message only after its commit: a failed commit is no duplicate."""
+    """A message is adopted only after its commit: one whose commit failed is no duplicate.
+
+    Nor are its values the reference for the next message's rate-of-change check.
+    """
     validator = TelemetryValidator()
-    message = decode(payload(seq=1), transformer="T1")
-    assert validator.validate(message) is not None  # the commit then fails: nothing adopted
-    again = validator.validate(message)
+    first = decode(payload(seq=1, top_oil_c=40.0), transformer="T1")
+    assert validator.validate(first) is not None  # the commit then fails: nothing adopted
+    again = validator.validate(first)
     assert again is not None
-    assert again == validator.validate(message)
+    assert again == validator.validate(first)
+    later = decode(payload(seq=2, time="2026-11-02T00:02:00Z", top_oil_c=70.0), transformer="T1")
+    flags = {p.metric: p.quality_flags for p in validator.validate(later) or []}
+    assert flags["top_oil_c"] == 0  # 30 degrees in a minute, but from nothing adopted
+    validator.adopt(first)
+    flags = {p.metric: p.quality_flags for p in validator.validate(later) or []}
+    assert flags["top_oil_c"] == Q.RATE_OF_CHANGE
 
 
 def test_range_rate_and_stuck_rules():

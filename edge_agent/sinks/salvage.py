@@ -100,19 +100,23 @@ def _readable_rows(db: sqlite3.Connection, table: str) -> tuple[list[tuple[Any, 
 
     The count is of row ids skipped over damage (an upper bound: an id may never have been
     used); "the rest" when the table's end is unreadable (a truncated file), "all" when
-    nothing is.
+    nothing is. Row ids start at 1 (every table with row ids has an INTEGER PRIMARY KEY).
     """
     try:
         return db.execute(f"SELECT * FROM {table}").fetchall(), 0  # noqa: S608 - fixed names
     except sqlite3.DatabaseError:
         pass
+    try:
+        (highest,) = db.execute(f"SELECT max(rowid) FROM {table}").fetchone()  # noqa: S608
+    except sqlite3.DatabaseError:
+        highest = None  # the table's end is damaged or cut off
     rows: list[tuple[Any, ...]] = []
     lost = 0
-    after = -MAX_ROWID  # every row id is above it
+    after = 0
     while True:
         chunk = _rows_after(db, table, after, ROWID_CHUNK) or _rows_after(db, table, after, 1)
         if chunk is None:  # the next row lies in damaged pages: find where reading resumes
-            resumed = _readable_after(db, table, after)
+            resumed = _readable_after(db, table, after, highest)
             if resumed is None:
                 return rows, "all" if not rows else "the rest"
             lost += resumed - after - 1
@@ -135,22 +139,20 @@ def _rows_after(
         return None
 
 
-def _readable_after(db: sqlite3.Connection, table: str, after: int) -> int | None:
+def _readable_after(
+    db: sqlite3.Connection, table: str, after: int, highest: int | None
+) -> int | None:
     """The lowest row id above ``after`` from which rows can be read again, if any.
 
-    Jumps ever further (1, 2, 4, ... ids) until a read succeeds, then narrows down between
-    the last failing and the first succeeding jump.
+    Up to the table's highest row id (when that is readable) every id is tried, so no
+    readable page between two damaged ones is skipped; beyond it (or when the end itself is
+    unreadable, a truncated file) the jumps double, to find any rows past the damage quickly.
     """
-    failed, step = after, 1
-    while _rows_after(db, table, after + step - 1, 1) is None:
-        failed, step = after + step, step * 2
-        if after + step >= MAX_ROWID:
-            return None
-    resumed = after + step
-    while resumed - failed > 1:  # reading works from ``resumed``, not from ``failed``
-        middle = (failed + resumed) // 2
-        if _rows_after(db, table, middle - 1, 1) is None:
-            failed = middle
-        else:
-            resumed = middle
-    return resumed
+    probe, step = after + 1, 1
+    while probe < MAX_ROWID:
+        if _rows_after(db, table, probe - 1, 1) is not None:
+            return probe
+        if highest is None or probe >= highest:
+            step *= 2
+        probe += step
+    return None

@@ -60,7 +60,7 @@ class MqttSource:
                 if self.received > received_before:
                     attempt = 0  # the link worked for a while: start the backoff afresh
                 delay = self._rng.uniform(
-                    0, min(RECONNECT_CAP_SECONDS, RECONNECT_FIRST_SECONDS * 2**attempt)
+                    0, min(RECONNECT_CAP_SECONDS, RECONNECT_FIRST_SECONDS * 2 ** min(attempt, 16))
                 )
                 attempt += 1
                 log.warning(

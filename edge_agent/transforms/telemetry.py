@@ -21,6 +21,7 @@ from proto.quality import QualityFlag
 SCHEMA = "meterpipe.transformer-telemetry/1"
 GASES = ("H2", "CH4", "C2H6", "C2H4", "C2H2", "CO", "CO2")
 PHASES = ("L1", "L2", "L3")
+MAX_SEQ = 2**63 - 1  # a signed 64-bit integer, as stored and compared
 SEEN_SEQUENCES = 1_000  # per transformer: enough to catch repeats across any reordering
 
 
@@ -125,8 +126,8 @@ def _identity(document: dict, transformer: str) -> tuple[int, int]:
             f"the topic's {transformer!r}"
         )
     seq = document.get("seq")
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
-        raise Malformed(f"seq must be an integer >= 1, got {seq!r}")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= MAX_SEQ:
+        raise Malformed(f"seq must be an integer from 1 to 2^63 - 1, got {seq!r}")
     try:
         time = dt.datetime.strptime(f"{document.get('time')}+0000", "%Y-%m-%dT%H:%M:%SZ%z")
     except ValueError:
