@@ -634,7 +634,7 @@ class EdgeAgent:
             try:
                 await self.seal_pending()
             except BufferUnavailable as exc:
-                log.error("cannot seal, retrying in %d s: %s", SEAL_RETRY_SECONDS, exc)  # noqa: TRY400
+                log.error("cannot seal, retrying within %d s: %s", SEAL_RETRY_SECONDS, exc)  # noqa: TRY400
                 # Sooner when a poll or a message commits again (the disk has room again),
                 # but never more than once a second: small commits may pass where a seal fails.
                 await asyncio.sleep(SEAL_RETRY_MIN_SECONDS)

@@ -70,6 +70,13 @@ def test_backoff_is_jittered_below_a_doubling_cap():
         assert len(set(delays)) > 1
 
 
+def test_backoff_after_days_of_failures_stays_below_the_cap():
+    """An outage of any length: the doubling is bounded, no overflow (2.0**1024 raises)."""
+    rng = random.Random(3)
+    assert all(0 <= backoff_delay(attempt, rng=rng) <= BACKOFF_CAP_SECONDS
+               for attempt in (1_023, 1_024, 100_000))  # fmt: skip
+
+
 def test_ack_labels_name_status_and_reason():
     """Labels as logged, counted and stored in the buffer."""
     assert ack_label(pb.Ack(status=pb.ACK_STATUS_ACCEPTED)) == "accepted"

@@ -39,6 +39,7 @@ from typing import Any, TypeAlias
 import grpc
 from google.protobuf.message import DecodeError
 
+from edge_agent.backoff import full_jitter
 from edge_agent.errors import BufferUnavailable, UplinkBroken
 from edge_agent.health import CoreHealth, now_ms
 from edge_agent.keys import ClientTls
@@ -116,8 +117,8 @@ async def check_core(target: str, tls: ClientTls | None, *, timeout_seconds: flo
 
 
 def backoff_delay(attempt: int, *, rng: random.Random) -> float:
-    """Full-jitter backoff: uniform below a limit that doubles per attempt, up to the cap."""
-    return rng.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_FIRST_SECONDS * 2**attempt))
+    """The uplink's wait before reconnecting (``edge_agent.backoff``), up to a minute."""
+    return full_jitter(attempt, first=BACKOFF_FIRST_SECONDS, cap=BACKOFF_CAP_SECONDS, rng=rng)
 
 
 def _enum_name(enum: Any, value: int, prefix: str) -> str:  # noqa: ANN401 - a protobuf enum wrapper

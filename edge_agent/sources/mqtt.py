@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 import aiomqtt
 import paho.mqtt.client as paho
 
+from edge_agent.backoff import full_jitter
 from edge_agent.config import MqttConfig
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,8 @@ class MqttSource:
                 self.connected = False
                 if self.received > received_before:
                     attempt = 0  # the link worked for a while: start the backoff afresh
-                delay = self._rng.uniform(
-                    0, min(RECONNECT_CAP_SECONDS, RECONNECT_FIRST_SECONDS * 2 ** min(attempt, 16))
+                delay = full_jitter(
+                    attempt, first=RECONNECT_FIRST_SECONDS, cap=RECONNECT_CAP_SECONDS, rng=self._rng
                 )
                 attempt += 1
                 log.warning(
