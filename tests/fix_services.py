@@ -437,6 +437,15 @@ class AgentSetup:
         )
 
 
+@pytest.fixture(scope="session")
+def agent_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with an agent's ``agent.key`` and ``pseudonym.key``, for agents run in-process."""
+    folder = tmp_path_factory.mktemp("agent-keys")
+    generate_signing_key(folder / "agent.key")
+    generate_pseudonym_key(folder / "pseudonym.key")
+    return folder
+
+
 @pytest.fixture
 def agent_setup(tmp_path: Path, storage_dsn: str) -> Callable[..., AgentSetup]:
     """Factory: ``agent_setup(core=..., modbus_port=...)`` writes keys and config, enrolls."""

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from device_checks import buffered, check_against_device, write_config
 from doc_concentrator import FIRST_END, INTERVAL, DeviceModel, DocConcentrator, Served
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,14 +26,11 @@ from hypothesis import strategies as st
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import load_config
 from edge_agent.errors import SourceError
-from edge_agent.keys import generate_pseudonym_key, generate_signing_key, load_pseudonym_key
 from edge_agent.sources import register_map
 from edge_agent.sources.modbus import ModbusConcentrator
-from edge_agent.transforms.pseudonymize import Pseudonymizer
 from proto.quality import QualityFlag
 
 pytestmark = pytest.mark.integration
-ESTIMATED = int(QualityFlag.ESTIMATED)
 
 
 @pytest.fixture(scope="module")
@@ -41,26 +38,6 @@ def device():
     served = DocConcentrator()
     yield served
     served.close()
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("keys")
-    generate_signing_key(folder / "agent.key")
-    generate_pseudonym_key(folder / "pseudonym.key")
-    return folder
-
-
-def write_config(folder: Path, keys: Path, port: int) -> Path:
-    path = folder / "edge-agent.toml"
-    path.write_text(
-        f'[agent]\nid = "prop-1"\nsigning_key_file = "{keys / "agent.key"}"\n\n'
-        f'[pseudonymization]\nkey_file = "{keys / "pseudonym.key"}"\nkey_id = "k1"\n\n'
-        '[uplink]\ntarget = "127.0.0.1:1"\n\n'
-        f'[[sources.modbus]]\nname = "doc"\nhost = "127.0.0.1"\nport = {port}\n'
-        "unit_id = 1\npoll_interval_seconds = 1\ntimeout_seconds = 5\nretries = 0\n"
-    )
-    return path
 
 
 async def poll_until_caught_up(config_path: Path, model: DeviceModel, polls: int) -> None:
@@ -76,54 +53,18 @@ async def poll_until_caught_up(config_path: Path, model: DeviceModel, polls: int
         pytest.fail(f"the agent never caught up: at {source.last_interval_end}")
 
 
-def buffered(buffer: Path) -> tuple[list[tuple], list[str]]:
-    with sqlite3.connect(buffer) as db:
-        rows = db.execute(
-            "SELECT meter, interval_end, energy_wh, register_wh, quality_flags FROM readings"
-        ).fetchall()
-        reasons = [r for (r,) in db.execute("SELECT reason FROM quarantine")]
-    return rows, reasons
-
-
 def run_agent(
-    keys: Path, port: int, scenario: Callable[[Path], Awaitable[None]]
+    agent_keys: Path, port: int, scenario: Callable[[Path], Awaitable[None]]
 ) -> tuple[list[tuple], list[str]]:
     """Run ``scenario(config path)`` with a fresh buffer; what it buffered and quarantined."""
     with tempfile.TemporaryDirectory() as folder:
-        asyncio.run(scenario(write_config(Path(folder), keys, port)))
+        asyncio.run(scenario(write_config(Path(folder), agent_keys, [port])))
         return buffered(Path(folder) / "buffer.sqlite")
 
 
 def caught_up(model: DeviceModel, polls: int) -> Callable[[Path], Awaitable[None]]:
     """The scenario: ``polls`` polls, then until every interval is delivered."""
     return lambda config: poll_until_caught_up(config, model, polls)
-
-
-def check_against_device(rows: list[tuple], model: DeviceModel, keys: Path) -> None:
-    """Values first (a torn record), then provenance (a needless estimate), then completeness."""
-    pseudonyms = Pseudonymizer(key=load_pseudonym_key(keys / "pseudonym.key"), key_id="k1")
-    serial_of = {pseudonyms.pseudonym(s): s for s in model.serials}
-    served = {(s.serial, s.interval_end): s for s in model.served}
-    stored: dict[tuple[int, int], tuple[int, int, int]] = {}
-    for meter, end, energy, register, flags in rows:
-        key = (serial_of[meter], end)
-        assert key not in stored, f"meter {key[0]} interval {end} buffered twice"
-        stored[key] = (energy, register, flags)
-    for key, (energy, register, flags) in stored.items():
-        if not flags & ESTIMATED:
-            assert key in served, f"meter {key[0]} interval {key[1]} was never served"
-            expected = (served[key].energy_wh, served[key].register_wh)
-            assert (energy, register) == expected, f"{served[key]} buffered as {energy, register}"
-    for key, (_, _, flags) in stored.items():
-        if flags & ESTIMATED:
-            assert key in model.missed or key[1] in model.evicted, (
-                f"meter {key[0]} interval {key[1]} estimated although the device held it"
-            )
-    for key, record in served.items():
-        got = stored.get(key)
-        if key[1] in model.evicted and (got is None or got[2] & ESTIMATED):
-            continue  # dropped by the history before the agent could read it
-        assert got is not None, f"served {record} was never buffered"
 
 
 closes = st.tuples(
@@ -150,7 +91,7 @@ def device_stories(draw: st.DrawFn) -> tuple[int, list, list, int]:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-def test_every_served_record_is_buffered_once_as_read(device, keys, story):
+def test_every_served_record_is_buffered_once_as_read(device, agent_keys, story):
     """Intervals closing at any point of any poll: no torn record, no needless estimate."""
     meters, late, schedule, polls = story
     model = DeviceModel(serials=[10_007 + 37 * i for i in range(meters)])
@@ -159,12 +100,12 @@ def test_every_served_record_is_buffered_once_as_read(device, keys, story):
     for request, count, missing in schedule:
         model.schedule.setdefault(request, []).append((count, missing))
     device.reset(model)
-    rows, reasons = run_agent(keys, device.port, caught_up(model, polls))
+    rows, reasons = run_agent(agent_keys, device.port, caught_up(model, polls))
     assert reasons == []
-    check_against_device(rows, model, keys)
+    check_against_device(rows, model, agent_keys)
 
 
-def test_a_record_straddling_two_reads_is_never_torn(device, keys):
+def test_a_record_straddling_two_reads_is_never_torn(device, agent_keys):
     """An interval closes between the two reads a record would span (old reads of 125)."""
     model = DeviceModel(serials=[2**40 + 65_535 * i for i in range(20)])  # meter 15: 340-355
     model.close()
@@ -172,9 +113,9 @@ def test_a_record_straddling_two_reads_is_never_torn(device, keys):
     # header, two table reads, then an interval closes: reads of 125 registers would cut
     # meter 15's register (342-345) at 350
     model.schedule[3] = [(1, frozenset())]
-    rows, reasons = run_agent(keys, device.port, caught_up(model, 1))
+    rows, reasons = run_agent(agent_keys, device.port, caught_up(model, 1))
     assert reasons == []
-    check_against_device(rows, model, keys)
+    check_against_device(rows, model, agent_keys)
 
 
 @given(
@@ -201,7 +142,7 @@ def test_decoder_reads_every_record_the_document_allows(records):
     assert [r.quality_flags for r in decoded] == [alarm if r.status else 0 for r in records]
 
 
-def test_one_garbage_record_is_quarantined_and_the_device_goes_on(device, keys):
+def test_one_garbage_record_is_quarantined_and_the_device_goes_on(device, agent_keys):
     """An all-ones register in one record: that record is quarantined, nothing else is lost."""
     model = DeviceModel(serials=[30_000 + i for i in range(10)])
     model.close()
@@ -210,11 +151,11 @@ def test_one_garbage_record_is_quarantined_and_the_device_goes_on(device, keys):
     model.close()
     model.close()
     device.reset(model)
-    rows, reasons = run_agent(keys, device.port, caught_up(model, 1))
+    rows, reasons = run_agent(agent_keys, device.port, caught_up(model, 1))
     assert len(reasons) == 1
     assert "is not a reading" in reasons[0]
     model.served = [s for s in model.served if s.register_wh < 2**63]
-    check_against_device(rows, model, keys)
+    check_against_device(rows, model, agent_keys)
     assert len(rows) == 3 * 10 - 1
 
 
@@ -251,7 +192,7 @@ def after_a_first_poll(steps: Steps) -> Callable[[Path], Awaitable[None]]:
     return scenario
 
 
-def test_one_glitched_header_read_moves_nothing(device, keys, caplog):
+def test_one_glitched_header_read_moves_nothing(device, agent_keys, caplog):
     """A header read a day ahead once (a clock glitch): the poll reads on, nothing is lost."""
     model = five_meters(device, 40_000, closed=1)
 
@@ -263,9 +204,9 @@ def test_one_glitched_header_read_moves_nothing(device, keys, caplog):
         assert source.last_interval_end == model.last_end
         assert source.lost_intervals == 0
 
-    rows, reasons = run_agent(keys, device.port, after_a_first_poll(steps))
+    rows, reasons = run_agent(agent_keys, device.port, after_a_first_poll(steps))
     assert reasons == []
-    check_against_device(rows, model, keys)
+    check_against_device(rows, model, agent_keys)
     assert len(rows) == 15
     assert "history" not in caplog.text
 
@@ -277,7 +218,9 @@ def test_one_glitched_header_read_moves_nothing(device, keys, caplog):
         (lambda: {6: 0xFFFF, 7: 0}, 1, "registers 6-7 (oldest held)"),
     ],
 )
-def test_an_implausible_header_is_refused_and_moves_nothing(device, keys, glitch, reads, says):
+def test_an_implausible_header_is_refused_and_moves_nothing(
+    device, agent_keys, glitch, reads, says
+):
     """Headers ahead of the gateway's clock, or with a garbage history: refused, named."""
     model = five_meters(device, 40_000, closed=1)
 
@@ -291,11 +234,11 @@ def test_an_implausible_header_is_refused_and_moves_nothing(device, keys, glitch
         assert await agent.poll_once(source) == 5
         assert source.last_interval_end == model.last_end
 
-    rows, _ = run_agent(keys, device.port, after_a_first_poll(steps))
+    rows, _ = run_agent(agent_keys, device.port, after_a_first_poll(steps))
     assert len(rows) == 10
 
 
-def test_a_header_going_back_reads_nothing_again(device, keys, caplog):
+def test_a_header_going_back_reads_nothing_again(device, agent_keys, caplog):
     """A device clock stepping back is an alarm; nothing is read twice, nothing is skipped."""
     model = five_meters(device, 50_000, closed=3)
 
@@ -305,19 +248,19 @@ def test_a_header_going_back_reads_nothing_again(device, keys, caplog):
         model.close()
         assert await agent.poll_once(source) == 5
 
-    rows, _ = run_agent(keys, device.port, after_a_first_poll(steps))
+    rows, _ = run_agent(agent_keys, device.port, after_a_first_poll(steps))
     assert "went back" in caplog.text
     assert len(rows) == 20
 
 
-def test_garbage_replies_to_table_reads_store_nothing_that_was_not_served(device, keys):
+def test_garbage_replies_to_table_reads_store_nothing_that_was_not_served(device, agent_keys):
     """Noise in place of a table read: read again, and only what was served is stored."""
     model = DeviceModel(serials=[60_000 + i for i in range(40)])
     for _ in range(3):
         model.close()
     model.garbage = {0, 3, 7, 12, 16}  # 40 meters: 6 table reads an interval, and re-reads
     device.reset(model)
-    rows, reasons = run_agent(keys, device.port, caught_up(model, 1))
+    rows, reasons = run_agent(agent_keys, device.port, caught_up(model, 1))
     assert reasons == []
-    check_against_device(rows, model, keys)
+    check_against_device(rows, model, agent_keys)
     assert len(rows) == 3 * 40
